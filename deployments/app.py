@@ -1,0 +1,45 @@
+"""config -> `build_app(config)` -> draft/target/judge/orchestrator/ingress deployments."""
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deployments.config import AppConfig, RoleDeployment
+from deployments.engine_deployment import EngineDeployment
+from deployments.ingress import Ingress
+from deployments.orchestrator_deployment import Orchestrator
+
+
+def _options(name: str, role: RoleDeployment) -> dict[str, Any]:
+    # Always an autoscaling_config (min == max for a fixed size), as the Serve YAML has it:
+    # mixing num_replicas here with autoscaling_config there would conflict.
+    a = role.autoscaling
+    return {
+        "name": name,
+        "ray_actor_options": {"num_gpus": role.num_gpus, "num_cpus": role.num_cpus},
+        "max_ongoing_requests": role.max_ongoing_requests,
+        "max_queued_requests": role.max_queued_requests,
+        "autoscaling_config": {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+                               "target_ongoing_requests": a.target_ongoing_requests},
+    }
+
+
+def build_app(config: AppConfig | dict) -> Application:
+    cfg = config if isinstance(config, AppConfig) else AppConfig(**config)
+    raw = cfg.model_dump(mode="json")
+
+    def engine(name: str, role):
+        return EngineDeployment.options(**_options(name, role.deployment)).bind(role.engine.model_dump(mode="json"))
+
+    target = engine("TargetEngine", cfg.target)
+    draft = engine("DraftEngine", cfg.draft) if cfg.draft else None
+    judge = engine("JudgeEngine", cfg.judge) if cfg.judge else None
+    orch = Orchestrator.options(**_options("Orchestrator", cfg.server.orchestrator)).bind(raw, target, draft, judge)
+    return Ingress.options(**_options("Ingress", cfg.server.ingress)).bind(raw, orch)
+
+
+def build_app_from_args(args: dict) -> Application:
+    """Serve application builder for `serve run` / `serve deploy` (import_path ... args: {config: ...})."""
+    return build_app(args["config"])

@@ -1,0 +1,101 @@
+"""Pydantic configuration for the whole application: one YAML drives `lookahead serve`,
+`serve run`/`serve deploy` (as the application's args) and the KubeRay manifests."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingConfig(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class EngineConfig(_Strict):
+    """One model behind one engine. `model` is a short name, a local path or a hub id."""
+
+    model: str
+    engine: Literal["hf", "vllm"] = "hf"
+    dtype: str = "auto"
+    device: str = "auto"
+    # token-level speculation inside each step: none, ngram (prompt lookup), draft_model, eagle
+    token_speculation: Literal["none", "ngram", "draft_model", "eagle"] = "none"
+    num_speculative_tokens: int = Field(4, ge=1, le=16)
+    speculative_model: str | None = None
+    batch_invariant: bool = False  # run rows one by one: bit-identical greedy results
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
+
+
+class RoleDeployment(_Strict):
+    """Ray Serve placement and scaling for one role (draft, target, judge)."""
+
+    num_gpus: float = Field(0, ge=0)
+    num_cpus: float = Field(1, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=-1)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+
+
+class RoleConfig(_Strict):
+    engine: EngineConfig
+    deployment: RoleDeployment = Field(default_factory=RoleDeployment)
+
+
+class VerifierConfig(_Strict):
+    kind: Literal["exact", "normalized", "embedding", "llm-judge", "target-score"] = "exact"
+    threshold: float | None = None  # per-kind default when unset
+    numeric_guard: bool = True  # only used in front of the embedding verifier
+    embedding_model: str = "minilm-l6"
+
+
+class LookaheadDefaults(_Strict):
+    mode: Literal["ar", "sd", "lr", "lr+sd"] = "lr"
+    depth: int = Field(4, ge=0, le=16)
+    width: int = Field(1, ge=1, le=8)
+    schedule: Literal["sync", "async"] = "sync"
+    max_step_tokens: int = Field(100, ge=1, le=4096)
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+
+
+class ServerConfig(_Strict):
+    served_model_name: str = "lookahead"
+    http_port: int = 8000
+    grpc_port: int = 9000
+    request_timeout_s: float = Field(600, gt=0)
+    api_keys_env: str = "LOOKAHEAD_API_KEYS"
+    api_keys_file: str | None = None
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    orchestrator: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=64))
+    ingress: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=128))
+
+
+class AppConfig(_Strict):
+    target: RoleConfig
+    draft: RoleConfig | None = None
+    judge: RoleConfig | None = None
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
+    defaults: LookaheadDefaults = Field(default_factory=LookaheadDefaults)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _roles(self) -> "AppConfig":
+        if self.verifier.kind == "llm-judge" and self.judge is None:
+            raise ValueError("verifier.kind 'llm-judge' needs a judge role")
+        if self.defaults.mode.startswith("lr") and self.draft is None:
+            raise ValueError(f"defaults.mode {self.defaults.mode!r} needs a draft role")
+        return self

@@ -1,0 +1,289 @@
+"""Hugging Face transformers step engine: the light engine for CPU, tests and odd models.
+
+A hand-written decode loop (KV cache, left padding) instead of `model.generate`, because
+steps need per-row stop rules (delimiter, EOS, step and total budgets), per-row seeds so
+sibling drafts are distinct but reproducible, and per-row cancellation of dropped branches.
+Concurrent `generate_steps` calls are micro-batched into one forward loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from deployments.engines.prefix import PromptRenderer, context_ids
+from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
+
+
+@dataclass
+class _Row:
+    ids: list[int]  # the full context to continue
+    sampling: SamplingParams
+    limit: int  # new tokens allowed in this step
+    budget_cut: bool  # the limit comes from the total budget, not the step size
+    out: list[int] = field(default_factory=list)
+    reason: str = ""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+class HFEngine:
+    """StepEngine and ChoiceScorer over a transformers causal LM."""
+
+    def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto",
+                 batch_invariant: bool = False, max_batch: int = 16, token_speculation: str = "none",
+                 num_speculative_tokens: int = 4, speculative_model: str | None = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from deployments.models import resolve_model
+
+        path = resolve_model(model)
+        self.name = model
+        self.device = pick_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, self.device))
+        self.model.to(self.device).eval()
+        self.batch_invariant = batch_invariant
+        if token_speculation not in ("none", "ngram"):
+            raise ValueError(f"hf engine supports token_speculation 'none' or 'ngram' (prompt lookup), "
+                             f"not {token_speculation!r}; use the vllm engine for draft_model/eagle")
+        self.token_speculation = token_speculation
+        self.num_speculative_tokens = num_speculative_tokens
+        self.max_batch = max_batch
+        self.tokenizer_key = tokenizer_key(self.tokenizer)
+        self.renderer = PromptRenderer(self.tokenizer)
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self._lock = threading.Lock()  # one forward loop at a time on this model
+        self._queue: asyncio.Queue | None = None
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 32768)
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        return len(self.renderer.ids(prompt))
+
+    # -- StepEngine --------------------------------------------------------------------
+    async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
+        rows = [self._row(r) for r in requests]
+        fut = asyncio.get_running_loop().create_future()
+        await self._enqueue(rows, fut)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            for row in rows:  # the decode loop drops cancelled rows at the next token
+                row.cancelled.set()
+            raise
+        return [self._step(row) for row in rows]
+
+    def _row(self, req: StepRequest) -> _Row:
+        prompt_ids = self.renderer.ids(req.prompt)
+        ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
+        remaining = req.max_total_tokens - (len(ids) - len(prompt_ids))
+        limit = max(0, min(req.max_step_tokens, remaining))
+        return _Row(ids, req.sampling, limit, budget_cut=remaining <= req.max_step_tokens)
+
+    def _step(self, row: _Row) -> Step:
+        text = self.tokenizer.decode(row.out, skip_special_tokens=True)
+        return Step(text, list(row.out), self.tokenizer_key, row.reason or "budget")
+
+    async def _enqueue(self, rows: list[_Row], fut: asyncio.Future) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._batch_worker())
+        await self._queue.put((rows, fut))
+
+    async def _batch_worker(self) -> None:
+        """Drain every call queued meanwhile into one batch: async branches share forwards."""
+        while True:
+            jobs = [await self._queue.get()]
+            while not self._queue.empty() and sum(len(r) for r, _ in jobs) < self.max_batch:
+                jobs.append(self._queue.get_nowait())
+            jobs = [(rows, fut) for rows, fut in jobs if not fut.done()]
+            rows = [row for r, _ in jobs for row in r]
+            try:
+                if rows:
+                    await asyncio.to_thread(self._run_rows, rows)
+                for _, fut in jobs:
+                    if not fut.done():
+                        fut.set_result(None)
+            except Exception as exc:  # noqa: BLE001 - the callers get the error, the worker lives on
+                for _, fut in jobs:
+                    if not fut.done():
+                        fut.set_exception(exc)
+
+    def _run_rows(self, rows: list[_Row]) -> None:
+        with self._lock:
+            todo = [r for r in rows if r.limit > 0 and not r.cancelled.is_set()]
+            for r in rows:
+                if r.limit <= 0:
+                    r.reason = "budget"
+            if self.token_speculation == "ngram":  # prompt lookup verifies per row: greedy rows go alone
+                for r in [r for r in todo if r.sampling.greedy]:
+                    self._decode_lookup(r)
+                todo = [r for r in todo if not r.sampling.greedy]
+            size = 1 if self.batch_invariant else self.max_batch
+            for i in range(0, len(todo), size):
+                self._decode(todo[i:i + size])
+
+    # -- the decode loop -----------------------------------------------------------------
+    @torch.inference_mode()
+    def _decode(self, rows: list[_Row]) -> None:
+        width = max(len(r.ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding keeps every row's last token at the end
+            ids[i, width - len(r.ids):] = torch.tensor(r.ids)
+            mask[i, width - len(r.ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1, :]
+        generators = [_generator(r.sampling, self.device) for r in rows]
+        active = [True] * len(rows)
+        next_pos = positions[:, -1:] + 1
+        for _ in range(max(r.limit for r in rows)):
+            tokens = [_choose(logits[i], rows[i].sampling, generators[i]) if active[i] else self.pad_id
+                      for i in range(len(rows))]
+            for i, r in enumerate(rows):
+                if active[i]:
+                    active[i] = self._advance(r, tokens[i])
+            if not any(active):
+                break
+            step_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+            out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
+                             past_key_values=past, use_cache=True)
+            past, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
+
+    @torch.inference_mode()
+    def _decode_lookup(self, row: _Row) -> None:
+        """Greedy decoding with prompt-lookup token speculation (token-level SD inside a step).
+
+        Proposals are copied from the context after the latest match of its last n-gram and
+        verified in one forward; the output equals plain greedy decoding.
+        """
+        out = self.model(input_ids=torch.tensor([row.ids], device=self.device), use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1:, :]
+        context = list(row.ids)
+        while True:
+            token = int(torch.argmax(logits[0]))
+            if not self._advance(row, token):
+                return
+            context.append(token)
+            proposal = lookup_proposal(context, min(self.num_speculative_tokens, row.limit - len(row.out)))
+            feed = torch.tensor([[token] + proposal], device=self.device)
+            out = self.model(input_ids=feed, past_key_values=past, use_cache=True)
+            past, verify = out.past_key_values, out.logits[0]
+            accepted = 0
+            for j, proposed in enumerate(proposal):
+                if int(torch.argmax(verify[j])) != proposed:
+                    break
+                if not self._advance(row, proposed):
+                    return
+                context.append(proposed)
+                accepted += 1
+            past.crop(len(context))  # drop the rejected proposals' keys and values
+            logits = verify[accepted:accepted + 1]
+
+    def _advance(self, row: _Row, token: int) -> bool:
+        """Append a token; return False when the row's step is over."""
+        if row.cancelled.is_set():
+            row.reason = "step_limit"
+            return False
+        if token in self.eos_ids:
+            row.reason = "eos"  # EOS ends the answer; it is not part of the step's text
+            return False
+        row.out.append(token)
+        piece = self.tokenizer.decode([token])
+        if "\n" in piece and DELIMITER in self.tokenizer.decode(row.out):
+            row.reason = "delimiter"  # the whole token stays: steps concatenate to the AR ids
+            return False
+        if len(row.out) >= row.limit:
+            row.reason = "budget" if row.budget_cut else "step_limit"
+            return False
+        return True
+
+    # -- ChoiceScorer --------------------------------------------------------------------
+    async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
+        first = [self.renderer.encode(c)[0] for c in choices]
+        return await asyncio.to_thread(self._choice_probs, prompts, first)
+
+    @torch.inference_mode()
+    def _choice_probs(self, prompts: list[Prompt], first: list[int]) -> list[list[float]]:
+        result = []
+        with self._lock:
+            for p in prompts:  # one by one: judge prompts differ a lot in length
+                ids = torch.tensor([self.renderer.ids(p)], device=self.device)
+                logits = self.model(input_ids=ids).logits[0, -1].float()
+                probs = torch.softmax(logits, -1)[first]
+                result.append((probs / probs.sum().clamp(min=1e-12)).tolist())
+        return result
+
+
+def lookup_proposal(context: list[int], k: int, max_ngram: int = 3) -> list[int]:
+    """Tokens that followed the most recent earlier occurrence of the context's last n-gram."""
+    if k <= 0:
+        return []
+    for n in range(min(max_ngram, len(context) - 1), 0, -1):
+        tail = context[-n:]
+        for start in range(len(context) - n - 1, -1, -1):
+            if context[start:start + n] == tail:
+                return context[start + n:start + n + k]
+    return []
+
+
+def _generator(sampling: SamplingParams, device: str) -> torch.Generator | None:
+    if sampling.greedy:
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed(sampling.seed if sampling.seed is not None else torch.seed() & 0x7FFFFFFF)
+    return g
+
+
+def _choose(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None) -> int:
+    if s.greedy:
+        return int(torch.argmax(logits))
+    logits = logits.float() / s.temperature
+    if s.top_k > 0:
+        kth = torch.topk(logits, min(s.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    if s.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > s.top_p  # keep the smallest set reaching top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def tokenizer_key(tokenizer) -> str:
+    """Equal keys <=> identical vocabularies: token ids can cross between the two models."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def eos_token_ids(tokenizer, generation_config) -> set[int]:
+    ids = set()
+    for source in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    return ids

@@ -1,0 +1,160 @@
+"""The stateful orchestrator: a Serve replica (a Ray actor) that owns each request's session.
+
+It runs the orchestrator/ core against the draft, target and judge deployments through
+DeploymentHandles, keeps running totals and exports them as Ray metrics. A session lives
+exactly as long as its stream: when the caller goes away the generator is cancelled, which
+cancels every in-flight draft/target/judge call of that session.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from ray import serve
+from ray.serve import metrics
+
+from deployments.config import AppConfig
+from deployments.pipeline import build_verifier, lookahead_params
+from deployments.remote import RemoteEngine
+from orchestrator.lookahead import Lookahead
+from orchestrator.types import Prompt, Stats
+
+log = logging.getLogger("ray.serve")
+
+
+class BadRequest(ValueError):
+    """A request the server refuses; `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@serve.deployment(max_ongoing_requests=64)
+class Orchestrator:
+    def __init__(self, config: dict, target, draft=None, judge=None) -> None:
+        self.cfg = AppConfig(**config)
+        self.handles = {"target": target, "draft": draft, "judge": judge}
+        self.engines: dict[str, RemoteEngine] = {}
+        self.info: dict[str, dict] = {}
+        self.verifiers: dict[str, object] = {}
+        self.sessions: dict[str, Lookahead] = {}
+        self.totals = Stats(mode="all")
+        self.requests = 0
+        self.started = time.time()
+        self._ready = asyncio.Lock()
+        tags = ("mode",)
+        self.m_requests = metrics.Counter("lookahead_requests", "finished requests", tag_keys=tags)
+        self.m_steps = metrics.Counter("lookahead_steps", "emitted steps", tag_keys=("source",))
+        self.m_verified = metrics.Counter("lookahead_drafts_verified", "draft positions ruled on", tag_keys=("depth",))
+        self.m_accepted = metrics.Counter("lookahead_drafts_accepted", "draft positions accepted", tag_keys=("depth",))
+        self.m_degraded = metrics.Counter("lookahead_degraded", "requests that fell back to target-only")
+        self.m_active = metrics.Gauge("lookahead_active_sessions", "sessions in flight")
+        self.m_latency = metrics.Histogram("lookahead_request_seconds", "request wall time",
+                                           boundaries=[0.5, 1, 2, 5, 10, 30, 60, 120, 300])
+
+    async def _engines(self) -> dict[str, RemoteEngine]:
+        """Ask each role for its tokenizer once (lazily: replicas may start in any order)."""
+        async with self._ready:
+            for role, handle in self.handles.items():
+                if handle is not None and role not in self.engines:
+                    self.info[role] = await handle.info.remote()
+                    self.engines[role] = RemoteEngine(handle, self.info[role]["tokenizer_key"])
+        return self.engines
+
+    def _verifier(self, kind: str):
+        if kind not in self.verifiers:
+            vcfg = self.cfg.verifier.model_copy(update={"kind": kind})
+            if kind == "llm-judge" and "judge" not in self.engines:
+                raise BadRequest("verifier 'llm-judge' needs a judge deployment, none is configured",
+                                 "lookahead.verifier")
+            self.verifiers[kind] = build_verifier(vcfg, target=self.engines["target"], judge=self.engines.get("judge"))
+        return self.verifiers[kind]
+
+    async def _session(self, spec: dict) -> tuple[Lookahead, int]:
+        engines = await self._engines()
+        overrides = dict(spec.get("overrides") or {})
+        kind = overrides.pop("verifier", None) or self.cfg.verifier.kind
+        mode = overrides.get("mode") or self.cfg.defaults.mode
+        if mode.startswith("lr") and "draft" not in engines:
+            raise BadRequest(f"mode {mode!r} needs a draft deployment, none is configured", "lookahead.mode")
+        if mode.endswith("sd") and self.info["target"].get("token_speculation", "none") == "none":
+            raise BadRequest(f"mode {mode!r} needs token-level speculation on the target engine "
+                             "(engine.token_speculation in the config)", "lookahead.mode")
+        try:
+            params = lookahead_params(self.cfg.defaults, **overrides)
+        except ValueError as exc:
+            raise BadRequest(str(exc), "lookahead") from exc
+        prompt = Prompt(messages=spec.get("messages"), text=spec.get("prompt"))
+        prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
+        limit = self.info["target"]["max_context"]
+        if prompt_tokens + params.max_tokens > limit:
+            raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
+                             f"model's context of {limit} tokens", "messages" if prompt.messages else "prompt")
+        verifier = self._verifier(kind) if params.mode == "lr" else None
+        rid = spec.get("request_id") or uuid.uuid4().hex
+        session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
+        return session, prompt_tokens
+
+    async def generate_stream(self, spec: dict):
+        """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats."""
+        session, prompt_tokens = await self._session(spec)
+        rid = session.request_id
+        self.sessions[rid] = session
+        self.m_active.set(len(self.sessions))
+        try:
+            yield {"prompt_tokens": prompt_tokens}
+            async for steps in session.stream():
+                yield {"steps": [{"text": s.text, "source": s.source, "tokens": len(s.token_ids)} for s in steps]}
+            result = session.result()
+            self._account(result.stats)
+            yield {"done": True, **result.to_dict()}
+        finally:
+            self.sessions.pop(rid, None)
+            self.m_active.set(len(self.sessions))
+
+    async def generate(self, spec: dict) -> dict:
+        out: dict = {}
+        async for chunk in self.generate_stream(spec):
+            out.update(chunk)
+        return out
+
+    def _account(self, st: Stats) -> None:
+        t = self.totals
+        self.requests += 1
+        self.m_requests.inc(tags={"mode": st.mode})
+        self.m_latency.observe(st.wall_s)
+        for name in ("cycles", "drafted_steps", "verified_steps", "accepted_steps", "target_steps", "tokens",
+                     "draft_tokens", "target_tokens", "draft_s", "target_s", "verify_s", "wall_s",
+                     "cancelled_branches"):
+            setattr(t, name, getattr(t, name) + getattr(st, name))
+        for depth, (n, a) in enumerate(zip(st.verified_by_depth, st.accepted_by_depth)):
+            while len(t.verified_by_depth) <= depth:
+                t.verified_by_depth.append(0)
+                t.accepted_by_depth.append(0)
+            t.verified_by_depth[depth] += n
+            t.accepted_by_depth[depth] += a
+            if n:
+                self.m_verified.inc(n, tags={"depth": str(depth)})
+            if a:
+                self.m_accepted.inc(a, tags={"depth": str(depth)})
+        if st.accepted_steps:
+            self.m_steps.inc(st.accepted_steps, tags={"source": "draft"})
+        if st.target_steps:
+            self.m_steps.inc(st.target_steps, tags={"source": "target"})
+        if st.degraded:
+            self.m_degraded.inc()
+            t.degraded = (t.degraded + st.degraded)[-20:]
+
+    async def stats(self) -> dict:
+        totals = self.totals.to_dict()
+        steps = self.totals.accepted_steps + self.totals.target_steps
+        totals.update(requests=self.requests, active_sessions=len(self.sessions),
+                      steps_per_s=round(steps / self.totals.wall_s, 3) if self.totals.wall_s else 0.0,
+                      uptime_s=round(time.time() - self.started, 1))
+        return totals
+
+    async def active_sessions(self) -> list[str]:
+        return list(self.sessions)

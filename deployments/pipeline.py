@@ -1,0 +1,51 @@
+"""In-process pipeline: engines + verifier + per-request parameters from one AppConfig.
+
+Used by `lookahead generate`, the benchmarks, and (per role) by the Serve deployments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deployments.config import AppConfig, LookaheadDefaults, VerifierConfig
+from deployments.engines.factory import build_engine
+from orchestrator.lookahead import LookaheadParams
+from orchestrator.types import SamplingParams
+
+
+def core_mode(mode: str) -> str:
+    """`lr` and `lr+sd` speculate steps; `ar` and `sd` decode with the target alone."""
+    return "lr" if mode.startswith("lr") else "ar"
+
+
+def lookahead_params(defaults: LookaheadDefaults, **overrides: Any) -> LookaheadParams:
+    """Per-request parameters: config defaults overridden by what the request set (None = unset)."""
+    d = defaults.model_copy(update={k: v for k, v in overrides.items() if v is not None and k != "seed"})
+    sampling = SamplingParams(d.temperature, d.top_p, d.top_k, overrides.get("seed"))
+    return LookaheadParams(mode=core_mode(d.mode), depth=d.depth, width=d.width, schedule=d.schedule,
+                           max_step_tokens=d.max_step_tokens, max_tokens=d.max_tokens,
+                           target_sampling=sampling, draft_sampling=sampling,
+                           seed=overrides.get("seed") or 0)
+
+
+def build_verifier(cfg: VerifierConfig, target=None, judge=None):
+    from verifier.factory import build_verifier as build
+
+    return build(cfg.kind, threshold=cfg.threshold, numeric_guard=cfg.numeric_guard,
+                 embedding_model=cfg.embedding_model, judge=judge, target=target)
+
+
+@dataclass
+class Pipeline:
+    target: Any
+    draft: Any | None
+    judge: Any | None
+    verifier: Any | None
+
+    @classmethod
+    def build(cls, cfg: AppConfig) -> "Pipeline":
+        target = build_engine(cfg.target.engine)
+        draft = build_engine(cfg.draft.engine) if cfg.draft else None
+        judge = build_engine(cfg.judge.engine) if cfg.judge else None
+        verifier = build_verifier(cfg.verifier, target=target, judge=judge) if draft else None
+        return cls(target, draft, judge, verifier)

@@ -1,0 +1,204 @@
+"""Ray Serve deploy config (``serve run`` / ``serve deploy`` / KubeRay ``serveConfigV2``)
+generated from one :class:`~deployments.config.AppConfig`.
+
+The output follows ``ray.serve.schema.ServeDeploySchema``: HTTP and gRPC proxy options and one
+application whose ``args`` carry the whole AppConfig (``deployments.app:build_app_from_args``
+rebuilds it from there) and whose ``deployments`` list sets each Serve deployment's placement
+and autoscaling from the matching :class:`~deployments.config.RoleDeployment`.
+
+With ``role_resources=True`` (the Kubernetes flavour) every replica also asks for one unit of
+a custom Ray resource named after its role (``lookahead_target``, ``lookahead_draft``, ...).
+Only the KubeRay worker group that hosts that role advertises the resource, so a replica
+lands on its own group and the Ray autoscaler knows which group to grow
+(see :mod:`deployments.kuberay`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deployments.config import AppConfig, RoleDeployment
+
+IMPORT_PATH = "deployments.app:build_app_from_args"
+GRPC_SERVICER_FUNCTIONS = [
+    "protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server",
+]
+
+# Serve deployment name -> role name. The role name keys the custom Ray resource and the
+# KubeRay worker group bookkeeping.
+DEPLOYMENT_ROLES: dict[str, str] = {
+    "TargetEngine": "target",
+    "DraftEngine": "draft",
+    "JudgeEngine": "judge",
+    "Orchestrator": "orchestrator",
+    "Ingress": "ingress",
+}
+ROLE_DEPLOYMENTS: dict[str, str] = {role: name for name, role in DEPLOYMENT_ROLES.items()}
+ROLES: tuple[str, ...] = tuple(DEPLOYMENT_ROLES.values())
+RESOURCE_PREFIX = "lookahead_"
+
+
+def role_resource(role: str) -> str:
+    """Name of the custom Ray resource that pins a role's replicas to its worker group."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+    return RESOURCE_PREFIX + role
+
+
+def role_deployments(cfg: AppConfig) -> dict[str, RoleDeployment]:
+    """The roles present in ``cfg`` and their Serve placement/scaling, in deployment order."""
+    out: dict[str, RoleDeployment] = {"target": cfg.target.deployment}
+    if cfg.draft is not None:
+        out["draft"] = cfg.draft.deployment
+    if cfg.judge is not None:
+        out["judge"] = cfg.judge.deployment
+    out["orchestrator"] = cfg.server.orchestrator
+    out["ingress"] = cfg.server.ingress
+    return out
+
+
+def _num(x: float) -> int | float:
+    """1.0 -> 1, 0.5 -> 0.5 (keeps the YAML readable)."""
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, float] | None = None) -> dict:
+    actor: dict[str, Any] = {"num_cpus": _num(dep.num_cpus), "num_gpus": _num(dep.num_gpus)}
+    if resources:
+        actor["resources"] = {k: _num(v) for k, v in resources.items()}
+    a = dep.autoscaling
+    return {
+        "name": name,
+        "max_ongoing_requests": dep.max_ongoing_requests,
+        "max_queued_requests": dep.max_queued_requests,
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": _num(a.target_ongoing_requests),
+        },
+        "ray_actor_options": actor,
+    }
+
+
+def serve_config(
+    cfg: AppConfig,
+    *,
+    app_name: str = "lookahead",
+    route_prefix: str = "/",
+    role_resources: bool = False,
+    proxy_location: str = "EveryNode",
+) -> dict:
+    """Ray Serve deploy config (a dict matching ``ServeDeploySchema``) for ``cfg``.
+
+    ``role_resources``: add ``{"lookahead_<role>": 1}`` to every deployment's
+    ``ray_actor_options.resources`` (needed on KubeRay, where worker groups advertise them;
+    leave it off for ``serve run`` on one machine, which has no such resources).
+    """
+    deployments = []
+    for role, dep in role_deployments(cfg).items():
+        res = {role_resource(role): 1} if role_resources else None
+        deployments.append(deployment_entry(ROLE_DEPLOYMENTS[role], dep, resources=res))
+    return {
+        "proxy_location": proxy_location,
+        "http_options": {"host": "0.0.0.0", "port": cfg.server.http_port},
+        "grpc_options": {
+            "port": cfg.server.grpc_port,
+            "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS),
+        },
+        "applications": [
+            {
+                "name": app_name,
+                "route_prefix": route_prefix,
+                "import_path": IMPORT_PATH,
+                "args": {"config": cfg.model_dump(mode="json")},
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- YAML helpers
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, insertion order, multi-line strings as ``|`` literals."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str):
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(data: Any) -> str:
+    """Deterministic YAML text (keys keep their insertion order)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=4096)
+
+
+def dump_yaml_all(docs: list[Any]) -> str:
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                         allow_unicode=True, width=4096, explicit_start=True)
+
+
+def serve_yaml(cfg: AppConfig, *, header: str | None = None, **kwargs: Any) -> str:
+    """``serve_config(cfg, **kwargs)`` as YAML text, optionally preceded by ``# header`` lines."""
+    text = dump_yaml(serve_config(cfg, **kwargs))
+    if header:
+        text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
+    return text
+
+
+def write_serve_yaml(cfg: AppConfig, path: str | Path, *, header: str | None = None, **kwargs: Any) -> Path:
+    """Write ``serve_config(cfg, **kwargs)`` to ``path`` (usable with ``serve run path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(serve_yaml(cfg, header=header, **kwargs))
+    return path
+
+
+def app_config_from_data(data: Any, *, app_name: str | None = None) -> AppConfig:
+    """AppConfig from parsed YAML: a plain AppConfig mapping, a Serve deploy config (the
+    config is ``applications[i].args.config``; the first application unless ``app_name``) or a
+    KubeRay RayService manifest (its ``spec.serveConfigV2``)."""
+    if not isinstance(data, dict):
+        raise ValueError("expected a YAML mapping")
+    if data.get("kind") == "RayService":
+        inner = yaml.safe_load(data["spec"]["serveConfigV2"])
+        return app_config_from_data(inner, app_name=app_name)
+    if "applications" in data:
+        apps = data["applications"] or []
+        if not apps:
+            raise ValueError("Serve config has no applications")
+        if app_name is not None:
+            matching = [a for a in apps if a.get("name") == app_name]
+            if not matching:
+                raise ValueError(f"no application named {app_name!r}")
+            app = matching[0]
+        else:
+            app = apps[0]
+        args = app.get("args") or {}
+        if "config" not in args:
+            raise ValueError(f"application {app.get('name')!r} has no args.config")
+        return AppConfig.model_validate(args["config"])
+    return AppConfig.model_validate(data)
+
+
+def load_app_config(path: str | Path, *, app_name: str | None = None) -> AppConfig:
+    """Load an AppConfig from a plain AppConfig YAML or from a Serve config YAML
+    (``applications[0].args.config``); a RayService manifest works too."""
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    return app_config_from_data(data, app_name=app_name)
+
+
+__all__ = [
+    "DEPLOYMENT_ROLES", "GRPC_SERVICER_FUNCTIONS", "IMPORT_PATH", "ROLES", "ROLE_DEPLOYMENTS",
+    "app_config_from_data", "deployment_entry", "dump_yaml", "dump_yaml_all", "load_app_config",
+    "role_deployments", "role_resource", "serve_config", "serve_yaml", "write_serve_yaml",
+]

@@ -1,0 +1,45 @@
+"""Regenerate the checked-in Python stubs: `python -m protos.generate [--check]`.
+
+Stubs are generated with the repo root as include path, so they import as
+`protos.lookahead.v1.lookahead_pb2`, the path Ray Serve's gRPC proxy is configured with.
+"""
+from __future__ import annotations
+
+import filecmp
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = "protos/lookahead/v1/lookahead.proto"
+OUTPUTS = ("lookahead_pb2.py", "lookahead_pb2_grpc.py")
+
+
+def generate(out_dir: Path) -> None:
+    from grpc_tools import protoc
+
+    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT}", f"--python_out={out_dir}",
+                      f"--grpc_python_out={out_dir}", str(ROOT / PROTO)])
+    if rc != 0:
+        raise RuntimeError(f"protoc failed with exit code {rc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    check = "--check" in (argv if argv is not None else sys.argv[1:])
+    target = ROOT / "protos/lookahead/v1"
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        fresh = Path(tmp) / "protos/lookahead/v1"
+        stale = [n for n in OUTPUTS if not (target / n).exists() or not filecmp.cmp(fresh / n, target / n, shallow=False)]
+        if check:
+            for n in stale:
+                print(f"stale generated stub: protos/lookahead/v1/{n} (run: python -m protos.generate)")
+            return 1 if stale else 0
+        for n in OUTPUTS:
+            (target / n).write_bytes((fresh / n).read_bytes())
+    print("generated", ", ".join(OUTPUTS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

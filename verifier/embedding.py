@@ -1,0 +1,45 @@
+"""Embedding verifier: cosine similarity of sentence embeddings >= threshold.
+
+The reference uses all-mpnet-base-v2 at 0.95; here the default is all-MiniLM-L6-v2
+("minilm-l6") at 0.85, the threshold measured on real Qwen draft/target steps (DESIGN.md §4).
+It is blind to arithmetic ("48/2 = 24" vs "48/2 = 25" ~0.98), so `build_verifier` wraps it
+in the numeric guard (verifier/numeric.py) by default.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from orchestrator.types import Verdict, VerifyPair
+
+
+class EmbeddingVerifier:
+    name = "embedding"
+
+    def __init__(self, model: str = "minilm-l6", threshold: float = 0.85, device: str = "cpu",
+                 batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from deployments.models import resolve_model
+
+        self.model_name = model
+        self.threshold = float(threshold)
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(str(resolve_model(model)), device=device)
+        self._lock = threading.Lock()  # one encode at a time on this model
+
+    def similarities(self, drafts: list[str], targets: list[str]) -> list[float]:
+        """Cosine similarity of each (draft, target), all texts encoded in one batch."""
+        if not drafts:
+            return []
+        with self._lock:
+            emb = self.model.encode(drafts + targets, batch_size=self.batch_size,
+                                    normalize_embeddings=True, convert_to_tensor=True,
+                                    show_progress_bar=False)
+        n = len(drafts)
+        return (emb[:n] * emb[n:]).sum(-1).clamp(-1.0, 1.0).tolist()
+
+    async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
+        sims = await asyncio.to_thread(self.similarities, [p.draft.text for p in pairs],
+                                       [p.target.text for p in pairs])
+        return [Verdict(s >= self.threshold, float(s), self.name, f"cosine={s:.4f}") for s in sims]

@@ -1,0 +1,52 @@
+"""Build a verifier by name: what configs, the CLI and the Serve app call."""
+from __future__ import annotations
+
+from orchestrator.protocols import ChoiceScorer, Verifier
+
+VERIFIER_KINDS = ("exact", "normalized", "embedding", "llm-judge", "target-score")
+
+#: per-kind default acceptance thresholds (exact / normalized have none)
+DEFAULT_THRESHOLDS: dict[str, float | None] = {
+    "exact": None,
+    "normalized": None,
+    "embedding": 0.85,  # MiniLM-L6 cosine, measured on Qwen 0.5B/1.5B steps (reference: 0.95, mpnet)
+    "llm-judge": 0.5,  # P(yes)
+    "target-score": 7.0,  # expected 0-9 rating (SpecReason)
+}
+
+
+def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: bool = True,
+                   embedding_model: str = "minilm-l6", judge: ChoiceScorer | None = None,
+                   target: ChoiceScorer | None = None, device: str = "cpu") -> Verifier:
+    """Make the verifier `kind` (one of VERIFIER_KINDS).
+
+    `numeric_guard` wraps the embedding verifier in GuardedVerifier (embeddings are blind to
+    arithmetic); the other kinds ignore it. `judge` is the ChoiceScorer for "llm-judge",
+    `target` the one for "target-score".
+    """
+    if kind not in VERIFIER_KINDS:
+        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {', '.join(VERIFIER_KINDS)}")
+    t = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
+    if kind == "exact":
+        from verifier.exact import ExactVerifier
+        return ExactVerifier()
+    if kind == "normalized":
+        from verifier.exact import NormalizedVerifier
+        return NormalizedVerifier()
+    if kind == "embedding":
+        from verifier.embedding import EmbeddingVerifier
+        inner = EmbeddingVerifier(embedding_model, threshold=t, device=device)
+        if numeric_guard:
+            from verifier.numeric import GuardedVerifier, NumericGuard
+            return GuardedVerifier(inner, NumericGuard())
+        return inner
+    if kind == "llm-judge":
+        if judge is None:
+            raise ValueError("verifier 'llm-judge' needs a judge ChoiceScorer (judge=...)")
+        from verifier.judge import LLMJudgeVerifier
+        return LLMJudgeVerifier(judge, threshold=t)
+    # target-score
+    if target is None:
+        raise ValueError("verifier 'target-score' needs the target ChoiceScorer (target=...)")
+    from verifier.target_score import TargetScoreVerifier
+    return TargetScoreVerifier(target, threshold=t)
