@@ -141,7 +141,7 @@ def _optional_cli(sub) -> None:
     """Sub-commands whose modules need the serve extras; registered when importable."""
     import importlib
 
-    for name in ("deployments.serve_cli", "deployments.kuberay"):
+    for name in ("deployments.serve_cli", "deployments.kuberay", "benchmarks.bench"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -35,6 +35,7 @@ class EngineConfig(_Strict):
     num_speculative_tokens: int = Field(4, ge=1, le=16)
     speculative_model: str | None = None
     batch_invariant: bool = False  # run rows one by one: bit-identical greedy results
+    cpu_threads: int | None = Field(None, ge=1)  # torch threads on CPU (Ray sets OMP_NUM_THREADS=1 in actors)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
 
 
@@ -76,7 +77,14 @@ class ServerConfig(_Strict):
     served_model_name: str = "lookahead"
     http_port: int = 8000
     grpc_port: int = 9000
-    request_timeout_s: float = Field(600, gt=0)
+    request_timeout_s: float = Field(600, gt=0)  # default deadline; a request may ask for less
+    draft_timeout_s: float = Field(120, gt=0)  # a slower draft/judge call degrades to target-only
+    judge_timeout_s: float = Field(120, gt=0)
+    target_retries: int = Field(1, ge=0, le=5)  # a dead target replica is retried on another one
+    max_tokens_limit: int = Field(32768, ge=1)
+    # Orchestrator -> engine handles: results through the object store (True) or Serve's
+    # interdeployment gRPC transport (False); see benchmarks/serve_overhead.py for the measurement.
+    handle_by_reference: bool = True
     api_keys_env: str = "LOOKAHEAD_API_KEYS"
     api_keys_file: str | None = None
     max_body_bytes: int = Field(1 << 20, ge=1024)

@@ -11,56 +11,47 @@ import json
 import logging
 
 import grpc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from ray import serve
 
 from deployments import openai_api as oa
 from deployments.auth import ApiKeys
 from deployments.config import AppConfig
-from deployments.orchestrator_deployment import BadRequest
+from deployments.http_api import HTTPError, build_http_app
+from deployments.orchestrator_deployment import BadRequest, DeadlineExceeded
+from deployments.remote import cancel_quietly
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
 
-app = FastAPI(title="lookahead", version="0.1.0",
-              description="OpenAI-compatible API with step-level speculative decoding (Lookahead Reasoning)")
 
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.body = status, oa.error_body(message, type_, param, code)
-
-
-@app.exception_handler(HTTPError)
-async def _http_error(_req: Request, exc: HTTPError):
-    return JSONResponse(exc.body, status_code=exc.status)
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(_req: Request, exc: RequestValidationError):
-    err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    msg = f"{param}: {err.get('msg')}" if param else str(err.get("msg"))
-    code = "invalid_json" if err.get("type") == "json_invalid" else None
-    return JSONResponse(oa.error_body(msg, param=param, code=code), status_code=400)
-
-
-def bad_request_of(exc: BaseException) -> BadRequest | None:
-    """Ray wraps a replica's exception; find our BadRequest inside it."""
+def _unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps a replica's exception (RayTaskError); the cause is what was raised there."""
     cause = getattr(exc, "cause", None)
-    for e in (exc, cause):
-        if isinstance(e, BadRequest):
-            return e
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def http_error_of(exc: BaseException) -> HTTPError | None:
+    """The client-facing error for a failure, or None for a real server error (500)."""
+    from ray.serve.exceptions import BackPressureError
+
+    e = _unwrap(exc)
+    if isinstance(e, BadRequest) or isinstance(exc, BadRequest):
+        bad = e if isinstance(e, BadRequest) else exc
+        return HTTPError(400, str(bad.args[0]) if bad.args else str(bad), param=getattr(bad, "param", None))
+    if isinstance(e, DeadlineExceeded) or isinstance(exc, DeadlineExceeded):
+        return HTTPError(504, str(e), type_="timeout_error", code="deadline_exceeded")
+    if isinstance(e, BackPressureError) or isinstance(exc, BackPressureError):
+        return HTTPError(503, "server overloaded: too many queued requests, retry later", type_="overloaded_error",
+                         code="overloaded")
     return None
 
 
-# Helpers sit above the class: @serve.ingress pickles the FastAPI app (and the functions its
-# routes reach) when the class is decorated, so names defined after it would be missing.
+_GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+               404: grpc.StatusCode.NOT_FOUND, 503: grpc.StatusCode.RESOURCE_EXHAUSTED,
+               504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
 async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, include_usage: bool):
     """OpenAI-style SSE from the orchestrator stream; one event per accepted cycle."""
     # A client that disconnects cancels this generator, which cancels the session.
@@ -82,7 +73,7 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
         logger.exception("stream %s failed", rid)
         yield _sse(oa.error_body(f"generation failed: {type(exc).__name__}: {exc}"[:500], "server_error"))
     finally:
-        gen.cancel()
+        cancel_quietly(gen)
 
 
 def _sse(obj: dict) -> str:
@@ -93,6 +84,13 @@ def _grpc_error(context, code, message: str) -> None:
     if context is not None:
         context.set_code(code)
         context.set_details(message)
+
+
+def _is_number(value) -> bool:
+    try:
+        return value is not None and float(value) > 0
+    except ValueError:
+        return False
 
 
 def _first_error(exc: ValueError) -> str:
@@ -116,7 +114,7 @@ def _pb_stats(st: dict) -> pb.Stats:
 
 
 @serve.deployment(max_ongoing_requests=128)
-@serve.ingress(app)
+@serve.ingress()
 class Ingress:
     def __init__(self, config: dict, orchestrator) -> None:
         self.cfg = AppConfig(**config)
@@ -124,32 +122,28 @@ class Ingress:
         self.model_names = {self.cfg.server.served_model_name, self.cfg.target.engine.model}
         self.keys = ApiKeys.load(self.cfg.server.api_keys_env, self.cfg.server.api_keys_file)
 
+    def __serve_build_asgi_app__(self):
+        """Serve calls this at replica start: the HTTP app closes over this replica's state."""
+        return build_http_app(self)
+
     # -- shared ---------------------------------------------------------------------
     def _check_model(self, model: str) -> None:
         if model and model not in self.model_names:
             raise HTTPError(404, f"The model '{model}' does not exist; this server serves "
                                  f"'{self.cfg.server.served_model_name}'", param="model", code="model_not_found")
 
-    def _check_http(self, request: Request) -> None:
-        if not self.keys.allows_http(request.headers.get("authorization")):
-            raise HTTPError(401, "Invalid or missing API key (Authorization: Bearer <key>)",
-                            type_="authentication_error", code="invalid_api_key")
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > self.cfg.server.max_body_bytes:
-            raise HTTPError(413, f"request body of {size} bytes exceeds {self.cfg.server.max_body_bytes}",
-                            code="body_too_large")
-
     async def _open_stream(self, spec: dict):
         """Start the orchestrator stream and take its first chunk, so bad requests fail before any SSE."""
-        gen = self.orch.options(stream=True).generate_stream.remote(spec)
+        gen = None
         try:
+            gen = self.orch.options(stream=True).generate_stream.remote(spec)
             first = await gen.__anext__()
         except Exception as exc:  # noqa: BLE001
-            gen.cancel()
-            bad = bad_request_of(exc)
-            if bad is not None:
-                raise HTTPError(400, str(bad).split("\n")[-1] if "\n" in str(bad) else str(bad),
-                                param=getattr(bad, "param", None)) from None
+            if gen is not None:
+                cancel_quietly(gen)
+            err = http_error_of(exc)
+            if err is not None:
+                raise err from None
             raise
         return gen, first["prompt_tokens"]
 
@@ -159,51 +153,48 @@ class Ingress:
         try:
             async for chunk in gen:
                 result.update(chunk)
+        except Exception as exc:  # noqa: BLE001
+            err = http_error_of(exc)
+            if err is not None:
+                raise err from None
+            raise
         finally:
-            gen.cancel()
+            cancel_quietly(gen)
         return result, prompt_tokens
 
-    # -- HTTP -----------------------------------------------------------------------
-    @app.get("/health")
-    async def health(self):
-        return {"status": "ok"}
+    def _timeout(self, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            timeout = float(value)
+        except ValueError:
+            raise HTTPError(400, "x-request-timeout must be a number of seconds", param="x-request-timeout") from None
+        if not 0 < timeout <= self.cfg.server.request_timeout_s:
+            raise HTTPError(400, f"x-request-timeout must be in (0, {self.cfg.server.request_timeout_s:g}]",
+                            param="x-request-timeout")
+        return timeout
 
-    @app.get("/v1/models")
-    async def models(self, request: Request):
-        self._check_http(request)
+    # -- HTTP (routes in deployments/http_api.py) ----------------------------------------
+    def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.cfg.server.served_model_name, "object": "model",
                                             "created": 0, "owned_by": "lookahead",
                                             "root": self.cfg.target.engine.model}]}
 
-    @app.get("/v1/lookahead/stats")
-    async def stats(self, request: Request):
-        self._check_http(request)
-        return await self.orch.stats.remote()
-
-    @app.post("/v1/chat/completions")
-    async def chat(self, body: oa.ChatCompletionRequest, request: Request):
-        self._check_http(request)
+    async def http_generate(self, body, timeout_header: str | None, chat: bool):
         self._check_model(body.model)
-        spec = {"messages": [m.model_dump() for m in body.messages], "overrides": body.overrides(),
-                "request_id": oa.new_id("chatcmpl")}
-        return await self._respond(spec, body, chat=True)
-
-    @app.post("/v1/completions")
-    async def completions(self, body: oa.CompletionRequest, request: Request):
-        self._check_http(request)
-        self._check_model(body.model)
-        spec = {"prompt": body.prompt, "overrides": body.overrides(), "request_id": oa.new_id("cmpl")}
-        return await self._respond(spec, body, chat=False)
-
-    async def _respond(self, spec: dict, body, chat: bool):
-        rid, model = spec["request_id"], body.model
+        rid = oa.new_id("chatcmpl" if chat else "cmpl")
+        spec = {"overrides": body.overrides(), "request_id": rid, "timeout_s": self._timeout(timeout_header)}
+        if chat:
+            spec["messages"] = [m.model_dump() for m in body.messages]
+        else:
+            spec["prompt"] = body.prompt
         if not body.stream:
             result, prompt_tokens = await self._run(spec)
             build = oa.chat_response if chat else oa.completion_response
-            return build(rid, model, result, prompt_tokens)
+            return build(rid, body.model, result, prompt_tokens)
         gen, prompt_tokens = await self._open_stream(spec)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(gen, rid, model, chat, prompt_tokens, include_usage)
+        events = sse_events(gen, rid, body.model, chat, prompt_tokens, include_usage)
         return StreamingResponse(events, media_type="text/event-stream")
 
     # -- gRPC (method names are the RPC names) ---------------------------------------
@@ -238,8 +229,9 @@ class Ingress:
         except ValueError as exc:
             _grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, _first_error(exc))
             return None
+        timeout = metadata.get("x-request-timeout")
         return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
-                "request_id": oa.new_id("grpc")}
+                "request_id": oa.new_id("grpc"), "timeout_s": float(timeout) if _is_number(timeout) else None}
 
     async def _grpc_open(self, request, context):
         spec = self._grpc_spec(request, context)
@@ -248,7 +240,7 @@ class Ingress:
         try:
             gen, _ = await self._open_stream(spec)
         except HTTPError as exc:
-            _grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, exc.body["error"]["message"])
+            _grpc_error(context, _GRPC_CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.body["error"]["message"])
             return None, None
         return spec, gen
 
@@ -260,8 +252,14 @@ class Ingress:
         try:
             async for chunk in gen:
                 result.update(chunk)
+        except Exception as exc:  # noqa: BLE001
+            err = http_error_of(exc)
+            if err is None:
+                raise
+            _grpc_error(grpc_context, _GRPC_CODES[err.status], err.body["error"]["message"])
+            return pb.GenerateResponse()
         finally:
-            gen.cancel()
+            cancel_quietly(gen)
         return pb.GenerateResponse(id=spec["request_id"], text=result["text"], steps=_pb_steps(result["steps"]),
                                    finish_reason=result["finish_reason"], stats=_pb_stats(result["stats"]))
 
@@ -276,8 +274,13 @@ class Ingress:
                                            stats=_pb_stats(chunk["stats"]))
                 elif chunk.get("steps"):
                     yield pb.GenerateChunk(id=spec["request_id"], steps=_pb_steps(chunk["steps"]))
+        except Exception as exc:  # noqa: BLE001
+            err = http_error_of(exc)
+            if err is None:
+                raise
+            _grpc_error(grpc_context, _GRPC_CODES[err.status], err.body["error"]["message"])
         finally:
-            gen.cancel()
+            cancel_quietly(gen)
 
     async def Health(self, request: pb.HealthRequest, grpc_context=None) -> pb.HealthResponse:
         return pb.HealthResponse(status="SERVING")

@@ -24,6 +24,10 @@ from orchestrator.types import Prompt, Stats
 log = logging.getLogger("ray.serve")
 
 
+class DeadlineExceeded(TimeoutError):
+    """The request ran past its deadline; its session was cancelled."""
+
+
 class BadRequest(ValueError):
     """A request the server refuses; `param` names the offending field."""
 
@@ -36,7 +40,9 @@ class BadRequest(ValueError):
 class Orchestrator:
     def __init__(self, config: dict, target, draft=None, judge=None) -> None:
         self.cfg = AppConfig(**config)
-        self.handles = {"target": target, "draft": draft, "judge": judge}
+        by_ref = self.cfg.server.handle_by_reference
+        self.handles = {role: h.options(_by_reference=by_ref) if h is not None else None
+                        for role, h in (("target", target), ("draft", draft), ("judge", judge))}
         self.engines: dict[str, RemoteEngine] = {}
         self.info: dict[str, dict] = {}
         self.verifiers: dict[str, object] = {}
@@ -45,6 +51,7 @@ class Orchestrator:
         self.requests = 0
         self.started = time.time()
         self._ready = asyncio.Lock()
+        self._retry_at: dict[str, float] = {}
         tags = ("mode",)
         self.m_requests = metrics.Counter("lookahead_requests", "finished requests", tag_keys=tags)
         self.m_steps = metrics.Counter("lookahead_steps", "emitted steps", tag_keys=("source",))
@@ -59,9 +66,25 @@ class Orchestrator:
         """Ask each role for its tokenizer once (lazily: replicas may start in any order)."""
         async with self._ready:
             for role, handle in self.handles.items():
-                if handle is not None and role not in self.engines:
-                    self.info[role] = await handle.info.remote()
-                    self.engines[role] = RemoteEngine(handle, self.info[role]["tokenizer_key"])
+                if handle is None or role in self.engines:
+                    continue
+                if time.monotonic() < self._retry_at.get(role, 0.0):
+                    continue  # recently unavailable: do not make every request wait for it
+                try:
+                    self.info[role] = await asyncio.wait_for(_result(handle.info.remote()),
+                                                             None if role == "target" else 10)
+                except Exception as exc:  # noqa: BLE001
+                    if role == "target":
+                        raise
+                    # a draft/judge that cannot answer: serve target-only, look again in 30 s
+                    log.warning("%s deployment unavailable (%s); running without it", role, exc)
+                    self._retry_at[role] = time.monotonic() + 30
+                    continue
+                srv = self.cfg.server
+                timeout = {"draft": srv.draft_timeout_s, "judge": srv.judge_timeout_s}.get(role)
+                retries = srv.target_retries if role == "target" else 0
+                self.engines[role] = RemoteEngine(handle, self.info[role]["tokenizer_key"],
+                                                  timeout_s=timeout, retries=retries)
         return self.engines
 
     def _verifier(self, kind: str):
@@ -78,8 +101,11 @@ class Orchestrator:
         overrides = dict(spec.get("overrides") or {})
         kind = overrides.pop("verifier", None) or self.cfg.verifier.kind
         mode = overrides.get("mode") or self.cfg.defaults.mode
-        if mode.startswith("lr") and "draft" not in engines:
+        if mode.startswith("lr") and self.handles["draft"] is None:
             raise BadRequest(f"mode {mode!r} needs a draft deployment, none is configured", "lookahead.mode")
+        limit = self.cfg.server.max_tokens_limit
+        if (overrides.get("max_tokens") or 0) > limit:
+            raise BadRequest(f"max_tokens must be <= {limit} on this server", "max_tokens")
         if mode.endswith("sd") and self.info["target"].get("token_speculation", "none") == "none":
             raise BadRequest(f"mode {mode!r} needs token-level speculation on the target engine "
                              "(engine.token_speculation in the config)", "lookahead.mode")
@@ -93,25 +119,41 @@ class Orchestrator:
         if prompt_tokens + params.max_tokens > limit:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
                              f"model's context of {limit} tokens", "messages" if prompt.messages else "prompt")
-        verifier = self._verifier(kind) if params.mode == "lr" else None
+        verifier = self._verifier(kind) if params.mode == "lr" and "draft" in engines else None
         rid = spec.get("request_id") or uuid.uuid4().hex
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
+        if params.mode == "lr" and "draft" not in engines:
+            session.stats.degraded.append("draft: deployment unavailable")
+        if kind == "llm-judge" and "judge" not in engines and params.mode == "lr":
+            session.speculate = False
+            session.stats.degraded.append("judge: deployment unavailable")
         return session, prompt_tokens
 
     async def generate_stream(self, spec: dict):
         """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats."""
         session, prompt_tokens = await self._session(spec)
         rid = session.request_id
+        timeout = min(float(spec.get("timeout_s") or self.cfg.server.request_timeout_s),
+                      self.cfg.server.request_timeout_s)
+        deadline = time.monotonic() + timeout
         self.sessions[rid] = session
         self.m_active.set(len(self.sessions))
+        stream = session.stream()
         try:
             yield {"prompt_tokens": prompt_tokens}
-            async for steps in session.stream():
+            while True:
+                try:
+                    steps = await asyncio.wait_for(anext(stream), max(0.0, deadline - time.monotonic()))
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded(f"request exceeded its deadline of {timeout:g}s") from None
                 yield {"steps": [{"text": s.text, "source": s.source, "tokens": len(s.token_ids)} for s in steps]}
             result = session.result()
             self._account(result.stats)
             yield {"done": True, **result.to_dict()}
         finally:
+            await stream.aclose()  # cancels whatever the session still has in flight
             self.sessions.pop(rid, None)
             self.m_active.set(len(self.sessions))
 
@@ -158,3 +200,7 @@ class Orchestrator:
 
     async def active_sessions(self) -> list[str]:
         return list(self.sessions)
+
+
+async def _result(response):
+    return await response

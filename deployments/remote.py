@@ -10,21 +10,51 @@ import asyncio
 from orchestrator.types import Prompt, Step, StepRequest
 
 
+def cancel_quietly(response) -> None:
+    """Cancel a handle call; cancelling one that already failed re-raises its error: ignore it."""
+    try:
+        response.cancel()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def replica_lost(exc: BaseException) -> bool:
+    """A replica died or vanished mid-call (worth one more try on another replica)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+
+    return isinstance(exc, (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
+                            DeploymentUnavailableError))
+
+
 class RemoteEngine:
-    def __init__(self, handle, tokenizer_key: str) -> None:
+    def __init__(self, handle, tokenizer_key: str, *, timeout_s: float | None = None, retries: int = 0) -> None:
         self.handle = handle
         self.tokenizer_key = tokenizer_key
+        self.timeout_s = timeout_s
+        self.retries = retries
 
     async def _call(self, method: str, *args):
-        response = getattr(self.handle, method).remote(*args)
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
+        for attempt in range(self.retries + 1):
+            response = getattr(self.handle, method).remote(*args)
+            try:
+                return await asyncio.wait_for(_result(response), self.timeout_s)
+            except asyncio.CancelledError:
+                cancel_quietly(response)
+                raise
+            except asyncio.TimeoutError:
+                cancel_quietly(response)
+                raise TimeoutError(f"{method} took longer than {self.timeout_s}s") from None
+            except Exception as exc:  # noqa: BLE001
+                if attempt == self.retries or not replica_lost(exc):
+                    raise
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         return await self._call("generate_steps", requests)
 
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
         return await self._call("choice_probs", prompts, choices)
+
+
+async def _result(response):
+    return await response

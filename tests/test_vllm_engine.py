@@ -20,8 +20,13 @@ from orchestrator.types import Prompt, SamplingParams, StepRequest
 from tests.conftest import gsm8k
 from verifier.exact import ExactVerifier
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"),
-              pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1800)]
+
+
+def slow(test):
+    """Real models; every such test shares the module's event loop (and engines)."""
+    return pytest.mark.slow(pytest.mark.asyncio(loop_scope="module")(test))
+
 
 TARGET, DRAFT = "qwen2.5-0.5b", "smollm2-135m"
 MAX_TOKENS = 48
@@ -95,6 +100,28 @@ async def ar_reference(engines):
     return results
 
 
+def test_engine_args_mapping():
+    """EngineConfig -> vLLM engine args (no engine started)."""
+    from deployments.engines.vllm_engine import engine_args
+
+    ngram = EngineConfig(model=TARGET, engine="vllm", token_speculation="ngram", num_speculative_tokens=3,
+                         engine_kwargs={"max_model_len": 1024, "prompt_lookup_max": 5, "gpu_memory_utilization": 0.5})
+    args = engine_args(ngram, "/m", cpu=True)
+    assert args["speculative_config"] == {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 5,
+                                          "prompt_lookup_min": 1}
+    assert (args["dtype"], args["enforce_eager"], args["enable_prefix_caching"]) == ("float32", True, True)
+    assert (args["max_model_len"], args["gpu_memory_utilization"]) == (1024, 0.5)
+    gpu = engine_args(EngineConfig(model=TARGET, engine="vllm", engine_kwargs={"tensor_parallel_size": 2}), "/m",
+                      cpu=False)
+    assert gpu["dtype"] == "bfloat16" and "speculative_config" not in gpu and "enforce_eager" not in gpu
+    assert gpu["tensor_parallel_size"] == 2
+    with pytest.raises(ValueError, match="not_an_arg"):
+        engine_args(EngineConfig(model=TARGET, engine="vllm", engine_kwargs={"not_an_arg": 1}), "/m", cpu=True)
+    with pytest.raises(ValueError, match="speculative_model"):
+        engine_args(EngineConfig(model=TARGET, engine="vllm", token_speculation="draft_model"), "/m", cpu=True)
+
+
+@slow
 async def test_steps_follow_the_hf_engine_semantics(engines):
     target = engines.vllm("none")
     p = PROMPTS[0]
@@ -117,6 +144,7 @@ async def test_steps_follow_the_hf_engine_semantics(engines):
     assert (none_left.text, none_left.stop_reason) == ("", "budget")
 
 
+@slow
 async def test_lossless_lr_equals_ar(engines, draft, ar_reference):
     """Greedy + exact verifier: LR emits the target's own tokens, token for token."""
     t0 = time.perf_counter()
@@ -130,6 +158,7 @@ async def test_lossless_lr_equals_ar(engines, draft, ar_reference):
     print("step acceptance:", [round(r.stats.acceptance_rate, 2) for r in lr])
 
 
+@slow
 async def test_cancel_aborts_the_vllm_request(engines):
     target = engines.vllm("none")
     long_step = StepRequest(Prompt(text="Count from 1 to 1000, separated by commas:"), [], SamplingParams(),
@@ -150,6 +179,7 @@ async def test_cancel_aborts_the_vllm_request(engines):
     assert len(step.token_ids) == 8
 
 
+@slow
 async def test_choice_probs_agree_with_hf(engines, hf_target):
     target = engines.vllm("none")
     prompts = [Prompt(messages=[{"role": "user", "content": f"Is {a} + {b} = {c}? Answer Yes or No."}])
@@ -161,6 +191,7 @@ async def test_choice_probs_agree_with_hf(engines, hf_target):
         assert g == pytest.approx(w, abs=1e-3)
 
 
+@slow
 async def test_vllm_ar_vs_hf_ar(ar_reference, hf_target):
     """Same model, both fp32, different kernels: greedy runs may part at a near-tie late in a
     long answer (observed here: all 5 x 48 tokens identical), so only the first step is held
@@ -176,6 +207,7 @@ async def test_vllm_ar_vs_hf_ar(ar_reference, hf_target):
     print("\nvLLM vs hf greedy, tokens in common / vLLM tokens / hf tokens:", agree)
 
 
+@slow
 async def test_sd_and_lr_sd_equal_ar(engines, draft, ar_reference):
     """Token-level SD (vLLM ngram) inside each step keeps greedy output unchanged."""
     target = engines.vllm("ngram")  # closes the plain engine first

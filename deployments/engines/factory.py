@@ -10,6 +10,7 @@ def build_engine(cfg: EngineConfig):
         from deployments.engines.hf import HFEngine
 
         return HFEngine(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_invariant=cfg.batch_invariant,
+                        cpu_threads=cfg.cpu_threads,
                         token_speculation=cfg.token_speculation,
                         num_speculative_tokens=cfg.num_speculative_tokens,
                         speculative_model=cfg.speculative_model, **cfg.engine_kwargs)

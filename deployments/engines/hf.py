@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -47,7 +48,8 @@ class HFEngine:
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto",
                  batch_invariant: bool = False, max_batch: int = 16, token_speculation: str = "none",
-                 num_speculative_tokens: int = 4, speculative_model: str | None = None) -> None:
+                 num_speculative_tokens: int = 4, speculative_model: str | None = None,
+                 cpu_threads: int | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from deployments.models import resolve_model
@@ -55,6 +57,9 @@ class HFEngine:
         path = resolve_model(model)
         self.name = model
         self.device = pick_device(device)
+        if self.device == "cpu":
+            # Ray pins OMP_NUM_THREADS to an actor's num_cpus (1 for fractional/zero): use the cores.
+            torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, self.device))
         self.model.to(self.device).eval()

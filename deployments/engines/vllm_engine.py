@@ -30,7 +30,7 @@ from typing import Any, Awaitable, TypeVar
 from deployments.config import EngineConfig
 from deployments.engines.hf import eos_token_ids, tokenizer_key
 from deployments.engines.prefix import PromptRenderer, context_ids
-from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
+from orchestrator.types import DELIMITER, Prompt, Step, StepRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

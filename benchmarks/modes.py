@@ -1,0 +1,51 @@
+"""What one benchmarked configuration is: ar, sd (K tokens), lr (g, W) or lr+sd (g, W, K).
+
+Speculation budget, the common currency of the equal-budget sweep: the token positions the
+target evaluates speculatively per forward pass, beyond the one position plain decoding
+evaluates. sd with K proposed tokens: K. lr at depth g: g (the batch of g + 1 rows holds g
+speculative rows). lr+sd: (g + 1) * (K + 1) - 1 (every row also verifies K tokens).
+Width W adds draft work (g * W drafted steps per cycle) and verifier work, but no target
+positions: it is reported beside the budget, not in it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    name: str
+    lr: bool = False
+    sd_tokens: int = 0  # K; 0 = no token-level speculation
+    depth: int = 0  # g (lr only)
+    width: int = 1  # W (lr only)
+    base: str | None = None  # the mode whose target this one speculates over (lr -> ar, lr+sd -> sd)
+
+    @property
+    def cli_mode(self) -> str:
+        return ("lr" if self.lr else "ar" if not self.sd_tokens else "sd") + ("+sd" if self.lr and self.sd_tokens else "")
+
+    @property
+    def target_name(self) -> str:
+        """The calibration name of this mode's target engine."""
+        return "target+ngram" if self.sd_tokens else "target"
+
+    @property
+    def budget(self) -> int:
+        if not self.lr:
+            return self.sd_tokens
+        return (self.depth + 1) * (self.sd_tokens + 1) - 1
+
+
+def main_specs(modes: list[str], depth: int, width: int, sd_tokens: int) -> list[ModeSpec]:
+    """The four named modes of `lookahead bench --modes`."""
+    table = {
+        "ar": ModeSpec("ar"),
+        "sd": ModeSpec("sd", sd_tokens=sd_tokens),
+        "lr": ModeSpec("lr", lr=True, depth=depth, width=width, base="ar"),
+        "lr+sd": ModeSpec("lr+sd", lr=True, sd_tokens=sd_tokens, depth=depth, width=width, base="sd"),
+    }
+    unknown = [m for m in modes if m not in table]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(table)}")
+    return [table[m] for m in modes]

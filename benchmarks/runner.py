@@ -1,0 +1,102 @@
+"""Run benchmark configurations over questions: modes interleaved per question, one record each.
+
+Every question runs every configuration before the next question starts, in an order
+rotated by one per question, so that machine drift (other load, thermal state) and any
+position effect fall on all configurations alike.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from benchmarks.engines import EnginePool, Metered
+from benchmarks.grading import extract_answer, is_correct
+from benchmarks.modes import ModeSpec
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, pool: EnginePool) -> None:
+        self.args, self.pool = args, pool
+        self._verifier = None
+        self.skipped: list[int] = []
+
+    def app_config(self, spec: ModeSpec):
+        """The AppConfig `lookahead generate` would build for this configuration."""
+        from deployments.cli import app_config_from_args
+
+        args = argparse.Namespace(**vars(self.args))
+        args.depth, args.width = spec.depth or self.args.depth, spec.width
+        args.sd_tokens = spec.sd_tokens or self.args.sd_tokens
+        if not spec.lr:
+            args.verifier = "exact"  # unused without drafts; avoids needing a judge role
+        return app_config_from_args(args, spec.cli_mode)
+
+    def engines(self, spec: ModeSpec):
+        cfg = self.app_config(spec)
+        target = self.pool.get(cfg.target.engine)
+        draft = self.pool.get(cfg.draft.engine) if spec.lr else None
+        return cfg, target, draft
+
+    def verifier(self, cfg):
+        """One verifier for every lr configuration (target-score scores with the plain target)."""
+        if self._verifier is None:
+            from deployments.pipeline import build_verifier
+
+            plain = self.app_config(ModeSpec("ar")).target.engine
+            judge = self.pool.get(cfg.judge.engine) if cfg.judge else None
+            self._verifier = build_verifier(cfg.verifier, target=self.pool.get(plain), judge=judge)
+        return self._verifier
+
+    async def run_one(self, spec: ModeSpec, row: dict, order: int) -> dict:
+        from deployments.pipeline import lookahead_params
+        from orchestrator.lookahead import generate
+        from orchestrator.types import Prompt
+
+        cfg, target, draft = self.engines(spec)
+        verifier = self.verifier(cfg) if spec.lr else None
+        params = lookahead_params(cfg.defaults, seed=self.args.seed)
+        target_m = Metered(target)
+        draft_m = Metered(draft) if draft is not None else None
+        prompt = Prompt(messages=[{"role": "user", "content": row["question"]}])
+        t0 = time.perf_counter()
+        result = await generate(target_m, prompt, params, draft_m, verifier, request_id=f"{spec.name}-{row['index']}")
+        latency = time.perf_counter() - t0
+        predicted = extract_answer(result.text)
+        return {
+            "question": row["index"], "mode": spec.name, "order": order,
+            "latency_s": round(latency, 4), "tokens": result.stats.tokens, "steps": len(result.steps),
+            "finish_reason": result.finish_reason,
+            "gold": row["gold"], "predicted": predicted, "correct": is_correct(predicted, row["gold"]),
+            "text": result.text,
+            "stats": result.stats.to_dict(),
+            "target_meter": target_m.meter.to_dict(),
+            "draft_meter": draft_m.meter.to_dict() if draft_m else None,
+        }
+
+    async def run_all(self, specs: list[ModeSpec], rows: list[dict], desc: str,
+                      deadline: float | None = None) -> list[dict]:
+        """Records of every spec on every row. With a `deadline` (perf_counter time), no new
+        question starts once the mean question time so far would carry the run past it; the
+        questions skipped are left in `self.skipped`."""
+        from tqdm import tqdm
+
+        records = []
+        self.skipped = []
+        t0 = time.perf_counter()
+        with tqdm(total=len(rows) * len(specs), desc=desc, unit="run", file=sys.stderr,
+                  disable=getattr(self.args, "quiet", False)) as bar:
+            for qi, row in enumerate(rows):
+                per_question = (time.perf_counter() - t0) / qi if qi else 0.0
+                if deadline is not None and qi and time.perf_counter() + per_question > deadline:
+                    self.skipped = [r["index"] for r in rows[qi:]]
+                    print(f"\n{desc}: time budget reached after {qi} of {len(rows)} questions "
+                          f"({per_question:.0f} s per question); skipping the rest", file=sys.stderr, flush=True)
+                    break
+                shift = qi % len(specs)
+                for order, spec in enumerate(specs[shift:] + specs[:shift]):
+                    bar.set_postfix_str(f"q{row['index']} {spec.name}")
+                    rec = await self.run_one(spec, row, order)
+                    records.append(rec)
+                    bar.update(1)
+        return records

@@ -1,0 +1,96 @@
+"""Per-configuration summary of a run's records: accuracy, latency, speed, acceptance, time
+split and (for lr configurations) the cost model's prediction next to the realized speedup."""
+from __future__ import annotations
+
+from benchmarks.calibrate import Calibration
+from benchmarks.cost_model import lr_inputs
+from benchmarks.modes import ModeSpec
+
+_SUMMED = ("draft_s", "target_s", "verify_s", "wall_s", "cycles", "drafted_steps", "verified_steps",
+           "accepted_steps", "target_steps", "target_tokens")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return 0.0
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def totals(records: list[dict]) -> dict:
+    """Stats summed over questions, plus emitted steps and draft tokens generated."""
+    out = {k: sum(r["stats"][k] for r in records) for k in _SUMMED}
+    out["steps"] = sum(r["steps"] for r in records)
+    out["tokens"] = sum(r["tokens"] for r in records)
+    out["draft_tokens_generated"] = sum((r["draft_meter"] or {}).get("tokens", 0) for r in records)
+    out["target_calls"] = sum((r["target_meter"] or {}).get("calls", 0) for r in records)
+    out["target_rows"] = sum((r["target_meter"] or {}).get("rows", 0) for r in records)
+    width = max((len(r["stats"]["verified_by_depth"]) for r in records), default=0)
+    out["verified_by_depth"] = [sum(_at(r["stats"]["verified_by_depth"], d) for r in records) for d in range(width)]
+    out["accepted_by_depth"] = [sum(_at(r["stats"]["accepted_by_depth"], d) for r in records) for d in range(width)]
+    return out
+
+
+def _at(xs: list[int], i: int) -> int:
+    return xs[i] if i < len(xs) else 0
+
+
+def summarize_mode(records: list[dict]) -> dict:
+    lat = [r["latency_s"] for r in records]
+    t = totals(records)
+    n = len(records)
+    total_latency = sum(lat)
+    return {
+        "n": n,
+        "accuracy": round(sum(r["correct"] for r in records) / n, 4) if n else 0.0,
+        "correct": sum(r["correct"] for r in records),
+        "latency": {"mean_s": round(total_latency / n, 4) if n else 0.0,
+                    "p50_s": round(percentile(lat, 50), 4), "p90_s": round(percentile(lat, 90), 4)},
+        "tokens": t["tokens"],
+        "tokens_per_s": round(t["tokens"] / total_latency, 4) if total_latency else 0.0,
+        "steps": t["steps"],
+        "acceptance": {
+            "rate": round(t["accepted_steps"] / t["verified_steps"], 4) if t["verified_steps"] else None,
+            "verified": t["verified_steps"], "accepted": t["accepted_steps"],
+            "by_depth": [round(a / v, 4) if v else None for a, v in zip(t["accepted_by_depth"], t["verified_by_depth"])],
+            "verified_by_depth": t["verified_by_depth"], "accepted_by_depth": t["accepted_by_depth"],
+        },
+        "time": {k: round(t[k], 3) for k in ("draft_s", "target_s", "verify_s", "wall_s")},
+        "totals": t,
+    }
+
+
+def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | None, schedule: str) -> dict:
+    """{name: summary} for each spec, with speedups over `ar` (ratio of mean latencies in this
+    run), the lr time split and the cost model."""
+    by_mode = {s.name: [r for r in records if r["mode"] == s.name] for s in specs}
+    out = {s.name: summarize_mode(by_mode[s.name]) for s in specs}
+    ar = out.get("ar")
+    for s in specs:
+        m = out[s.name]
+        m["speedup_vs_ar"] = (round(ar["latency"]["mean_s"] / m["latency"]["mean_s"], 4)
+                              if ar and m["latency"]["mean_s"] else None)
+        if ar and s.name != "ar":
+            ar_text = {r["question"]: r["text"] for r in by_mode["ar"]}
+            same = [r["text"] == ar_text.get(r["question"]) for r in by_mode[s.name]]
+            m["same_text_as_ar"] = round(sum(same) / len(same), 4) if same else None
+        if not s.lr:
+            m["cost_model"] = None
+            continue
+        t = m["totals"]
+        if schedule == "sync":
+            m["time"]["orchestration_s"] = round(t["wall_s"] - t["draft_s"] - t["target_s"] - t["verify_s"], 3)
+        base = out.get(s.base) if s.base else None
+        r = calib.ratio(s.target_name, s.depth + 1) if calib else None
+        m["cost_model"] = lr_inputs(
+            t, base["totals"] if base else None, ar["totals"] if ar else None, s.depth, s.width, r,
+            calib.t1(s.target_name) if calib else None, calib.t1("target") if calib else None)
+        m["cost_model"]["schedule"] = schedule
+        m["cost_model"]["realized_speedup"] = m["speedup_vs_ar"]
+        if base and m["latency"]["mean_s"]:
+            m["cost_model"]["realized_speedup_vs_base"] = round(base["latency"]["mean_s"] / m["latency"]["mean_s"], 4)
+    return out
