@@ -8,7 +8,7 @@ synchronous cost model's predicted speedup next to the realized one (benchmarks/
 defines c, r and b). Writes bench.json, bench.md and PNGs to --out. --sweep adds a bounded
 sweep: speedup vs depth (sd alone vs lr+sd) and an equal-budget grid over g x W x K.
 
-    lookahead bench                                  # 5 questions, ar,sd,lr,lr+sd
+    lookahead bench                                  # 3 questions, 128 tokens, ar,sd,lr,lr+sd
     lookahead bench --limit 1 --max-tokens 32        # smoke test
     python -m benchmarks.bench --sweep --sweep-only  # the sweep alone
 """

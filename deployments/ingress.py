@@ -86,6 +86,11 @@ def _grpc_error(context, code, message: str) -> None:
         context.set_details(message)
 
 
+def _grpc_fail(context, err: HTTPError) -> None:
+    """The gRPC status for an error the HTTP API would answer with err.status."""
+    _grpc_error(context, _GRPC_CODES.get(err.status, grpc.StatusCode.INTERNAL), err.body["error"]["message"])
+
+
 def _is_number(value) -> bool:
     try:
         return value is not None and float(value) > 0
@@ -240,26 +245,19 @@ class Ingress:
         try:
             gen, _ = await self._open_stream(spec)
         except HTTPError as exc:
-            _grpc_error(context, _GRPC_CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.body["error"]["message"])
+            _grpc_fail(context, exc)
             return None, None
         return spec, gen
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context=None) -> pb.GenerateResponse:
-        spec, gen = await self._grpc_open(request, grpc_context)
-        if gen is None:
+        spec = self._grpc_spec(request, grpc_context)
+        if spec is None:
             return pb.GenerateResponse()
-        result: dict = {}
         try:
-            async for chunk in gen:
-                result.update(chunk)
-        except Exception as exc:  # noqa: BLE001
-            err = http_error_of(exc)
-            if err is None:
-                raise
-            _grpc_error(grpc_context, _GRPC_CODES[err.status], err.body["error"]["message"])
+            result, _ = await self._run(spec)
+        except HTTPError as exc:
+            _grpc_fail(grpc_context, exc)
             return pb.GenerateResponse()
-        finally:
-            cancel_quietly(gen)
         return pb.GenerateResponse(id=spec["request_id"], text=result["text"], steps=_pb_steps(result["steps"]),
                                    finish_reason=result["finish_reason"], stats=_pb_stats(result["stats"]))
 
@@ -278,7 +276,7 @@ class Ingress:
             err = http_error_of(exc)
             if err is None:
                 raise
-            _grpc_error(grpc_context, _GRPC_CODES[err.status], err.body["error"]["message"])
+            _grpc_fail(grpc_context, err)
         finally:
             cancel_quietly(gen)
 

@@ -338,7 +338,7 @@ def test_cli_registration_and_defaults():
     parser = argparse.ArgumentParser(prog="lookahead")
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench"])
-    assert (args.limit, args.max_tokens, args.verifier, args.modes) == (5, 192, "embedding", "ar,sd,lr,lr+sd")
+    assert (args.limit, args.max_tokens, args.verifier, args.modes) == (3, 128, "embedding", "ar,sd,lr,lr+sd")
     assert args.target == "qwen2.5-0.5b" and args.draft == "smollm2-135m" and callable(args.func)
     args = parser.parse_args(["bench", "--schedule", "async", "--sweep-widths", "1,3", "--verifier", "exact"])
     assert args.schedule == "async" and args.sweep_widths == [1, 3] and args.verifier == "exact"
