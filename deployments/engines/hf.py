@@ -76,6 +76,8 @@ class HFEngine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self._lock = threading.Lock()  # one forward loop at a time on this model
         self._queue: asyncio.Queue | None = None
+        self._queue_loop: asyncio.AbstractEventLoop | None = None
+        self._worker: asyncio.Task | None = None
 
     @property
     def max_context(self) -> int:
@@ -109,17 +111,20 @@ class HFEngine:
         return Step(text, list(row.out), self.tokenizer_key, row.reason or "budget")
 
     async def _enqueue(self, rows: list[_Row], fut: asyncio.Future) -> None:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self._batch_worker())
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._queue_loop is not loop:
+            # A queue and its worker belong to one event loop; an engine outliving its first
+            # loop (scripts, tests calling asyncio.run twice) gets a fresh pair on the new one.
+            self._queue, self._queue_loop = asyncio.Queue(), loop
+            self._worker = loop.create_task(self._batch_worker(self._queue))
         await self._queue.put((rows, fut))
 
-    async def _batch_worker(self) -> None:
+    async def _batch_worker(self, queue: asyncio.Queue) -> None:
         """Drain every call queued meanwhile into one batch: async branches share forwards."""
         while True:
-            jobs = [await self._queue.get()]
-            while not self._queue.empty() and sum(len(r) for r, _ in jobs) < self.max_batch:
-                jobs.append(self._queue.get_nowait())
+            jobs = [await queue.get()]
+            while not queue.empty() and sum(len(r) for r, _ in jobs) < self.max_batch:
+                jobs.append(queue.get_nowait())
             jobs = [(rows, fut) for rows, fut in jobs if not fut.done()]
             rows = [row for r, _ in jobs for row in r]
             try:
