@@ -92,7 +92,7 @@ async def grpc_client(i: int, end: float, t: Tally, args) -> None:
                 await asyncio.sleep(0.5)
 
 
-def load_config():
+def load_config(http_port: int = 8000, grpc_port: int = 9000):
     """SmolLM2-135M draft (bf16) and target (fp32) plus a judge: small enough for 32 clients on CPU."""
     from deployments.config import (AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment,
                                     ServerConfig, VerifierConfig)
@@ -105,7 +105,8 @@ def load_config():
     front = RoleDeployment(num_cpus=0, max_ongoing_requests=128, max_queued_requests=256)
     return AppConfig(target=role("float32"), draft=role("bfloat16"), judge=role("float32"),
                      verifier=VerifierConfig(kind="exact"), defaults=LookaheadDefaults(depth=2),
-                     server=ServerConfig(orchestrator=front, ingress=front, draft_timeout_s=30, judge_timeout_s=30))
+                     server=ServerConfig(orchestrator=front, ingress=front, draft_timeout_s=30, judge_timeout_s=30,
+                                         http_port=http_port, grpc_port=grpc_port))
 
 
 def kill_one(deployment: str) -> str:
@@ -154,16 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill", default="DraftEngine", help="deployment whose replica dies halfway, or 'none'")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--request-timeout", type=float, default=300)
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--grpc", default="127.0.0.1:9000")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=9000)
     p.add_argument("--out", default="benchmarks/out/loadtest.json")
     args = p.parse_args(argv)
+    args.url, args.grpc = f"http://127.0.0.1:{args.http_port}", f"127.0.0.1:{args.grpc_port}"
     if args.clients < 1 or args.duration <= 0:
         p.error("--clients and --duration must be positive")
 
     from deployments.serve_cli import start_local
 
-    start_local(load_config(), fake_gpus=3, quiet=True)
+    start_local(load_config(args.http_port, args.grpc_port), fake_gpus=3, quiet=True)
     report = asyncio.run(run(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

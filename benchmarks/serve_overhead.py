@@ -34,8 +34,8 @@ def overhead_config(by_reference: bool):
     # many short steps: a cycle's engine work is small, so the per-cycle overhead stands out
     defaults = LookaheadDefaults(mode="lr", depth=2, max_step_tokens=8, max_tokens=48)
     return AppConfig(target=role("float32"), draft=role("bfloat16"), verifier=VerifierConfig(kind="exact"),
-                     defaults=defaults, server=ServerConfig(orchestrator=front, ingress=front,
-                                                            handle_by_reference=by_reference))
+                     defaults=defaults, server=ServerConfig(orchestrator=front, ingress=front, http_port=8100,
+                                                            grpc_port=9100, handle_by_reference=by_reference))
 
 
 def per_cycle(records: list[dict]) -> list[float]:

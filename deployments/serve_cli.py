@@ -56,6 +56,8 @@ def demo_config():
     cfg = PROFILES["cpu-demo"].model_copy(deep=True)
     for role in (cfg.target, cfg.draft):
         role.deployment = RoleDeployment(num_gpus=1, num_cpus=0, max_ongoing_requests=8)
+    # sync LR alternates draft and target: the target may use every core while it runs
+    cfg.target.engine.cpu_threads = os.cpu_count() or 1
     return cfg
 
 

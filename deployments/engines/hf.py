@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -57,9 +56,10 @@ class HFEngine:
         path = resolve_model(model)
         self.name = model
         self.device = pick_device(device)
-        if self.device == "cpu":
-            # Ray pins OMP_NUM_THREADS to an actor's num_cpus (1 for fractional/zero): use the cores.
-            torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
+        if self.device == "cpu" and cpu_threads:
+            # Ray pins OMP_NUM_THREADS to an actor's num_cpus (at least 1). Raise it only on request:
+            # several engine replicas each spinning OpenMP threads on the same few cores slow all of them.
+            torch.set_num_threads(cpu_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, self.device))
         self.model.to(self.device).eval()
