@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,9 +16,10 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_serve_run_cpu_demo_yaml(tmp_path):
+def test_serve_run_cpu_demo_yaml():
     serve_bin = Path(sys.executable).with_name("serve")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(tmp_path)}
+    # a short temp dir: Ray's unix socket paths must stay under 107 bytes
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
     proc = subprocess.Popen([str(serve_bin), "run", "deployments/configs/cpu-demo.yaml"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -40,9 +42,18 @@ def test_serve_run_cpu_demo_yaml(tmp_path):
         assert "42" in body["choices"][0]["message"]["content"]
         assert body["usage"]["lookahead"]["mode"] == "lr"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGINT the whole `serve run` session (Ray included); SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 30)):
         try:
-            proc.wait(timeout=60)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass  # already gone
+        try:
+            proc.wait(timeout=wait)
+            return
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            continue
