@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +28,9 @@ def overhead_config(by_reference: bool):
                                     ServerConfig, VerifierConfig)
 
     def role(dtype: str) -> RoleConfig:
-        return RoleConfig(engine=EngineConfig(model="smollm2-135m", dtype=dtype, batch_invariant=True),
+        # the same torch thread count in both paths (Ray would pin a replica to 1 thread)
+        return RoleConfig(engine=EngineConfig(model="smollm2-135m", dtype=dtype, batch_invariant=True,
+                                              cpu_threads=os.cpu_count() or 1),
                           deployment=RoleDeployment(num_gpus=1, num_cpus=0))
 
     front = RoleDeployment(num_cpus=0, max_ongoing_requests=16)
