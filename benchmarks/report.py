@@ -148,8 +148,13 @@ def plot_acceptance(summary: dict, path: Path) -> bool:
     ax.set_xlabel("depth (drafted step position in the cycle)")
     ax.set_ylabel("step acceptance")
     ax.set_ylim(0, 1.1)
+    return _save(plt, fig, ax, "Step acceptance by depth", path)
+
+
+def _save(plt, fig, ax, title: str, path: Path) -> bool:
+    """Every figure ends the same way: legend, title, tight layout, PNG, closed."""
     ax.legend(fontsize=8)
-    ax.set_title("Step acceptance by depth")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -172,12 +177,7 @@ def plot_sweep_depth(sweep: dict, path: Path) -> bool:
     ax.set_xlabel("speculation depth x")
     ax.set_ylabel("speedup over ar")
     ax.set_xticks(f1["x"])
-    ax.legend(fontsize=8)
-    ax.set_title("Speedup vs depth")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, ax, "Speedup vs depth", path)
 
 
 def plot_sweep_budget(sweep: dict, path: Path) -> bool:
