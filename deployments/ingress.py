@@ -35,13 +35,13 @@ def http_error_of(exc: BaseException) -> HTTPError | None:
     """The client-facing error for a failure, or None for a real server error (500)."""
     from ray.serve.exceptions import BackPressureError
 
-    e = _unwrap(exc)
-    if isinstance(e, BadRequest) or isinstance(exc, BadRequest):
-        bad = e if isinstance(e, BadRequest) else exc
-        return HTTPError(400, str(bad.args[0]) if bad.args else str(bad), param=getattr(bad, "param", None))
-    if isinstance(e, DeadlineExceeded) or isinstance(exc, DeadlineExceeded):
+    e = next((c for c in (_unwrap(exc), exc) if isinstance(c, (BadRequest, DeadlineExceeded, BackPressureError))),
+             None)
+    if isinstance(e, BadRequest):
+        return HTTPError(400, str(e.args[0]) if e.args else str(e), param=getattr(e, "param", None))
+    if isinstance(e, DeadlineExceeded):
         return HTTPError(504, str(e), type_="timeout_error", code="deadline_exceeded")
-    if isinstance(e, BackPressureError) or isinstance(exc, BackPressureError):
+    if isinstance(e, BackPressureError):
         return HTTPError(503, "server overloaded: too many queued requests, retry later", type_="overloaded_error",
                          code="overloaded")
     return None
@@ -89,13 +89,6 @@ def _grpc_error(context, code, message: str) -> None:
 def _grpc_fail(context, err: HTTPError) -> None:
     """The gRPC status for an error the HTTP API would answer with err.status."""
     _grpc_error(context, _GRPC_CODES.get(err.status, grpc.StatusCode.INTERNAL), err.body["error"]["message"])
-
-
-def _is_number(value) -> bool:
-    try:
-        return value is not None and float(value) > 0
-    except ValueError:
-        return False
 
 
 def _first_error(exc: ValueError) -> str:
@@ -234,9 +227,13 @@ class Ingress:
         except ValueError as exc:
             _grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, _first_error(exc))
             return None
-        timeout = metadata.get("x-request-timeout")
+        try:  # the same deadline rule as the HTTP header
+            timeout = self._timeout(metadata.get("x-request-timeout"))
+        except HTTPError as exc:
+            _grpc_fail(context, exc)
+            return None
         return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
-                "request_id": oa.new_id("grpc"), "timeout_s": float(timeout) if _is_number(timeout) else None}
+                "request_id": oa.new_id("grpc"), "timeout_s": timeout}
 
     async def _grpc_open(self, request, context):
         spec = self._grpc_spec(request, context)

@@ -17,7 +17,7 @@ from ray.serve import metrics
 
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
-from deployments.remote import RemoteEngine
+from deployments.remote import RemoteEngine, response_result
 from orchestrator.lookahead import Lookahead
 from orchestrator.types import Prompt, Stats
 
@@ -71,7 +71,7 @@ class Orchestrator:
                 if time.monotonic() < self._retry_at.get(role, 0.0):
                     continue  # recently unavailable: do not make every request wait for it
                 try:
-                    self.info[role] = await asyncio.wait_for(_result(handle.info.remote()),
+                    self.info[role] = await asyncio.wait_for(response_result(handle.info.remote()),
                                                              None if role == "target" else 10)
                 except Exception as exc:  # noqa: BLE001
                     if role == "target":
@@ -90,9 +90,6 @@ class Orchestrator:
     def _verifier(self, kind: str):
         if kind not in self.verifiers:
             vcfg = self.cfg.verifier.model_copy(update={"kind": kind})
-            if kind == "llm-judge" and "judge" not in self.engines:
-                raise BadRequest("verifier 'llm-judge' needs a judge deployment, none is configured",
-                                 "lookahead.verifier")
             self.verifiers[kind] = build_verifier(vcfg, target=self.engines["target"], judge=self.engines.get("judge"))
         return self.verifiers[kind]
 
@@ -103,6 +100,9 @@ class Orchestrator:
         mode = overrides.get("mode") or self.cfg.defaults.mode
         if mode.startswith("lr") and self.handles["draft"] is None:
             raise BadRequest(f"mode {mode!r} needs a draft deployment, none is configured", "lookahead.mode")
+        if kind == "llm-judge" and self.handles["judge"] is None:
+            raise BadRequest("verifier 'llm-judge' needs a judge deployment, none is configured",
+                             "lookahead.verifier")
         limit = self.cfg.server.max_tokens_limit
         if (overrides.get("max_tokens") or 0) > limit:
             raise BadRequest(f"max_tokens must be <= {limit} on this server", "max_tokens")
@@ -119,14 +119,13 @@ class Orchestrator:
         if prompt_tokens + params.max_tokens > limit:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
                              f"model's context of {limit} tokens", "messages" if prompt.messages else "prompt")
-        verifier = self._verifier(kind) if params.mode == "lr" and "draft" in engines else None
+        # A configured draft/judge that cannot answer right now: this request runs target-only.
+        needed = ("draft", "judge") if kind == "llm-judge" else ("draft",)
+        missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
+        verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
         rid = spec.get("request_id") or uuid.uuid4().hex
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
-        if params.mode == "lr" and "draft" not in engines:
-            session.stats.degraded.append("draft: deployment unavailable")
-        if kind == "llm-judge" and "judge" not in engines and params.mode == "lr":
-            session.speculate = False
-            session.stats.degraded.append("judge: deployment unavailable")
+        session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
 
     async def generate_stream(self, spec: dict):
@@ -200,7 +199,3 @@ class Orchestrator:
 
     async def active_sessions(self) -> list[str]:
         return list(self.sessions)
-
-
-async def _result(response):
-    return await response

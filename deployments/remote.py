@@ -38,7 +38,7 @@ class RemoteEngine:
         for attempt in range(self.retries + 1):
             response = getattr(self.handle, method).remote(*args)
             try:
-                return await asyncio.wait_for(_result(response), self.timeout_s)
+                return await asyncio.wait_for(response_result(response), self.timeout_s)
             except asyncio.CancelledError:
                 cancel_quietly(response)
                 raise
@@ -56,5 +56,6 @@ class RemoteEngine:
         return await self._call("choice_probs", prompts, choices)
 
 
-async def _result(response):
+async def response_result(response):
+    """A DeploymentResponse as a coroutine, so asyncio.wait_for can bound it."""
     return await response

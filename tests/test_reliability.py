@@ -2,7 +2,6 @@
 degradation when the draft or judge dies, backpressure, bad input, API keys, fuzzing."""
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import grpc
 import httpx
 import pytest
 
+from benchmarks.loadtest import kill_one
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
 from tests.serve_fixture import API_KEY, GRPC, HTTP
@@ -44,13 +44,7 @@ def chat(**kw) -> dict:
 
 
 def kill_replica(deployment: str) -> None:
-    import ray
-
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith(f"SERVE_REPLICA::lookahead#{deployment}#"):
-            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-            return
-    raise AssertionError(f"no replica of {deployment}")
+    assert kill_one(deployment), f"no replica of {deployment}"
 
 
 def wait_ready(deployment: str, timeout: float = 180) -> None:

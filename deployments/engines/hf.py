@@ -77,7 +77,7 @@ class HFEngine:
         self._lock = threading.Lock()  # one forward loop at a time on this model
         self._queue: asyncio.Queue | None = None
         self._queue_loop: asyncio.AbstractEventLoop | None = None
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task | None = None  # held: the loop keeps only weak refs to tasks
 
     @property
     def max_context(self) -> int:
