@@ -3,7 +3,8 @@
 Read top to bottom: `generate` drives `stream`, which runs either synchronous cycles
 (paper, Algorithm 1: draft g steps, expand the target g+1 times in one batch, verify, accept
 up to the first mismatch) or the asynchronous rolling window (each finished draft at once
-spawns its own target step and the next draft; the root advances as verdicts come in).
+spawns its own target step and the next draft; the root advances as verdicts come in,
+in `orchestrator/rolling_window.py`).
 `mode="ar"` runs the same loop with no drafts: plain target decoding, step by step.
 """
 from __future__ import annotations
@@ -12,9 +13,12 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Literal
+from typing import AsyncIterator, Awaitable
 
+from orchestrator.accept import adopt
+from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Schedule
 from orchestrator.protocols import StepEngine, Verifier
+from orchestrator.rolling_window import run_async
 from orchestrator.types import (
     GenerationResult,
     Prompt,
@@ -28,10 +32,10 @@ from orchestrator.types import (
 
 @dataclass
 class LookaheadParams:
-    mode: Literal["lr", "ar"] = "lr"
+    mode: CoreMode = "lr"
     depth: int = 4  # g: drafted steps per cycle
     width: int = 1  # W: sibling drafts per position (distinct seeds)
-    schedule: Literal["sync", "async"] = "sync"
+    schedule: Schedule = "sync"
     max_step_tokens: int = 100
     max_tokens: int = 512
     target_sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -39,9 +43,9 @@ class LookaheadParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("lr", "ar"):
+        if self.mode not in CORE_MODES:
             raise ValueError(f"mode must be 'lr' or 'ar', got {self.mode!r}")
-        if self.schedule not in ("sync", "async"):
+        if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be 'sync' or 'async', got {self.schedule!r}")
         for name, lo, hi in (("depth", 0, 16), ("width", 1, 8), ("max_step_tokens", 1, 4096)):
             value = getattr(self, name)
@@ -186,53 +190,13 @@ class Lookahead:
             out.append(targets[len(chain)])  # all accepted: the bonus step
         return out
 
-    # -- asynchronous rolling window ------------------------------------------------------
-    async def _async_run(self) -> AsyncIterator[list[Step]]:
-        root = _Node.spawn(self, list(self.steps), 0)
-        root.grow(self, len(root.prefix))
-        run = 0  # drafts accepted since the last target step: the depth being verified
-        try:
-            while not self.done:
-                target = await root.target
-                drafts = await root.gather_drafts(self)
-                k = await self._first_accepted(root.prefix, drafts, target, run) if drafts else None
-                self.stats.cycles += 1
-                if k is None:
-                    step, run = self._emit(target), 0
-                    next_root = None if self.done else _Node.spawn(self, list(self.steps), self.stats.cycles)
-                else:
-                    step, run = self._emit(adopt(drafts[k], target)), run + 1
-                    next_root = None if self.done else root.child(self, drafts, k)
-                root.cancel(keep=next_root, stats=self.stats)
-                yield [step]
-                if next_root is None:
-                    break
-                root = next_root
-                root.prefix = list(self.steps)  # same text; the emitted steps carry target ids
-                root.grow(self, len(root.prefix))
-        finally:
-            root.cancel(keep=None, stats=self.stats)
-
-    async def _first_accepted(self, prefix, drafts: list[Step], target: Step, depth: int) -> int | None:
-        try:
-            pairs = [VerifyPair(self.prompt, prefix, d, target) for d in drafts]
-            verdicts = await self._timed("verify_s", self.verifier.verify(pairs))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._degrade("verifier", exc)
-            return None
-        k = next((k for k, v in enumerate(verdicts) if v.accepted), None)
-        self.stats.count_verified(depth, k is not None)
-        return k
-
     # -- driver -----------------------------------------------------------------------
     async def stream(self) -> AsyncIterator[list[Step]]:
         """Yield the steps each cycle accepts, until EOS or the token budget."""
         t0 = time.perf_counter()
         try:
             if self.speculate and self.params.schedule == "async":
-                async for steps in self._async_run():
+                async for steps in run_async(self):
                     yield steps
                 return
             while not self.done:
@@ -246,93 +210,6 @@ class Lookahead:
         last = self.steps[-1] if self.steps else None
         reason = "stop" if last is not None and last.stop_reason == "eos" else "length"
         return GenerationResult("".join(s.text for s in self.steps), list(self.steps), self.stats, reason)
-
-
-def adopt(draft: Step, target: Step) -> Step:
-    """The step to emit for an accepted draft.
-
-    When the texts are identical the target's own tokens and stop reason are kept (marked as
-    the draft's): the target context then matches plain target decoding token for token,
-    which is what makes lossless mode exact across tokenizers.
-    """
-    if draft.text == target.text:
-        return Step(target.text, target.token_ids, target.tokenizer_key, target.stop_reason, "draft")
-    return draft
-
-
-class _Node:
-    """A position in the async speculation tree: one target step and W drafts after `prefix`."""
-
-    def __init__(self, prefix: list[Step], target: asyncio.Future, drafts: asyncio.Future | None) -> None:
-        self.prefix, self.target, self.drafts = prefix, target, drafts
-        self.children: dict[int, _Node] = {}
-        self.cancelled = False
-
-    @classmethod
-    def spawn(cls, lr: Lookahead, prefix: list[Step], cycle: int) -> "_Node":
-        target = _first(asyncio.ensure_future(lr._target_steps([prefix])))
-        drafts = asyncio.ensure_future(lr._draft_steps(prefix, cycle)) if lr._can_draft_after(prefix) else None
-        return cls(prefix, target, drafts)
-
-    async def gather_drafts(self, lr: Lookahead) -> list[Step]:
-        if self.drafts is None or not lr.speculate:
-            return []
-        try:
-            return await self.drafts
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failing draft degrades to target-only
-            lr._degrade("draft", exc)
-            return []
-
-    def child(self, lr: Lookahead, drafts: list[Step], k: int) -> "_Node":
-        if k not in self.children:
-            self.children[k] = _Node.spawn(lr, self.prefix + [drafts[k]], lr.stats.cycles)
-        return self.children[k]
-
-    def _finished_drafts(self) -> list[Step] | None:
-        d = self.drafts
-        if d is None or not d.done() or d.cancelled() or d.exception() is not None:
-            return None
-        return d.result()
-
-    def grow(self, lr: Lookahead, root_len: int) -> None:
-        """Spawn children of finished drafts while inside the window (drafts up to depth g)."""
-        if self.cancelled or self.drafts is None or len(self.prefix) - root_len >= lr.params.depth - 1:
-            return
-        drafts = self._finished_drafts()
-        if drafts is None:
-            if not self.drafts.done():
-                self.drafts.add_done_callback(lambda _f: self.grow(lr, root_len))
-            return
-        for k, d in enumerate(drafts):
-            # Delimiter gate: only a complete step gets children.
-            if k not in self.children and d.ends_step and not lr.done:
-                self.children[k] = _Node.spawn(lr, self.prefix + [d], lr.stats.cycles)
-        for c in list(self.children.values()):
-            c.grow(lr, root_len)
-
-    def cancel(self, keep: "_Node | None", stats: Stats) -> None:
-        """Cancel every task in this subtree except the kept child's subtree."""
-        if self is keep:
-            return
-        self.cancelled = True
-        for t in (self.target, self.drafts):
-            if t is not None and not t.done():
-                t.cancel()
-                stats.cancelled_branches += 1
-        for c in self.children.values():
-            c.cancel(keep, stats)
-
-
-def _first(task: asyncio.Task) -> asyncio.Future:
-    """A future for element 0 of a task that returns a one-element list (cancel passes through)."""
-    async def first():
-        return (await task)[0]
-
-    fut = asyncio.ensure_future(first())
-    fut.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
-    return fut
 
 
 async def generate(target: StepEngine, prompt: Prompt, params: LookaheadParams,
