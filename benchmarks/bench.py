@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from deployments.cli import add_lookahead_args, add_model_args
+from deployments.cli.args import add_lookahead_args, add_model_args
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "out"
@@ -215,7 +215,7 @@ def _x(v) -> str:
 
 def cmd_bench(args) -> int:
     from benchmarks.report import write_report
-    from deployments.models import ModelNotAvailable
+    from deployments.model_cache import ModelNotAvailable
 
     try:
         result = asyncio.run(run_bench(args))

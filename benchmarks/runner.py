@@ -23,7 +23,7 @@ class Runner:
 
     def app_config(self, spec: ModeSpec):
         """The AppConfig `lookahead generate` would build for this configuration."""
-        from deployments.cli import app_config_from_args
+        from deployments.cli.args import app_config_from_args
 
         args = argparse.Namespace(**vars(self.args))
         args.depth, args.width = spec.depth or self.args.depth, spec.width

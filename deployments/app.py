@@ -7,9 +7,9 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.config import AppConfig, RoleDeployment
-from deployments.engine_deployment import EngineDeployment
-from deployments.ingress import Ingress
-from deployments.orchestrator_deployment import Orchestrator
+from deployments.serve.engine import EngineDeployment
+from deployments.serve.ingress import Ingress
+from deployments.serve.orchestrator import Orchestrator
 
 
 def _options(name: str, role: RoleDeployment) -> dict[str, Any]:

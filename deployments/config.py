@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestrator.modes import Mode, Schedule, VerifierKind
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -55,17 +57,17 @@ class RoleConfig(_Strict):
 
 
 class VerifierConfig(_Strict):
-    kind: Literal["exact", "normalized", "embedding", "llm-judge", "target-score"] = "exact"
+    kind: VerifierKind = "exact"
     threshold: float | None = None  # per-kind default when unset
     numeric_guard: bool = True  # only used in front of the embedding verifier
     embedding_model: str = "minilm-l6"
 
 
 class LookaheadDefaults(_Strict):
-    mode: Literal["ar", "sd", "lr", "lr+sd"] = "lr"
+    mode: Mode = "lr"
     depth: int = Field(4, ge=0, le=16)
     width: int = Field(1, ge=1, le=8)
-    schedule: Literal["sync", "async"] = "sync"
+    schedule: Schedule = "sync"
     max_step_tokens: int = Field(100, ge=1, le=4096)
     max_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0)

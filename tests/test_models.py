@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from deployments import models
+from deployments import model_cache as models
+from deployments.cli import models as models_cli
 
 
 
@@ -29,7 +30,7 @@ def fake_missing(monkeypatch):
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="lookahead")
-    models.add_cli(parser.add_subparsers(dest="command"))
+    models_cli.add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return args.func(args)
 

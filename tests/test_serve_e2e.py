@@ -89,7 +89,7 @@ def test_lossless_through_server_equals_cli_ar(serve_app):
     q = gsm8k(1)[0]["question"]
     r = client().chat.completions.create(model="lookahead", messages=[{"role": "user", "content": q}],
                                          max_tokens=24, temperature=0, extra_body={"lookahead": {"mode": "lr"}})
-    cli = subprocess.run([sys.executable, "-m", "deployments.cli", "generate", q, "--mode", "ar",
+    cli = subprocess.run([sys.executable, "-m", "deployments.cli.main", "generate", q, "--mode", "ar",
                           "--max-tokens", "24", "--json"], capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr
     ar = json.loads(cli.stdout.strip().splitlines()[-1])

@@ -265,11 +265,11 @@ async def test_target_score_prompt_and_rating():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from deployments.models import ModelNotAvailable
+    from deployments.model_cache import ModelNotAvailable, resolve_model
     from verifier.embedding import EmbeddingVerifier
 
     try:
-        return EmbeddingVerifier("minilm-l6", threshold=0.85)
+        return EmbeddingVerifier(resolve_model("minilm-l6"), threshold=0.85)
     except ModelNotAvailable as exc:
         pytest.fail(str(exc))  # a missing model is a failure, never a skip
 
@@ -308,10 +308,13 @@ async def test_embedding_with_numeric_guard(embedder):
 
 
 async def test_factory_builds_guarded_embedding(embedder):
-    v = build_verifier("embedding")
+    path = embedder.model_name  # the resolved path the fixture loaded
+    with pytest.raises(ValueError, match="embedding_model"):
+        build_verifier("embedding")
+    v = build_verifier("embedding", embedding_model=path)
     assert isinstance(v, GuardedVerifier) and v.name == "embedding+numeric"
     assert v.inner.threshold == 0.85
-    bare = build_verifier("embedding", numeric_guard=False, threshold=0.9)
+    bare = build_verifier("embedding", embedding_model=path, numeric_guard=False, threshold=0.9)
     assert bare.name == "embedding" and bare.threshold == 0.9
     out = await bare.verify([make_pair("wrong_may")])
     check_verdicts(out, "embedding", 1)
@@ -322,7 +325,7 @@ async def test_factory_builds_guarded_embedding(embedder):
 @pytest.fixture(scope="module")
 def qwen():
     from deployments.engines.hf import HFEngine
-    from deployments.models import ModelNotAvailable
+    from deployments.model_cache import ModelNotAvailable
 
     try:
         return HFEngine("qwen2.5-0.5b", device="cpu")

@@ -1,7 +1,7 @@
 """Embedding verifier: cosine similarity of sentence embeddings >= threshold.
 
 The reference uses all-mpnet-base-v2 at 0.95; here the default is all-MiniLM-L6-v2
-("minilm-l6") at 0.85, the threshold measured on real Qwen draft/target steps (DESIGN.md §4).
+("minilm-l6") at 0.85, the threshold measured on real Qwen draft/target steps (docs/verifiers.md).
 It is blind to arithmetic ("48/2 = 24" vs "48/2 = 25" ~0.98), so `build_verifier` wraps it
 in the numeric guard (verifier/numeric.py) by default.
 """
@@ -16,16 +16,15 @@ from orchestrator.types import Verdict, VerifyPair
 class EmbeddingVerifier:
     name = "embedding"
 
-    def __init__(self, model: str = "minilm-l6", threshold: float = 0.85, device: str = "cpu",
+    def __init__(self, model_path: str, threshold: float = 0.85, device: str = "cpu",
                  batch_size: int = 64) -> None:
+        """`model_path`: a sentence-transformers model directory (callers resolve short names)."""
         from sentence_transformers import SentenceTransformer
 
-        from deployments.models import resolve_model
-
-        self.model_name = model
+        self.model_name = model_path
         self.threshold = float(threshold)
         self.batch_size = batch_size
-        self.model = SentenceTransformer(str(resolve_model(model)), device=device)
+        self.model = SentenceTransformer(str(model_path), device=device)
         self._lock = threading.Lock()  # one encode at a time on this model
 
     def similarities(self, drafts: list[str], targets: list[str]) -> list[float]:

@@ -1,9 +1,9 @@
 """Build a verifier by name: what configs, the CLI and the Serve app call."""
 from __future__ import annotations
 
+from orchestrator.modes import VERIFIER_KINDS
 from orchestrator.protocols import ChoiceScorer, Verifier
 
-VERIFIER_KINDS = ("exact", "normalized", "embedding", "llm-judge", "target-score")
 
 #: per-kind default acceptance thresholds (exact / normalized have none)
 DEFAULT_THRESHOLDS: dict[str, float | None] = {
@@ -16,10 +16,11 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
 
 
 def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: bool = True,
-                   embedding_model: str = "minilm-l6", judge: ChoiceScorer | None = None,
+                   embedding_model: str | None = None, judge: ChoiceScorer | None = None,
                    target: ChoiceScorer | None = None, device: str = "cpu") -> Verifier:
     """Make the verifier `kind` (one of VERIFIER_KINDS).
 
+    `embedding_model` is the resolved path of the sentence-transformers model for "embedding".
     `numeric_guard` wraps the embedding verifier in GuardedVerifier (embeddings are blind to
     arithmetic); the other kinds ignore it. `judge` is the ChoiceScorer for "llm-judge",
     `target` the one for "target-score".
@@ -35,6 +36,8 @@ def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: 
         return NormalizedVerifier()
     if kind == "embedding":
         from verifier.embedding import EmbeddingVerifier
+        if not embedding_model:
+            raise ValueError("verifier 'embedding' needs embedding_model (a resolved model path)")
         inner = EmbeddingVerifier(embedding_model, threshold=t, device=device)
         if numeric_guard:
             from verifier.numeric import GuardedVerifier, NumericGuard

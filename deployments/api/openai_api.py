@@ -7,16 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator.modes import Mode, Schedule, VerifierKind
+
 MAX_TOKENS_LIMIT = 32768
 
 
 class LookaheadRequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["ar", "sd", "lr", "lr+sd"] | None = None
+    mode: Mode | None = None
     depth: int | None = Field(None, ge=0, le=16)
     width: int | None = Field(None, ge=1, le=8)
-    schedule: Literal["sync", "async"] | None = None
-    verifier: Literal["exact", "normalized", "embedding", "llm-judge", "target-score"] | None = None
+    schedule: Schedule | None = None
+    verifier: VerifierKind | None = None
 
 
 class ChatMessage(BaseModel):

@@ -1,4 +1,4 @@
-"""`lookahead` command line: generate, models, serve, demo, bench, k8s."""
+"""`lookahead` command line: generate (here), models, serve, demo, bench, k8s (their own modules)."""
 from __future__ import annotations
 
 import argparse
@@ -13,64 +13,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DEFAULT_TARGET = "qwen2.5-0.5b"
-DEFAULT_DRAFT = "smollm2-135m"
-MODES = ("ar", "sd", "lr", "lr+sd")
-VERIFIERS = ("exact", "normalized", "embedding", "llm-judge", "target-score")
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default=DEFAULT_TARGET, help="target model: short name, path or cached hub id")
-    p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model")
-    p.add_argument("--judge", default=None, help="judge model for --verifier llm-judge")
-    p.add_argument("--engine", choices=("hf", "vllm"), default="hf")
-    p.add_argument("--verifier", choices=VERIFIERS, default="exact")
-    p.add_argument("--threshold", type=float, default=None, help="verifier threshold (per-kind default)")
-    p.add_argument("--no-numeric-guard", action="store_true", help="embedding verifier without the guard")
-    p.add_argument("--sd-tokens", type=int, default=4, help="token-level speculative tokens in sd modes")
-    p.add_argument("--batch-invariant", action="store_true",
-                   help="hf engine: run batch rows one by one (bit-identical greedy results)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-
-
-def add_lookahead_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depth", type=int, default=4, help="g: drafted steps per cycle")
-    p.add_argument("--width", type=int, default=1, help="W: sibling drafts per position")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--max-step-tokens", type=int, default=100)
-    p.add_argument("--seed", type=int, default=None)
-    sched = p.add_mutually_exclusive_group()
-    sched.add_argument("--sync", dest="schedule", action="store_const", const="sync")
-    sched.add_argument("--async", dest="schedule", action="store_const", const="async")
-    p.set_defaults(schedule="sync")
-
-
-def app_config_from_args(args, mode: str):
-    from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, VerifierConfig
-
-    sd = mode.endswith("sd")
-    common = dict(engine=args.engine, device=args.device, dtype=args.dtype, batch_invariant=args.batch_invariant)
-    target = EngineConfig(model=args.target, token_speculation="ngram" if sd else "none",
-                          num_speculative_tokens=args.sd_tokens, **common)
-    speculate = mode.startswith("lr")
-    return AppConfig(
-        target=RoleConfig(engine=target),
-        draft=RoleConfig(engine=EngineConfig(model=args.draft, **common)) if speculate else None,
-        judge=RoleConfig(engine=EngineConfig(model=args.judge, **common)) if speculate and args.judge else None,
-        verifier=VerifierConfig(kind=args.verifier, threshold=args.threshold,
-                                numeric_guard=not args.no_numeric_guard),
-        defaults=LookaheadDefaults(mode=mode, depth=args.depth, width=args.width, schedule=args.schedule,
-                                   max_step_tokens=args.max_step_tokens, max_tokens=args.max_tokens,
-                                   temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
-    )
+from deployments.cli.args import add_lookahead_args, add_model_args, app_config_from_args  # noqa: E402
+from orchestrator.modes import MODES  # noqa: E402
 
 
 def cmd_generate(args) -> int:
-    from deployments.models import ModelNotAvailable
+    from deployments.model_cache import ModelNotAvailable
     from deployments.pipeline import Pipeline, lookahead_params
     from orchestrator.lookahead import Lookahead
     from orchestrator.types import Prompt
@@ -130,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lookahead_args(g)
     g.set_defaults(func=cmd_generate)
 
-    from deployments import models
+    from deployments.cli import models
 
     models.add_cli(sub)
     _optional_cli(sub)
@@ -141,7 +89,7 @@ def _optional_cli(sub) -> None:
     """Sub-commands whose modules need the serve extras; registered when importable."""
     import importlib
 
-    for name in ("deployments.serve_cli", "deployments.kuberay", "benchmarks.bench"):
+    for name in ("deployments.cli.serve", "deployments.cli.k8s", "benchmarks.bench"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -4,34 +4,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
+
+from deployments.serve.local import start_local
 
 DEMO_QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
                  "How many clips did Natalia sell altogether in April and May?")
 
 
-def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False):
-    """ray.init (if needed) + Serve on the config's HTTP and gRPC ports + the application."""
-    import ray
-    from ray import serve
-
-    from deployments.app import build_app
-    from deployments.serve_config import serve_config
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not ray.is_initialized():
-        # Fake GPUs let num_gpus=1 roles schedule on a CPU box, exactly as they would on a GPU node.
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), num_gpus=fake_gpus or None,
-                 object_store_memory=256 * 1024**2, include_dashboard=False, log_to_driver=not quiet,
-                 _temp_dir=tempfile.mkdtemp(prefix="lookahead-ray-"))
-    sc = serve_config(cfg)
-    serve.start(http_options={"host": "0.0.0.0", "port": cfg.server.http_port}, grpc_options=sc["grpc_options"])
-    return serve.run(build_app(cfg), name="lookahead", route_prefix="/")
-
-
 def cmd_serve(args) -> int:
-    from deployments.profiles import PROFILES
+    from deployments.kuberay.profiles import PROFILES
     from deployments.serve_config import load_app_config
 
     cfg = load_app_config(args.config) if args.config else PROFILES["cpu-demo"]
@@ -51,7 +33,7 @@ def cmd_serve(args) -> int:
 def demo_config():
     """The demo pair, one fake GPU per role as on a real cluster."""
     from deployments.config import RoleDeployment
-    from deployments.profiles import PROFILES
+    from deployments.kuberay.profiles import PROFILES
 
     cfg = PROFILES["cpu-demo"].model_copy(deep=True)
     for role in (cfg.target, cfg.draft):
@@ -62,7 +44,7 @@ def demo_config():
 
 
 def cmd_demo(args) -> int:
-    from deployments import models
+    from deployments import model_cache as models
 
     cfg = demo_config()
     needed = [cfg.target.engine.model, cfg.draft.engine.model]

@@ -8,14 +8,12 @@ Concurrent `generate_steps` calls are micro-batched into one forward loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import threading
 from dataclasses import dataclass, field
 
 import torch
 
-from deployments.engines.prefix import PromptRenderer, context_ids
+from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
 
 
@@ -51,7 +49,7 @@ class HFEngine:
                  cpu_threads: int | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from deployments.models import resolve_model
+        from deployments.model_cache import resolve_model
 
         path = resolve_model(model)
         self.name = model
@@ -281,19 +279,3 @@ def _choose(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
     return int(torch.multinomial(probs, 1, generator=gen))
-
-
-def tokenizer_key(tokenizer) -> str:
-    """Equal keys <=> identical vocabularies: token ids can cross between the two models."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
-
-
-def eos_token_ids(tokenizer, generation_config) -> set[int]:
-    ids = set()
-    for source in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(source)
-    return ids

@@ -1,4 +1,4 @@
-"""Turning (prompt, accepted steps) into one engine's token ids.
+"""Tokenization every engine shares: prompts and accepted steps to token ids, tokenizer keys, EOS ids.
 
 Shared by every engine. Steps from an engine with the same tokenizer keep their token ids;
 runs of steps from another tokenizer are re-encoded as one text, so a foreign step boundary
@@ -6,6 +6,7 @@ never splits what the model would have tokenized as one piece.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 from orchestrator.types import Prompt, Step
@@ -55,4 +56,20 @@ def context_ids(prompt_ids: list[int], prefix: list[Step], key: str, encode) -> 
             foreign.append(step.text)
     if foreign:
         ids += encode("".join(foreign))
+    return ids
+
+
+def tokenizer_key(tokenizer) -> str:
+    """Equal keys <=> identical vocabularies: token ids can cross between the two models."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def eos_token_ids(tokenizer, generation_config) -> set[int]:
+    ids = set()
+    for source in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
     return ids

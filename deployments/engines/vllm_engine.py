@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, TypeVar
 
 from deployments.config import EngineConfig
-from deployments.engines.hf import eos_token_ids, tokenizer_key
-from deployments.engines.prefix import PromptRenderer, context_ids
+from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, Step, StepRequest
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def on_cpu_platform() -> bool:
 
 def speculative_config(cfg: EngineConfig, extra: dict | None = None) -> dict | None:
     """EngineConfig.token_speculation -> vLLM speculative_config (engine_kwargs entries win)."""
-    from deployments.models import resolve_model
+    from deployments.model_cache import resolve_model
 
     n = cfg.num_speculative_tokens
     extra = dict(extra or {})
@@ -126,7 +125,7 @@ class VLLMEngine:
     def __init__(self, cfg: EngineConfig) -> None:
         from transformers import AutoTokenizer, GenerationConfig
 
-        from deployments.models import resolve_model
+        from deployments.model_cache import resolve_model
 
         path = resolve_model(cfg.model)
         self.cfg = cfg

@@ -1,7 +1,7 @@
 """The deployment profiles: the one source of truth for the generated Serve configs
 (``deployments/configs/<profile>.yaml``) and KubeRay manifests (``k8s/*.yaml``).
 
-Edit here, then run ``python -m deployments.kuberay render`` (``lookahead k8s render``);
+Edit here, then run ``python -m deployments.kuberay.manifests render`` (``lookahead k8s render``);
 ``render --check`` (run by tests/test_k8s.py) fails while a committed file is stale.
 
 * ``cpu-demo``: the packaged demo models on CPU with the transformers engine and the exact
@@ -26,7 +26,7 @@ from deployments.config import (
     ServerConfig,
     VerifierConfig,
 )
-from deployments.kuberay import (
+from deployments.kuberay.manifests import (
     APP_VERSION,
     GPU_TOLERATION,
     ClusterSizing,

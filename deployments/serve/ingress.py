@@ -14,42 +14,17 @@ import grpc
 from fastapi.responses import StreamingResponse
 from ray import serve
 
-from deployments import openai_api as oa
-from deployments.auth import ApiKeys
+from deployments.api import grpc_api
+from deployments.api import openai_api as oa
+from deployments.api.auth import ApiKeys
+from deployments.api.errors import HTTPError
+from deployments.api.http_app import build_http_app
 from deployments.config import AppConfig
-from deployments.http_api import HTTPError, build_http_app
-from deployments.orchestrator_deployment import BadRequest, DeadlineExceeded
-from deployments.remote import cancel_quietly
+from deployments.serve.errors import http_error_of
+from deployments.serve.remote import cancel_quietly
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """Ray wraps a replica's exception (RayTaskError); the cause is what was raised there."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
-
-
-def http_error_of(exc: BaseException) -> HTTPError | None:
-    """The client-facing error for a failure, or None for a real server error (500)."""
-    from ray.serve.exceptions import BackPressureError
-
-    e = next((c for c in (_unwrap(exc), exc) if isinstance(c, (BadRequest, DeadlineExceeded, BackPressureError))),
-             None)
-    if isinstance(e, BadRequest):
-        return HTTPError(400, str(e.args[0]) if e.args else str(e), param=getattr(e, "param", None))
-    if isinstance(e, DeadlineExceeded):
-        return HTTPError(504, str(e), type_="timeout_error", code="deadline_exceeded")
-    if isinstance(e, BackPressureError):
-        return HTTPError(503, "server overloaded: too many queued requests, retry later", type_="overloaded_error",
-                         code="overloaded")
-    return None
-
-
-_GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-               404: grpc.StatusCode.NOT_FOUND, 503: grpc.StatusCode.RESOURCE_EXHAUSTED,
-               504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, include_usage: bool):
@@ -78,37 +53,6 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
 
 def _sse(obj: dict) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-def _grpc_error(context, code, message: str) -> None:
-    if context is not None:
-        context.set_code(code)
-        context.set_details(message)
-
-
-def _grpc_fail(context, err: HTTPError) -> None:
-    """The gRPC status for an error the HTTP API would answer with err.status."""
-    _grpc_error(context, _GRPC_CODES.get(err.status, grpc.StatusCode.INTERNAL), err.body["error"]["message"])
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors) and errors():
-        e = errors()[0]
-        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return str(exc)
-
-
-def _pb_steps(steps: list[dict]) -> list[pb.Step]:
-    return [pb.Step(text=s["text"], source=s["source"], tokens=s.get("tokens", 0)) for s in steps]
-
-
-def _pb_stats(st: dict) -> pb.Stats:
-    return pb.Stats(mode=st["mode"], cycles=st["cycles"], drafted_steps=st["drafted_steps"],
-                    accepted_steps=st["accepted_steps"], target_steps=st["target_steps"], tokens=st["tokens"],
-                    acceptance_rate=st["acceptance_rate"], acceptance_by_depth=st["acceptance_by_depth"],
-                    wall_s=st["wall_s"], draft_s=st["draft_s"], target_s=st["target_s"], verify_s=st["verify_s"],
-                    degraded=st["degraded"])
 
 
 @serve.deployment(max_ongoing_requests=128)
@@ -172,7 +116,7 @@ class Ingress:
                             param="x-request-timeout")
         return timeout
 
-    # -- HTTP (routes in deployments/http_api.py) ----------------------------------------
+    # -- HTTP (routes in deployments/api/http_app.py) ----------------------------------------
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.cfg.server.served_model_name, "object": "model",
                                             "created": 0, "owned_by": "lookahead",
@@ -199,14 +143,14 @@ class Ingress:
     def _grpc_spec(self, request: pb.GenerateRequest, context) -> dict | None:
         metadata = dict(context.invocation_metadata()) if context is not None else {}
         if not self.keys.allows_grpc(metadata):
-            _grpc_error(context, grpc.StatusCode.UNAUTHENTICATED, "invalid or missing api key (metadata 'authorization')")
+            grpc_api.grpc_error(context, grpc.StatusCode.UNAUTHENTICATED, "invalid or missing api key (metadata 'authorization')")
             return None
         if request.model and request.model not in self.model_names:
-            _grpc_error(context, grpc.StatusCode.NOT_FOUND, f"model: '{request.model}' does not exist")
+            grpc_api.grpc_error(context, grpc.StatusCode.NOT_FOUND, f"model: '{request.model}' does not exist")
             return None
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if bool(messages) == bool(request.prompt) or not (request.prompt or any(m["content"].strip() for m in messages)):
-            _grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, "messages/prompt: give exactly one, non-empty")
+            grpc_api.grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, "messages/prompt: give exactly one, non-empty")
             return None
         la = request.lookahead
         overrides = {
@@ -225,12 +169,12 @@ class Ingress:
                                  temperature=overrides["temperature"], top_p=overrides["top_p"],
                                  top_k=overrides["top_k"], seed=overrides["seed"], lookahead=opts)
         except ValueError as exc:
-            _grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, _first_error(exc))
+            grpc_api.grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, grpc_api.first_error(exc))
             return None
         try:  # the same deadline rule as the HTTP header
             timeout = self._timeout(metadata.get("x-request-timeout"))
         except HTTPError as exc:
-            _grpc_fail(context, exc)
+            grpc_api.grpc_fail(context, exc)
             return None
         return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
                 "request_id": oa.new_id("grpc"), "timeout_s": timeout}
@@ -242,7 +186,7 @@ class Ingress:
         try:
             gen, _ = await self._open_stream(spec)
         except HTTPError as exc:
-            _grpc_fail(context, exc)
+            grpc_api.grpc_fail(context, exc)
             return None, None
         return spec, gen
 
@@ -253,10 +197,10 @@ class Ingress:
         try:
             result, _ = await self._run(spec)
         except HTTPError as exc:
-            _grpc_fail(grpc_context, exc)
+            grpc_api.grpc_fail(grpc_context, exc)
             return pb.GenerateResponse()
-        return pb.GenerateResponse(id=spec["request_id"], text=result["text"], steps=_pb_steps(result["steps"]),
-                                   finish_reason=result["finish_reason"], stats=_pb_stats(result["stats"]))
+        return pb.GenerateResponse(id=spec["request_id"], text=result["text"], steps=grpc_api.pb_steps(result["steps"]),
+                                   finish_reason=result["finish_reason"], stats=grpc_api.pb_stats(result["stats"]))
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context=None):
         spec, gen = await self._grpc_open(request, grpc_context)
@@ -266,14 +210,14 @@ class Ingress:
             async for chunk in gen:
                 if chunk.get("done"):
                     yield pb.GenerateChunk(id=spec["request_id"], done=True, finish_reason=chunk["finish_reason"],
-                                           stats=_pb_stats(chunk["stats"]))
+                                           stats=grpc_api.pb_stats(chunk["stats"]))
                 elif chunk.get("steps"):
-                    yield pb.GenerateChunk(id=spec["request_id"], steps=_pb_steps(chunk["steps"]))
+                    yield pb.GenerateChunk(id=spec["request_id"], steps=grpc_api.pb_steps(chunk["steps"]))
         except Exception as exc:  # noqa: BLE001
             err = http_error_of(exc)
             if err is None:
                 raise
-            _grpc_fail(grpc_context, err)
+            grpc_api.grpc_fail(grpc_context, err)
         finally:
             cancel_quietly(gen)
 

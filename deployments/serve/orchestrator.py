@@ -15,25 +15,14 @@ import uuid
 from ray import serve
 from ray.serve import metrics
 
+from deployments.api.errors import BadRequest, DeadlineExceeded
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
-from deployments.remote import RemoteEngine, response_result
+from deployments.serve.remote import RemoteEngine, response_result
 from orchestrator.lookahead import Lookahead
 from orchestrator.types import Prompt, Stats
 
 log = logging.getLogger("ray.serve")
-
-
-class DeadlineExceeded(TimeoutError):
-    """The request ran past its deadline; its session was cancelled."""
-
-
-class BadRequest(ValueError):
-    """A request the server refuses; `param` names the offending field."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @serve.deployment(max_ongoing_requests=64)
