@@ -41,6 +41,9 @@ class Prompt:
 
     messages: list[dict] | None = None
     text: str | None = None
+    #: extra chat-template variables, e.g. {"enable_thinking": False} for judge and rater prompts
+    #: on thinking models (a template that does not know a variable ignores it)
+    chat_template_kwargs: dict | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.text is None):
@@ -60,6 +63,12 @@ class Step:
     tokenizer_key: str
     stop_reason: StopReason
     source: Source = "target"
+    # The verdict that decided this position, kept so thresholds can be calibrated from real
+    # runs: on an accepted draft, the verdict that accepted it; on a target step emitted after a
+    # rejection, the best rejected sibling's verdict and that draft's text.
+    verifier: str | None = None
+    score: float | None = None
+    rejected_draft: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -121,6 +130,17 @@ class Stats:
     wall_s: float = 0.0
     cancelled_branches: int = 0
     degraded: list[str] = field(default_factory=list)
+    # live timings by kind, what the adaptive depth policy estimates its costs from:
+    # target_calls_by_rows[n-1] calls of n rows (or n target calls in flight) took target_s_by_rows[n-1]
+    draft_calls: int = 0  # one call drafts one position (its W siblings)
+    verify_calls: int = 0
+    target_calls_by_rows: list[int] = field(default_factory=list)
+    target_s_by_rows: list[float] = field(default_factory=list)
+    # speculation depth chosen per cycle (index g), probe cycles, and the policy's last decision
+    depth_counts: list[int] = field(default_factory=list)
+    probes: int = 0
+    policy: dict = field(default_factory=dict)
+    policy_log: list[str] = field(default_factory=list)  # one line each time the decision changes
 
     @property
     def acceptance_rate(self) -> float:
@@ -137,8 +157,37 @@ class Stats:
             self.accepted_by_depth[depth] += 1
             self.accepted_steps += 1
 
+    def count_target_call(self, rows: int, seconds: float) -> None:
+        while len(self.target_calls_by_rows) < rows:
+            self.target_calls_by_rows.append(0)
+            self.target_s_by_rows.append(0.0)
+        self.target_calls_by_rows[rows - 1] += 1
+        self.target_s_by_rows[rows - 1] += seconds
+
+    def count_depth(self, depth: int) -> None:
+        while len(self.depth_counts) <= depth:
+            self.depth_counts.append(0)
+        self.depth_counts[depth] += 1
+
+    def accumulate(self, other: "Stats") -> None:
+        """Add another session's counts and timings (a server's running totals, a prior)."""
+        for name in ("cycles", "drafted_steps", "verified_steps", "accepted_steps", "target_steps",
+                     "draft_tokens", "target_tokens", "tokens", "draft_s", "target_s", "verify_s", "wall_s",
+                     "cancelled_branches", "draft_calls", "verify_calls", "probes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.verified_by_depth, other.verified_by_depth),
+                             (self.accepted_by_depth, other.accepted_by_depth),
+                             (self.target_calls_by_rows, other.target_calls_by_rows),
+                             (self.target_s_by_rows, other.target_s_by_rows),
+                             (self.depth_counts, other.depth_counts)):
+            mine.extend([0] * (len(theirs) - len(mine)))
+            for i, x in enumerate(theirs):
+                mine[i] += x
+        self.degraded = (self.degraded + other.degraded)[-20:]
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["target_s_by_rows"] = [round(x, 4) for x in self.target_s_by_rows]
         d["acceptance_rate"] = round(self.acceptance_rate, 4)
         d["acceptance_by_depth"] = [
             round(a / n, 4) if n else 0.0 for a, n in zip(self.accepted_by_depth, self.verified_by_depth)
@@ -160,6 +209,17 @@ class GenerationResult:
             "text": self.text,
             "mode": self.stats.mode,
             "finish_reason": self.finish_reason,
-            "steps": [{"text": s.text, "source": s.source, "tokens": len(s.token_ids)} for s in self.steps],
+            "steps": [step_dict(s) for s in self.steps],
             "stats": self.stats.to_dict(),
         }
+
+
+def step_dict(s: Step) -> dict:
+    """A step for JSON: text, source, tokens, and the verdict fields when a verifier ruled."""
+    d: dict = {"text": s.text, "source": s.source, "tokens": len(s.token_ids)}
+    if s.verifier is not None:
+        d["verifier"] = s.verifier
+        d["score"] = None if s.score is None else round(s.score, 4)
+    if s.rejected_draft is not None:
+        d["rejected_draft"] = s.rejected_draft
+    return d

@@ -26,14 +26,15 @@ class PromptRenderer:
     def text(self, prompt: Prompt) -> str:
         if prompt.messages is not None:
             if getattr(self.tokenizer, "chat_template", None):
-                return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+                return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False,
+                                                          **(prompt.chat_template_kwargs or {}))
             # no template: a plain transcript, still ending where the assistant speaks
             lines = [f"{m['role']}: {m['content']}" for m in prompt.messages]
             return "\n".join(lines) + "\nassistant: "
         return prompt.text
 
     def ids(self, prompt: Prompt) -> list[int]:
-        key = json.dumps([prompt.messages, prompt.text])
+        key = json.dumps([prompt.messages, prompt.text, prompt.chat_template_kwargs], sort_keys=True)
         if key not in self._cache:
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
