@@ -116,6 +116,39 @@ class GroupLayout:
 
 
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+# The init container that holds a pod back until its models are on the volume.
+WAIT_FOR_MODELS = "wait-for-models"
+WAIT_RESOURCES = PodResources(cpu="100m", memory="256Mi", cpu_limit="500m", memory_limit="512Mi")
+
+
+def role_models(cfg: AppConfig) -> dict[str, list[str]]:
+    """The models each role's replicas load when they start (engine roles: the model and a
+    speculative model; the orchestrator: the embedding model when the embedding verifier is
+    the default)."""
+    out: dict[str, list[str]] = {}
+    for role in ("target", "draft", "judge"):
+        rc = getattr(cfg, role)
+        if rc is not None:
+            out[role] = [rc.engine.model] + ([rc.engine.speculative_model] if rc.engine.speculative_model else [])
+    out["orchestrator"] = [cfg.verifier.embedding_model] if cfg.verifier.kind == "embedding" else []
+    out["ingress"] = []
+    return out
+
+
+def _wait_for_models(models: list[str], image: str) -> dict[str, Any]:
+    """Engines fail at start when their weights are missing (and Serve gives up on a deployment
+    after a few failed starts), so pods that load models first wait for the model-fill Job:
+    `lookahead models wait` returns once no fill is running and every model resolves."""
+    return {
+        "name": WAIT_FOR_MODELS,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["lookahead", "models", "wait", *models],
+        "env": _cache_env(),
+        "resources": {"requests": WAIT_RESOURCES.requests(), "limits": WAIT_RESOURCES.limits()},
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}],
+    }
 
 
 def default_sizing(cfg: AppConfig) -> ClusterSizing:
@@ -221,12 +254,17 @@ def _labels(name: str, component: str) -> dict[str, str]:
     }
 
 
-def _env(cfg: AppConfig) -> list[dict[str, Any]]:
+def _cache_env() -> list[dict[str, Any]]:
     return [
         {"name": "LOOKAHEAD_HOME", "value": MODELS_MOUNT},
         {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/huggingface"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+    ]
+
+
+def _env(cfg: AppConfig) -> list[dict[str, Any]]:
+    return _cache_env() + [
         {"name": cfg.server.api_keys_env,
          "valueFrom": {"secretKeyRef": {"name": API_KEYS_SECRET, "key": "api-keys", "optional": True}}},
     ]
@@ -248,7 +286,8 @@ def _serve_ports(cfg: AppConfig) -> list[dict[str, Any]]:
 
 def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: str,
          res: PodResources, ports: list[dict], model_pvc: str, gpus: int = 0,
-         node_selector: dict | None = None, tolerations: list | None = None) -> dict[str, Any]:
+         node_selector: dict | None = None, tolerations: list | None = None,
+         models: list[str] | None = None) -> dict[str, Any]:
     requests, limits = res.requests(), res.limits()
     if gpus:
         requests[GPU_RESOURCE] = gpus
@@ -271,6 +310,8 @@ def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: st
         }],
         "volumes": volumes,
     }
+    if models:
+        spec["initContainers"] = [_wait_for_models(models, image)]
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
     if tolerations:
@@ -312,6 +353,7 @@ def rayservice(
         "template": _pod(cfg, name=name, component="head", container="ray-head", image=image,
                          res=sizing.head, ports=head_ports, model_pvc=model_pvc),
     }
+    models = role_models(cfg)
     workers = []
     for lay in layouts:
         p = lay.plan
@@ -327,7 +369,8 @@ def rayservice(
             "template": _pod(cfg, name=name, component=p.name, container="ray-worker", image=image,
                              res=p.resources, ports=_serve_ports(cfg), model_pvc=model_pvc,
                              gpus=lay.gpus_per_pod, node_selector=p.node_selector,
-                             tolerations=p.tolerations),
+                             tolerations=p.tolerations,
+                             models=list(dict.fromkeys(m for r in lay.roles for m in models[r]))),
         })
     metadata: dict[str, Any] = {"name": name, "labels": _labels(name, "rayservice")}
     if namespace:

@@ -14,7 +14,7 @@ Edit here, then run ``python -m deployments.kuberay.manifests render`` (``lookah
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deployments.config import (
     AppConfig,
@@ -26,8 +26,10 @@ from deployments.config import (
     ServerConfig,
     VerifierConfig,
 )
+# Local tags built from docker/Dockerfile.{cpu,cuda} (`lookahead k8s image`); on a real cluster
+# push them to a registry and retarget with kustomize `images:` (docs/kuberay.md).
+from deployments.kuberay.images import CPU_IMAGE, GPU_IMAGE
 from deployments.kuberay.manifests import (
-    APP_VERSION,
     GPU_TOLERATION,
     ClusterSizing,
     PodResources,
@@ -35,9 +37,6 @@ from deployments.kuberay.manifests import (
     model_cache_pvc,
 )
 
-IMAGE_REPO = "ghcr.io/lookahead/lookahead"
-CPU_IMAGE = f"{IMAGE_REPO}:{APP_VERSION}-cpu"  # FROM rayproject/ray:2.60.0-py311-cpu
-GPU_IMAGE = f"{IMAGE_REPO}:{APP_VERSION}-cu128"  # FROM rayproject/ray-llm:2.60.0-py311-cu128
 
 # Sampling defaults of the reference implementation for Qwen3 reasoning models.
 _QWEN3_SAMPLING = dict(temperature=0.6, top_p=0.95, top_k=20)
@@ -136,6 +135,10 @@ class K8sProfile:
     sizing: ClusterSizing
     description: str
     pvc_manifest: str = "pvc-models.yaml"
+    fill_manifest: str = ""  # the model-fill Job's file under k8s/
+    # pip installs and GGUF -> safetensors conversion (CPU demo) or hub downloads (GPU)
+    fill_resources: PodResources = field(default_factory=lambda: PodResources(cpu="2", memory="4Gi",
+                                                                              memory_limit="8Gi"))
 
 
 K8S_PROFILES: dict[str, K8sProfile] = {
@@ -143,6 +146,8 @@ K8S_PROFILES: dict[str, K8sProfile] = {
         manifest="rayservice-cpu.yaml",
         image=CPU_IMAGE,
         pvc_manifest="pvc-models-local.yaml",
+        fill_manifest="model-fill-cpu.yaml",
+        fill_resources=PodResources(cpu="1", memory="3Gi", cpu_limit="2", memory_limit="6Gi"),
         description="CPU only (kind / laptop), transformers engine, no GPUs",
         sizing=ClusterSizing(
             head=PodResources(cpu="500m", memory="1536Mi", cpu_limit="1", memory_limit="3Gi"),
@@ -161,6 +166,7 @@ K8S_PROFILES: dict[str, K8sProfile] = {
     "gpu-dev": K8sProfile(
         manifest="rayservice-gpu-dev.yaml",
         image=GPU_IMAGE,
+        fill_manifest="model-fill-gpu-dev.yaml",
         description="one GPU node: target, draft and judge share one 1-GPU worker pod",
         sizing=ClusterSizing(
             head=PodResources(cpu="2", memory="8Gi"),
@@ -178,6 +184,7 @@ K8S_PROFILES: dict[str, K8sProfile] = {
     "gpu-prod": K8sProfile(
         manifest="rayservice-gpu-prod.yaml",
         image=GPU_IMAGE,
+        fill_manifest="model-fill-gpu-prod.yaml",
         description="target on 4-GPU pods (tensor parallel 4), draft and judge on 1-GPU pods, all autoscaled",
         sizing=ClusterSizing(
             head=PodResources(cpu="4", memory="16Gi"),
@@ -215,5 +222,6 @@ PVC_MANIFESTS: dict[str, dict] = {
 KUSTOMIZATION: dict = {
     "apiVersion": "kustomize.config.k8s.io/v1beta1",
     "kind": "Kustomization",
-    "resources": ["pvc-models-local.yaml", "rayservice-cpu.yaml"],
+    # The Job and the RayService start together: the engine pods' init container waits for the fill.
+    "resources": ["pvc-models-local.yaml", "model-fill-cpu.yaml", "rayservice-cpu.yaml"],
 }

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from deployments.kuberay import profiles
+from deployments.kuberay import images
 from deployments.kuberay.manifests import grpc_service, rayservice
+from deployments.kuberay.model_job import model_fill_job
 from deployments.serve_config import dump_yaml, dump_yaml_all, load_app_config, serve_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +40,13 @@ def rendered_files() -> dict[str, str]:
         docs = [rayservice(cfg, pname, image=k.image, sizing=k.sizing),
                 grpc_service(cfg, pname)]
         files[f"k8s/{k.manifest}"] = _with_header(dump_yaml_all(docs), GENERATED_HEADER + (
-            f"\nProfile {pname!r}: {k.description}\nApply: kubectl apply -f k8s/{k.pvc_manifest} -f k8s/{k.manifest}"))
+            f"\nProfile {pname!r}: {k.description}\nApply: kubectl apply -f k8s/{k.pvc_manifest} "
+            f"-f k8s/{k.fill_manifest} -f k8s/{k.manifest}"))
+        job = model_fill_job(cfg, pname, image=k.image, resources=k.fill_resources)
+        files[f"k8s/{k.fill_manifest}"] = _with_header(dump_yaml(job), GENERATED_HEADER + (
+            f"\nProfile {pname!r}: fills the model-cache volume (PVC) once; the engine pods wait for it.\n"
+            "Mirrors: the optional ConfigMap lookahead-model-source (keys archive-url, hf-endpoint,\n"
+            "pip-index-url) and Secret lookahead-hf-token (key token); see docs/kuberay.md."))
     for fname, pvc in profiles.PVC_MANIFESTS.items():
         files[f"k8s/{fname}"] = _with_header(dump_yaml(pvc["manifest"]), GENERATED_HEADER + "\n" + pvc["comment"])
     files["k8s/kustomization.yaml"] = _with_header(dump_yaml(profiles.KUSTOMIZATION), GENERATED_HEADER + (
@@ -89,14 +97,29 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_image(args: argparse.Namespace) -> int:
+    flavors = [args.flavor] if args.flavor else list(images.IMAGES)
+    for flavor in flavors:
+        recipe = images.IMAGES[flavor]
+        print(f"# {recipe.description}; FROM {recipe.base}")
+        for line in images.build_commands(flavor, registry=args.registry, kind_load=args.kind_load):
+            print(line)
+    return 0
+
+
 def add_subcommands(sub) -> None:
     r = sub.add_parser("render", help="(re)write k8s/*.yaml and deployments/configs/*.yaml from deployments/kuberay/profiles.py")
     r.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
     r.add_argument("--root", default=None, help="repository root (default: this checkout)")
     r.set_defaults(func=_cmd_render)
+    i = sub.add_parser("image", help="print the docker commands that build the images the manifests name")
+    i.add_argument("flavor", nargs="?", choices=list(images.IMAGES), help="default: all")
+    i.add_argument("--registry", default=None, help="also tag and push to REGISTRY (e.g. registry.example.com/team)")
+    i.add_argument("--kind-load", action="store_true", help="also load the image into a kind cluster")
+    i.set_defaults(func=_cmd_image)
     m = sub.add_parser("manifest", help="print a RayService (+ gRPC Service) for any AppConfig or Serve config YAML")
     m.add_argument("config", help="AppConfig YAML or Serve config YAML")
-    m.add_argument("--image", required=True, help="container image pinned by tag, e.g. ghcr.io/lookahead/lookahead:0.1.0-cu128")
+    m.add_argument("--image", required=True, help="container image pinned by tag, e.g. registry.example.com/team/lookahead:0.1.0-cu128")
     m.add_argument("--name", default=None, help="profile name (RayService is lookahead-<name>)")
     m.add_argument("--namespace", default=None)
     m.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
