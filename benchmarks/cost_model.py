@@ -28,19 +28,8 @@ so a gap between prediction and realization can be attributed.
 """
 from __future__ import annotations
 
-
-def steps_per_cycle(b: float, g: int) -> float:
-    """E = (1 - b^(g+1)) / (1 - b): expected steps one sync cycle emits (g + 1 at b = 1)."""
-    if not 0.0 <= b <= 1.0:
-        raise ValueError(f"acceptance must be in [0, 1], got {b}")
-    if b == 1.0:
-        return float(g + 1)
-    return (1.0 - b ** (g + 1)) / (1.0 - b)
-
-
-def predicted_speedup(b: float, g: int, c: float, r: float, base_speedup: float = 1.0) -> float:
-    """Sync LR speedup: base_speedup * E / (g*c + r)."""
-    return base_speedup * steps_per_cycle(b, g) / (g * c + r)
+# the formulas live in the core (the adaptive depth policy uses them); re-exported here
+from orchestrator.cost_model import predicted_speedup, steps_per_cycle  # noqa: F401
 
 
 def _div(a: float, b: float) -> float | None:

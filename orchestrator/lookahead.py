@@ -6,17 +6,21 @@ up to the first mismatch) or the asynchronous rolling window (each finished draf
 spawns its own target step and the next draft; the root advances as verdicts come in,
 in `orchestrator/rolling_window.py`).
 `mode="ar"` runs the same loop with no drafts: plain target decoding, step by step.
+With `depth="auto"` (the default) each cycle's depth comes from the adaptive policy
+(`orchestrator/policy.py`); an integer depth is used as given on every cycle.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable
 
-from orchestrator.accept import adopt
+from orchestrator.accept import adopt, mark_rejected, stop_mismatch, stop_verdict
 from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Schedule
+from orchestrator.policy import AUTO, SpeculationPolicy
 from orchestrator.protocols import StepEngine, Verifier
 from orchestrator.rolling_window import run_async
 from orchestrator.types import (
@@ -26,28 +30,42 @@ from orchestrator.types import (
     Stats,
     Step,
     StepRequest,
+    Verdict,
     VerifyPair,
 )
+
+#: consecutive draft/verifier failures back speculation off for 1, 2, 4, ... up to this many cycles
+MAX_BACKOFF_CYCLES = 64
 
 
 @dataclass
 class LookaheadParams:
     mode: CoreMode = "lr"
-    depth: int = 4  # g: drafted steps per cycle
+    # g, drafted steps per cycle: an int, or "auto" for the adaptive policy choosing 0..max_depth
+    depth: int | str = AUTO
     width: int = 1  # W: sibling drafts per position (distinct seeds)
     schedule: Schedule = "sync"
     max_step_tokens: int = 100
     max_tokens: int = 512
     target_sampling: SamplingParams = field(default_factory=SamplingParams)
     draft_sampling: SamplingParams = field(default_factory=SamplingParams)
-    seed: int = 0
+    # base of every derived seed; None: fresh randomness per request (a given seed reproduces)
+    seed: int | None = None
+    # the deepest g "auto" may choose: past ~6, a draft's chance of surviving every shallower
+    # verdict is small even at high acceptance, and each extra depth adds a target row
+    max_depth: int = 6
 
     def __post_init__(self) -> None:
         if self.mode not in CORE_MODES:
             raise ValueError(f"mode must be 'lr' or 'ar', got {self.mode!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be 'sync' or 'async', got {self.schedule!r}")
-        for name, lo, hi in (("depth", 0, 16), ("width", 1, 8), ("max_step_tokens", 1, 4096)):
+        if isinstance(self.depth, str) and self.depth != AUTO:
+            raise ValueError(f"depth must be 'auto' or an integer, got {self.depth!r}")
+        checks = [("width", 1, 8), ("max_step_tokens", 1, 4096), ("max_depth", 1, 16)]
+        if self.depth != AUTO:
+            checks.append(("depth", 0, 16))
+        for name, lo, hi in checks:
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
@@ -56,22 +74,41 @@ class LookaheadParams:
 
 
 def derive_seed(base: int, *parts: int) -> int:
-    """Reproducible, distinct seeds per (cycle, depth, sibling): siblings must not be clones."""
+    """Reproducible, distinct seeds per (position, prefix, sibling): siblings must not be clones."""
     digest = hashlib.blake2b(repr((base, *parts)).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def prefix_digest(prefix: list[Step]) -> int:
+    """Identifies a node of the speculation tree by its text path, so a draft's seed depends on
+    where it stands, never on when a callback happened to spawn it."""
+    h = hashlib.blake2b(digest_size=8)
+    for s in prefix:
+        h.update(s.text.encode())
+        h.update(b"\x00")
+    return int.from_bytes(h.digest(), "little")
 
 
 class Lookahead:
     """One request's session: the accepted prefix, in-flight branches and stats."""
 
     def __init__(self, target: StepEngine, draft: StepEngine | None, verifier: Verifier | None,
-                 prompt: Prompt, params: LookaheadParams, request_id: str = "") -> None:
+                 prompt: Prompt, params: LookaheadParams, request_id: str = "", prior: dict | None = None) -> None:
+        """`prior`: for depth "auto", earlier measurements shaped like `Stats.to_dict()` (a
+        server's running totals), see orchestrator/policy.py."""
         self.target, self.draft, self.verifier = target, draft, verifier
         self.prompt, self.params, self.request_id = prompt, params, request_id
         self.steps: list[Step] = []
         self.stats = Stats(mode=params.mode)
-        self.speculate = params.mode == "lr" and params.depth > 0 and draft is not None and verifier is not None
+        self.speculate = (params.mode == "lr" and params.depth != 0 and draft is not None
+                          and verifier is not None)
+        self.policy = (SpeculationPolicy(params.max_depth, prior)
+                       if self.speculate and params.depth == AUTO else None)
+        self.seed = params.seed if params.seed is not None else secrets.randbits(31)
         self._calls = 0
+        self._failures = 0  # draft/verifier failures in a row
+        self._resume_at = 0  # the cycle from which speculation is tried again after a failure
+        self._targets_in_flight = 0
 
     # -- engine calls -------------------------------------------------------------------
     def _request(self, prefix: list[Step], sampling: SamplingParams) -> StepRequest:
@@ -88,34 +125,88 @@ class Lookahead:
 
     async def _target_steps(self, prefixes: list[list[Step]]) -> list[Step]:
         sampling = self.params.target_sampling
-        reqs = [self._request(p, sampling.with_seed(self._seed(len(p), 0, 0, sampling))) for p in prefixes]
-        return await self._timed("target_s", self.target.generate_steps(reqs))
+        # target seeds depend on the position only, as in plain target decoding
+        reqs = [self._request(p, sampling.with_seed(self._seed(sampling, len(p), 0, 0))) for p in prefixes]
+        # rows: this call's batch plus the target calls already running (the async window's
+        # concurrent single-row calls share the engine's batches); what the policy's r(n) is fitted on
+        rows = len(prefixes) + self._targets_in_flight
+        self._targets_in_flight += len(prefixes)
+        t0 = time.perf_counter()
+        try:
+            steps = await self._timed("target_s", self.target.generate_steps(reqs))
+        finally:
+            self._targets_in_flight -= len(prefixes)
+        self.stats.count_target_call(rows, time.perf_counter() - t0)
+        return steps
 
-    async def _draft_steps(self, prefix: list[Step], cycle: int) -> list[Step]:
+    async def _draft_steps(self, prefix: list[Step]) -> list[Step]:
         sampling = self.params.draft_sampling
-        reqs = [self._request(prefix, sampling.with_seed(self._seed(len(prefix), cycle, k + 1, sampling)))
+        where = prefix_digest(prefix)
+        reqs = [self._request(prefix, sampling.with_seed(self._seed(sampling, len(prefix), where, k + 1)))
                 for k in range(self.params.width)]
-        steps = await self._timed("draft_s", self.draft.generate_steps(reqs))
+        try:
+            steps = await self._timed("draft_s", self.draft.generate_steps(reqs))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.draft_calls += 1
+            raise
+        self.stats.draft_calls += 1
         self.stats.drafted_steps += len(steps)
         for s in steps:
             s.source = "draft"
         return steps
 
-    def _seed(self, position: int, cycle: int, sibling: int, sampling: SamplingParams) -> int | None:
+    async def _verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
+        """Verdicts for pairs; a stop-reason mismatch is rejected without asking the verifier."""
+        out: list[Verdict | None] = [stop_verdict(p.draft, p.target) if stop_mismatch(p.draft, p.target) else None
+                                     for p in pairs]
+        ask = [i for i, v in enumerate(out) if v is None]
+        if ask:
+            try:
+                verdicts = await self._timed("verify_s", self.verifier.verify([pairs[i] for i in ask]))
+            finally:
+                self.stats.verify_calls += 1
+            for i, v in zip(ask, verdicts):
+                out[i] = v
+        self._failures = 0  # a full draft + verify round trip worked
+        return out  # type: ignore[return-value]
+
+    def _seed(self, sampling: SamplingParams, *parts: int) -> int | None:
         if sampling.greedy:
             return None
-        base = sampling.seed if sampling.seed is not None else self.params.seed
-        return derive_seed(base, position, cycle, sibling)
+        return derive_seed(sampling.seed if sampling.seed is not None else self.seed, *parts)
 
     def _degrade(self, what: str, exc: BaseException) -> None:
-        """A failing draft or judge must not fail the request: continue as target-only."""
-        self.stats.degraded.append(f"{what}: {type(exc).__name__}: {exc}"[:300])
-        self.speculate = False
+        """A failing draft or judge must not fail the request, nor end speculation for good:
+        this cycle runs target-only, and speculation is tried again after 1, 2, 4, ... cycles
+        (consecutive failures double the pause)."""
+        self.stats.degraded = (self.stats.degraded + [f"{what}: {type(exc).__name__}: {exc}"[:300]])[-20:]
+        self._failures += 1
+        self._resume_at = self.stats.cycles + min(2 ** (self._failures - 1), MAX_BACKOFF_CYCLES)
 
     # -- the accepted prefix --------------------------------------------------------------
     def _can_draft_after(self, prefix: list[Step]) -> bool:
         # Delimiter gate: a child of a context that does not end a step is never accepted.
-        return self.speculate and (not prefix or prefix[-1].ends_step)
+        return (self.speculate and self.stats.cycles >= self._resume_at
+                and (not prefix or prefix[-1].ends_step))
+
+    def _choose_depth(self, prefix: list[Step]) -> tuple[int, bool]:
+        """This cycle's (depth, probe): the policy's choice under "auto", else the fixed depth."""
+        if not self._can_draft_after(prefix):
+            return 0, False
+        if self.policy is None:
+            return int(self.params.depth), False
+        d = self.policy.decide(self.stats)
+        return d.depth, d.probe
+
+    def _count_cycle(self, depth: int, probe: bool) -> None:
+        if self.params.mode != "lr":
+            return
+        if probe:
+            self.stats.probes += 1
+        else:
+            self.stats.count_depth(depth)
 
     def _emit(self, step: Step) -> Step:
         self.steps.append(step)
@@ -135,24 +226,28 @@ class Lookahead:
     # -- synchronous cycles (paper, Algorithm 1) ------------------------------------------
     async def _sync_cycle(self) -> list[Step]:
         prefix = list(self.steps)
+        depth, probe = self._choose_depth(prefix)
+        self._count_cycle(depth, probe)
         chain: list[list[Step]] = []  # chain[i]: the W sibling drafts at depth i
-        if self._can_draft_after(prefix):
+        if depth or probe:
             try:
                 context = prefix
-                for _ in range(self.params.depth):
-                    siblings = await self._draft_steps(context, self.stats.cycles)
+                for _ in range(max(depth, 1)):
+                    siblings = await self._draft_steps(context)
                     chain.append(siblings)
                     if not siblings[0].ends_step:  # EOS or cut: nothing may follow it
                         break
                     context = context + [siblings[0]]
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any draft failure degrades to target-only
+            except Exception as exc:  # noqa: BLE001 - any draft failure degrades this cycle to target-only
                 self._degrade("draft", exc)
                 chain = []
         # Target expansions T(P), T(P+d1), ..., one batch: each conditioned on the drafts before it.
+        # A probe checks its one draft against T(P) alone: no extra target row, no bonus step.
         leads = [s[0] for s in chain]
-        contexts = [prefix] + [prefix + leads[: i + 1] for i, d in enumerate(leads) if d.ends_step]
+        contexts = [prefix] + ([] if probe else
+                               [prefix + leads[: i + 1] for i, d in enumerate(leads) if d.ends_step])
         targets = await self._target_steps(contexts)
         if not chain:
             return [targets[0]]
@@ -165,24 +260,24 @@ class Lookahead:
             return [targets[0]]
         return self._accept(chain, targets, verdicts)
 
-    async def _verify_chain(self, prefix, chain, targets) -> dict[tuple[int, int], bool]:
+    async def _verify_chain(self, prefix, chain, targets) -> dict[tuple[int, int], Verdict]:
         pairs, index = [], []
         for depth, siblings in enumerate(chain):
             context = prefix + [s[0] for s in chain[:depth]]
             for k, d in enumerate(siblings):
                 pairs.append(VerifyPair(self.prompt, context, d, targets[depth]))
                 index.append((depth, k))
-        verdicts = await self._timed("verify_s", self.verifier.verify(pairs))
-        return {key: v.accepted for key, v in zip(index, verdicts)}
+        verdicts = await self._verify(pairs)
+        return dict(zip(index, verdicts))
 
-    def _accept(self, chain, targets, accepted: dict[tuple[int, int], bool]) -> list[Step]:
+    def _accept(self, chain, targets, verdicts: dict[tuple[int, int], Verdict]) -> list[Step]:
         out: list[Step] = []
         for depth, siblings in enumerate(chain):
-            k = next((k for k in range(len(siblings)) if accepted[depth, k]), None)
+            k = next((k for k in range(len(siblings)) if verdicts[depth, k].accepted), None)
             self.stats.count_verified(depth, k is not None)
-            if k is None:
-                return out + [targets[depth]]  # first mismatch: the target's own step
-            out.append(adopt(siblings[k], targets[depth]))
+            if k is None:  # first mismatch: the target's own step
+                return out + [mark_rejected(targets[depth], siblings, [verdicts[depth, i] for i in range(len(siblings))])]
+            out.append(adopt(siblings[k], targets[depth], verdicts[depth, k]))
             # Deeper targets were conditioned on sibling 0; a finished or cut step ends the cycle.
             if k != 0 or not out[-1].ends_step:
                 return out
@@ -214,8 +309,8 @@ class Lookahead:
 
 async def generate(target: StepEngine, prompt: Prompt, params: LookaheadParams,
                    draft: StepEngine | None = None, verifier: Verifier | None = None,
-                   request_id: str = "") -> GenerationResult:
-    session = Lookahead(target, draft, verifier, prompt, params, request_id)
+                   request_id: str = "", prior: dict | None = None) -> GenerationResult:
+    session = Lookahead(target, draft, verifier, prompt, params, request_id, prior)
     async for _ in session.stream():
         pass
     return session.result()
