@@ -11,6 +11,7 @@ import asyncio
 import threading
 
 from orchestrator.types import Verdict, VerifyPair
+from verifier.precheck import prechecked
 
 
 class EmbeddingVerifier:
@@ -39,6 +40,9 @@ class EmbeddingVerifier:
         return (emb[:n] * emb[n:]).sum(-1).clamp(-1.0, 1.0).tolist()
 
     async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
+        return await prechecked(pairs, self._verify)
+
+    async def _verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
         sims = await asyncio.to_thread(self.similarities, [p.draft.text for p in pairs],
                                        [p.target.text for p in pairs])
         return [Verdict(s >= self.threshold, float(s), self.name, f"cosine={s:.4f}") for s in sims]

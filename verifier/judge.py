@@ -14,6 +14,9 @@ beats its own changed-number twin by >= 0.05. The cost is ~250 more prompt token
 prefix that vLLM's prefix caching absorbs. The examples lower P(yes) overall, so a small
 judge wants its own threshold; re-measure per judge model.
 
+Pairs the pre-check rules on (equal text, a stop-reason mismatch: verifier/precheck.py)
+never reach the judge.
+
 Both capitalisations are scored ("Yes", "yes", "No", "no": distinct first tokens in the
 Qwen tokenizer) and P(yes) = P(Yes) + P(yes) after renormalising over the four, so the
 verdict does not depend on which spelling the model prefers after the chat header.
@@ -22,8 +25,14 @@ from __future__ import annotations
 
 from orchestrator.protocols import ChoiceScorer
 from orchestrator.types import Prompt, Verdict, VerifyPair
+from verifier.precheck import prechecked
 
 YES = ("Yes", "yes")
+#: Thinking models' chat templates (Qwen3) open the answer with "<think>"; the choice
+#: probabilities must be read at the answer's first token, so judge and rater prompts are
+#: rendered with thinking off (the template then writes an empty think block). Templates
+#: without the variable ignore it.
+NO_THINKING = {"enable_thinking": False}
 NO = ("No", "no")
 
 JUDGE_SYSTEM = "You are a careful math teacher. You check whether two solution steps agree."
@@ -93,9 +102,12 @@ class LLMJudgeVerifier:
             messages += [{"role": "user", "content": JUDGE_TEMPLATE.format(
                 context=context if self.with_context else "", draft=a, target=b)},
                          {"role": "assistant", "content": answer}]
-        return Prompt(messages=messages + [{"role": "user", "content": user}])
+        return Prompt(messages=messages + [{"role": "user", "content": user}], chat_template_kwargs=NO_THINKING)
 
     async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
+        return await prechecked(pairs, self._verify)
+
+    async def _verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
         if not pairs:
             return []
         probs = await self.scorer.choice_probs([self.prompt(p) for p in pairs], [*YES, *NO])

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from orchestrator.types import Prompt, Verdict, VerifyPair
+from verifier.precheck import prechecked
 
 # --- normalisation ---------------------------------------------------------------------
 
@@ -196,6 +197,9 @@ class GuardedVerifier:
         self.name = f"{inner.name}+numeric"
 
     async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
+        return await prechecked(pairs, self._verify)
+
+    async def _verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(pairs)
         passing: list[int] = []
         for i, p in enumerate(pairs):

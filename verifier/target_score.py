@@ -12,13 +12,15 @@ Two worked examples (a correct step -> 9, the same step with a wrong result -> 1
 front as earlier chat turns (`few_shot=True`, the default): they anchor the scale's ends.
 
 The target's own step in the pair is not shown to the rater: the question is whether the
-draft is a good next step, not whether it matches one particular continuation.
+draft is a good next step, not whether it matches one particular continuation. It is used by
+the pre-check in front (verifier/precheck.py): a draft equal to it is accepted unrated.
 """
 from __future__ import annotations
 
 from orchestrator.protocols import ChoiceScorer
 from orchestrator.types import Prompt, Verdict, VerifyPair
-from verifier.judge import clip, question_text
+from verifier.judge import NO_THINKING, clip, question_text
+from verifier.precheck import prechecked
 
 DIGITS = tuple(str(i) for i in range(10))
 
@@ -66,7 +68,7 @@ class TargetScoreVerifier:
             messages += [{"role": "user", "content": SCORE_TEMPLATE.format(
                 question=question, prefix=prefix_text, draft=draft)},
                          {"role": "assistant", "content": rating}]
-        return Prompt(messages=messages + [{"role": "user", "content": user}])
+        return Prompt(messages=messages + [{"role": "user", "content": user}], chat_template_kwargs=NO_THINKING)
 
     def rating(self, probs: list[float]) -> float:
         if self.expected:
@@ -75,6 +77,9 @@ class TargetScoreVerifier:
         return float(max(range(len(probs)), key=probs.__getitem__))
 
     async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
+        return await prechecked(pairs, self._verify)
+
+    async def _verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
         if not pairs:
             return []
         probs = await self.scorer.choice_probs([self.prompt(p) for p in pairs], list(DIGITS))
