@@ -107,7 +107,7 @@ async def bench(args) -> dict:
     from orchestrator.types import Prompt, SamplingParams, StepRequest
 
     prompts = [Prompt(messages=[{"role": "user", "content": q}]) for q in questions(args.n)]
-    draft = HFEngine(args.draft, device="cpu") if args.draft_engine == "hf" else None
+    draft = HFEngine(EngineConfig(model=args.draft, device="cpu")) if args.draft_engine == "hf" else None
     kwargs = {"max_model_len": args.max_model_len}
     rows: dict[str, dict] = {}
     start = {}

@@ -2,11 +2,15 @@
 `serve run`/`serve deploy` (as the application's args) and the KubeRay manifests."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.modes import Mode, Schedule, VerifierKind
+
+
+#: g, drafted steps per cycle: an integer, or "auto" for the adaptive policy (orchestrator/policy.py)
+Depth = Union[Literal["auto"], Annotated[int, Field(ge=0, le=16)]]
 
 
 class _Strict(BaseModel):
@@ -65,7 +69,7 @@ class VerifierConfig(_Strict):
 
 class LookaheadDefaults(_Strict):
     mode: Mode = "lr"
-    depth: int = Field(4, ge=0, le=16)
+    depth: Depth = "auto"
     width: int = Field(1, ge=1, le=8)
     schedule: Schedule = "sync"
     max_step_tokens: int = Field(100, ge=1, le=4096)

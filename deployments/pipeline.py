@@ -21,7 +21,7 @@ def lookahead_params(defaults: LookaheadDefaults, **overrides: Any) -> Lookahead
     return LookaheadParams(mode=core_mode(d.mode), depth=d.depth, width=d.width, schedule=d.schedule,
                            max_step_tokens=d.max_step_tokens, max_tokens=d.max_tokens,
                            target_sampling=sampling, draft_sampling=sampling,
-                           seed=overrides.get("seed") or 0)
+                           seed=overrides.get("seed"))  # None: fresh randomness per request
 
 
 def build_verifier(cfg: VerifierConfig, target=None, judge=None):

@@ -12,6 +12,7 @@ import asyncio
 import pytest
 import torch
 
+from deployments.config import EngineConfig
 from deployments.engines.hf import HFEngine
 from orchestrator.lookahead import LookaheadParams, generate
 from orchestrator.types import Prompt
@@ -25,17 +26,17 @@ MAX_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def qwen():
-    return HFEngine("qwen2.5-0.5b")
+    return HFEngine(EngineConfig(model="qwen2.5-0.5b"))
 
 
 @pytest.fixture(scope="module")
 def smol():
-    return HFEngine("smollm2-135m")
+    return HFEngine(EngineConfig(model="smollm2-135m"))
 
 
 @pytest.fixture(scope="module")
 def smol_bf16():
-    return HFEngine("smollm2-135m", dtype="bfloat16")
+    return HFEngine(EngineConfig(model="smollm2-135m", dtype="bfloat16"))
 
 
 def _ar_all(engine) -> dict:

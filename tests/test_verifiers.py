@@ -324,11 +324,12 @@ async def test_factory_builds_guarded_embedding(embedder):
 
 @pytest.fixture(scope="module")
 def qwen():
+    from deployments.config import EngineConfig
     from deployments.engines.hf import HFEngine
     from deployments.model_cache import ModelNotAvailable
 
     try:
-        return HFEngine("qwen2.5-0.5b", device="cpu")
+        return HFEngine(EngineConfig(model="qwen2.5-0.5b", device="cpu"))
     except ModelNotAvailable as exc:
         pytest.fail(str(exc))  # a missing model is a failure, never a skip
 

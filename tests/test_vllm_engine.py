@@ -67,7 +67,7 @@ def engines():
 def draft():
     from deployments.engines.hf import HFEngine
 
-    return HFEngine(DRAFT, device="cpu")
+    return HFEngine(EngineConfig(model=DRAFT, device="cpu"))
 
 
 def params(mode: str) -> LookaheadParams:
@@ -89,7 +89,7 @@ def ids(result) -> list[int]:
 def hf_target():
     from deployments.engines.hf import HFEngine
 
-    return HFEngine(TARGET, device="cpu")
+    return HFEngine(EngineConfig(model=TARGET, device="cpu"))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

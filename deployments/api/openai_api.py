@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deployments.config import Depth
 from orchestrator.modes import Mode, Schedule, VerifierKind
 
 MAX_TOKENS_LIMIT = 32768
@@ -15,7 +16,7 @@ MAX_TOKENS_LIMIT = 32768
 class LookaheadRequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Mode | None = None
-    depth: int | None = Field(None, ge=0, le=16)
+    depth: Depth | None = None
     width: int | None = Field(None, ge=1, le=8)
     schedule: Schedule | None = None
     verifier: VerifierKind | None = None

@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 from deployments.config import EngineConfig
+from deployments.engines.protocol import Engine
 
 
-def build_engine(cfg: EngineConfig):
-    """Return a StepEngine (and ChoiceScorer) for one model."""
+def build_engine(cfg: EngineConfig) -> Engine:
+    """The engine `cfg.engine` names, built from its EngineConfig (every engine takes only that)."""
     if cfg.engine == "hf":
         from deployments.engines.hf import HFEngine
 
-        return HFEngine(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_invariant=cfg.batch_invariant,
-                        cpu_threads=cfg.cpu_threads,
-                        token_speculation=cfg.token_speculation,
-                        num_speculative_tokens=cfg.num_speculative_tokens,
-                        speculative_model=cfg.speculative_model, **cfg.engine_kwargs)
+        return HFEngine(cfg)
     if cfg.engine == "vllm":
         from deployments.engines.vllm_engine import VLLMEngine
 

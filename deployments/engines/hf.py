@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from deployments.config import EngineConfig
+from deployments.engines.protocol import Engine, EngineUnhealthy
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
 
@@ -28,6 +30,9 @@ class _Row:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+HF_ENGINE_KWARGS = frozenset({"max_batch"})
+
+
 def pick_device(device: str) -> str:
     if device != "auto":
         return device
@@ -40,34 +45,39 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-class HFEngine:
-    """StepEngine and ChoiceScorer over a transformers causal LM."""
+class HFEngine(Engine):
+    """StepEngine and ChoiceScorer over a transformers causal LM.
 
-    def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto",
-                 batch_invariant: bool = False, max_batch: int = 16, token_speculation: str = "none",
-                 num_speculative_tokens: int = 4, speculative_model: str | None = None,
-                 cpu_threads: int | None = None) -> None:
+    `cfg.engine_kwargs` may set `max_batch` (rows per forward loop, default 16); anything else is
+    refused, so a vLLM-only option never passes silently.
+    """
+
+    def __init__(self, cfg: EngineConfig) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from deployments.model_cache import resolve_model
 
-        path = resolve_model(model)
-        self.name = model
-        self.device = pick_device(device)
-        if self.device == "cpu" and cpu_threads:
+        super().__init__(cfg)
+        unknown = sorted(set(cfg.engine_kwargs) - HF_ENGINE_KWARGS)
+        if unknown:
+            raise ValueError(f"engine_kwargs not understood by the hf engine: {unknown} "
+                             f"(it accepts {sorted(HF_ENGINE_KWARGS)})")
+        if cfg.token_speculation not in ("none", "ngram"):
+            raise ValueError(f"hf engine supports token_speculation 'none' or 'ngram' (prompt lookup), "
+                             f"not {cfg.token_speculation!r}; use the vllm engine for draft_model/eagle")
+        path = resolve_model(cfg.model)
+        self.device = pick_device(cfg.device)
+        if self.device == "cpu" and cfg.cpu_threads:
             # Ray pins OMP_NUM_THREADS to an actor's num_cpus (at least 1). Raise it only on request:
             # several engine replicas each spinning OpenMP threads on the same few cores slow all of them.
-            torch.set_num_threads(cpu_threads)
+            torch.set_num_threads(cfg.cpu_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, self.device))
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(cfg.dtype, self.device))
         self.model.to(self.device).eval()
-        self.batch_invariant = batch_invariant
-        if token_speculation not in ("none", "ngram"):
-            raise ValueError(f"hf engine supports token_speculation 'none' or 'ngram' (prompt lookup), "
-                             f"not {token_speculation!r}; use the vllm engine for draft_model/eagle")
-        self.token_speculation = token_speculation
-        self.num_speculative_tokens = num_speculative_tokens
-        self.max_batch = max_batch
+        self.batch_invariant = cfg.batch_invariant
+        self.token_speculation = cfg.token_speculation
+        self.num_speculative_tokens = cfg.num_speculative_tokens
+        self.max_batch = int(cfg.engine_kwargs.get("max_batch", 16))
         self.tokenizer_key = tokenizer_key(self.tokenizer)
         self.renderer = PromptRenderer(self.tokenizer)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
@@ -76,6 +86,7 @@ class HFEngine:
         self._queue: asyncio.Queue | None = None
         self._queue_loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task | None = None  # held: the loop keeps only weak refs to tasks
+        self._closed = False
 
     @property
     def max_context(self) -> int:
@@ -83,6 +94,31 @@ class HFEngine:
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         return len(self.renderer.ids(prompt))
+
+    async def check_health(self) -> None:
+        if self._closed:
+            raise EngineUnhealthy(f"{self.name}: engine is shut down")
+        worker = self._worker
+        if worker is not None and worker.done() and not worker.cancelled() and worker.exception() is not None:
+            raise EngineUnhealthy(f"{self.name}: batch worker died: {worker.exception()!r}")
+        await asyncio.to_thread(self._probe)
+
+    def _probe(self) -> None:
+        """A one-token forward, unless a decode loop holds the model (then it is evidently working)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            with torch.inference_mode():
+                ids = torch.tensor([[self.pad_id]], device=self.device)
+                logits = self.model(input_ids=ids).logits
+            if not torch.isfinite(logits).all():
+                raise EngineUnhealthy(f"{self.name}: forward produced non-finite logits")
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        # The batch worker belongs to its event loop; once closed it gets no more work.
+        self._closed = True
 
     # -- StepEngine --------------------------------------------------------------------
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, TypeVar
 
 from deployments.config import EngineConfig
+from deployments.engines.protocol import Engine, EngineUnhealthy
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, Step, StepRequest
 
@@ -119,7 +120,7 @@ def _cpu_environment(cfg: EngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GB)
 
 
-class VLLMEngine:
+class VLLMEngine(Engine):
     """StepEngine and ChoiceScorer over vLLM's AsyncLLM."""
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -127,9 +128,8 @@ class VLLMEngine:
 
         from deployments.model_cache import resolve_model
 
+        super().__init__(cfg)
         path = resolve_model(cfg.model)
-        self.cfg = cfg
-        self.name = cfg.model
         self.cpu = on_cpu_platform()
         if cfg.device != "auto" and (cfg.device == "cpu") != self.cpu:
             raise VLLMUnsupported(f"device {cfg.device!r} does not match this vLLM build "
@@ -169,6 +169,19 @@ class VLLMEngine:
                     f"vLLM could not start {self.cfg.model!r} with token_speculation="
                     f"{self.cfg.token_speculation!r} on this platform: {exc}") from exc
             raise
+
+    @property
+    def max_context(self) -> int:
+        return int(self.max_model_len)
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        return len(self.renderer.ids(prompt))
+
+    async def check_health(self) -> None:
+        """vLLM's own check (raises EngineDeadError when the engine core process died)."""
+        if not self._thread.is_alive() or getattr(self, "engine", None) is None:
+            raise EngineUnhealthy(f"{self.name}: vLLM engine is shut down")
+        await self._call(self.engine.check_health())
 
     # -- the engine's own loop -----------------------------------------------------------
     def _run_sync(self, coro: Awaitable[T]) -> T:
@@ -334,9 +347,6 @@ class VLLMEngine:
         return result
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def shutdown(self) -> None:
-        await asyncio.to_thread(self.close)
-
     def close(self) -> None:
         if not self._thread.is_alive():
             return

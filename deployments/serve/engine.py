@@ -1,7 +1,8 @@
 """The draft, target and judge roles: one Serve deployment class, a thin shell around an engine.
 
 Each role is bound under its own name (TargetEngine, DraftEngine, JudgeEngine) with its own
-ray_actor_options and autoscaling, so the roles scale independently.
+ray_actor_options and autoscaling, so the roles scale independently. It calls only what the
+engine contract (`deployments/engines/protocol.py`) declares, so every engine works here.
 """
 from __future__ import annotations
 
@@ -30,8 +31,17 @@ class EngineDeployment:
         return await self.engine.choice_probs(prompts, choices)
 
     async def info(self) -> dict:
-        return {"model": self.config.model, "tokenizer_key": self.engine.tokenizer_key,
-                "max_context": self.engine.max_context, "token_speculation": self.config.token_speculation}
+        return self.engine.info()
 
     async def prompt_tokens(self, prompt: Prompt) -> int:
         return self.engine.prompt_tokens(prompt)
+
+    async def check_health(self) -> None:
+        # Serve calls this periodically; raising marks the replica unhealthy and Serve replaces it.
+        await self.engine.check_health()
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica (sync, so garbage collection can call it too).
+        engine = self.__dict__.get("engine")  # absent when the constructor failed
+        if engine is not None:
+            engine.close()

@@ -1,0 +1,69 @@
+"""The engine contract: everything the core, the Serve layer and the CLI ask of a model engine.
+
+Every engine (transformers `hf`, `vllm`) subclasses `Engine` and is built the same way,
+`EngineClass(cfg: EngineConfig)`, by `deployments.engines.factory.build_engine`. The Serve
+deployment (`deployments/serve/engine.py`) calls only what is declared here, so a config that
+swaps one engine for another cannot hit a missing method at request time.
+
+The core (`orchestrator/`) sees an engine through its two smaller protocols, StepEngine
+(`tokenizer_key`, `generate_steps`) and ChoiceScorer (`choice_probs`); `Engine` satisfies both.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from deployments.config import EngineConfig
+from orchestrator.types import Prompt, Step, StepRequest
+
+
+class EngineUnhealthy(RuntimeError):
+    """The engine cannot serve (its worker died, its device failed): the replica should be replaced."""
+
+
+class Engine(ABC):
+    #: identifies the tokenizer; engines with equal keys exchange token ids, not text
+    tokenizer_key: str
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.model
+
+    # -- the core's protocols (StepEngine, ChoiceScorer) -----------------------------------
+    @abstractmethod
+    async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
+        """One step per request, batched where the engine can. Cancelling the awaiting task
+        must stop the work (the rows are aborted) before the CancelledError propagates."""
+
+    @abstractmethod
+    async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
+        """For each prompt (chat template + generation prompt), the probabilities of each choice's
+        first token, renormalised over the choices (judges and raters read verdicts this way)."""
+
+    # -- what the Serve layer and the CLI need ------------------------------------------
+    @property
+    @abstractmethod
+    def max_context(self) -> int:
+        """Longest context (prompt + generated tokens) the engine accepts."""
+
+    @abstractmethod
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """Tokens the rendered prompt takes in this engine's tokenizer (usage accounting, limits)."""
+
+    def info(self) -> dict:
+        """What the orchestrator needs to know about this engine at start-up (plain JSON)."""
+        return {"engine": self.cfg.engine, "model": self.cfg.model, "tokenizer_key": self.tokenizer_key,
+                "max_context": self.max_context, "token_speculation": self.cfg.token_speculation}
+
+    @abstractmethod
+    async def check_health(self) -> None:
+        """Return when the engine can serve; raise EngineUnhealthy (or the engine's own error) when not.
+        Cheap: Serve calls it every few seconds per replica."""
+
+    def close(self) -> None:
+        """Release the model and any background workers, synchronously. Idempotent."""
+
+    async def shutdown(self) -> None:
+        """`close` without blocking the caller's event loop."""
+        import asyncio
+
+        await asyncio.to_thread(self.close)
