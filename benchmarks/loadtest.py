@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.duration <= 0:
         p.error("--clients and --duration must be positive")
 
-    from deployments.serve.local import start_local
+    from deployments.app import start_local
 
     start_local(load_config(args.http_port, args.grpc_port), fake_gpus=3, quiet=True)
     report = asyncio.run(run(args))

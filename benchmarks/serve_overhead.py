@@ -61,7 +61,7 @@ async def run_inprocess(cfg, questions: list[str]) -> list[dict]:
 
 
 def run_serve(cfg, questions: list[str]) -> list[dict]:
-    from deployments.serve.local import start_local
+    from deployments.app import start_local
 
     start_local(cfg, fake_gpus=2, quiet=True)
     from ray import serve

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from deployments.serve.local import start_local
+from deployments.app import start_local
 
 DEMO_QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
                  "How many clips did Natalia sell altogether in April and May?")
