@@ -16,9 +16,12 @@ OUTPUTS = ("lookahead_pb2.py", "lookahead_pb2_grpc.py")
 
 
 def generate(out_dir: Path) -> None:
+    from importlib.resources import files
+
     from grpc_tools import protoc
 
-    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT}", f"--python_out={out_dir}",
+    well_known = files("grpc_tools") / "_proto"  # google/protobuf/*.proto (struct.proto)
+    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT}", f"-I{well_known}", f"--python_out={out_dir}",
                       f"--grpc_python_out={out_dir}", str(ROOT / PROTO)])
     if rc != 0:
         raise RuntimeError(f"protoc failed with exit code {rc}")

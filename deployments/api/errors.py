@@ -1,6 +1,8 @@
 """The errors a request can end in, as plain exceptions every layer can raise and map."""
 from __future__ import annotations
 
+import uuid
+
 from deployments.api.openai_api import error_body
 
 
@@ -21,3 +23,18 @@ class HTTPError(Exception):
                  param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.body = status, error_body(message, type_, param, code)
+
+
+def new_error_id() -> str:
+    """Ties a 500 the client sees to the server log line with the traceback."""
+    return uuid.uuid4().hex[:12]
+
+
+def internal_error(error_id: str) -> HTTPError:
+    """What a client learns of an unexpected failure: that it happened, and its id. No traceback."""
+    return HTTPError(500, f"internal server error (error id {error_id}; the details are in the server log)",
+                     "server_error", code="internal_error")
+
+
+def internal_error_body(error_id: str) -> dict:
+    return internal_error(error_id).body

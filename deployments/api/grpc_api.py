@@ -8,8 +8,10 @@ from deployments.api.errors import HTTPError
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-            404: grpc.StatusCode.NOT_FOUND, 503: grpc.StatusCode.RESOURCE_EXHAUSTED,
-            504: grpc.StatusCode.DEADLINE_EXCEEDED}
+              403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+              413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+              500: grpc.StatusCode.INTERNAL, 501: grpc.StatusCode.UNIMPLEMENTED,
+              503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 def grpc_error(context, code, message: str) -> None:
@@ -18,9 +20,15 @@ def grpc_error(context, code, message: str) -> None:
         context.set_details(message)
 
 
-def grpc_fail(context, err: HTTPError) -> None:
+def grpc_code(err: HTTPError) -> grpc.StatusCode:
     """The gRPC status for an error the HTTP API would answer with err.status."""
-    grpc_error(context, GRPC_CODES.get(err.status, grpc.StatusCode.INTERNAL), err.body["error"]["message"])
+    if err.body["error"]["code"] == "overloaded":  # backpressure: retry later, like 429
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return GRPC_CODES.get(err.status, grpc.StatusCode.INTERNAL if err.status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def grpc_fail(context, err: HTTPError) -> None:
+    grpc_error(context, grpc_code(err), err.body["error"]["message"])
 
 
 def first_error(exc: ValueError) -> str:
@@ -29,6 +37,13 @@ def first_error(exc: ValueError) -> str:
         e = errors()[0]
         return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
     return str(exc)
+
+
+def first_param(exc: ValueError) -> str | None:
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors():
+        return ".".join(str(p) for p in errors()[0]["loc"]) or None
+    return None
 
 
 def pb_steps(steps: list[dict]) -> list[pb.Step]:

@@ -7,13 +7,18 @@ limits and orchestrator handle.
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.api import openai_api as oa
-from deployments.api.errors import HTTPError
+from deployments.api.errors import HTTPError, internal_error_body, new_error_id
+
+# The replica's logger: under Ray Serve these lines land in the Ingress replica's log.
+log = logging.getLogger("ray.serve")
 
 OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
@@ -58,10 +63,50 @@ async def _reply(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": raw})
 
 
-def build_http_app(ingress) -> FastAPI:
-    """Routes delegate to the Ingress replica, which owns the logic shared with gRPC."""
-    app = FastAPI(title="lookahead", version="0.1.0",
-                  description="OpenAI-compatible API with step-level speculative decoding (Lookahead Reasoning)")
+class ErrorMiddleware:
+    """The outermost layer: an exception nobody handled becomes an OpenAI 500 body, logged here
+    with an error id the client also gets; the client never sees a traceback."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if getattr(exc, "lookahead_logged", False) and started:
+                return  # FastAPI already answered with server_error_body and re-raised
+            body = server_error_body(exc, scope)
+            if not started:
+                await _reply(send, 500, body)
+
+
+def server_error_body(exc: BaseException, scope) -> dict:
+    """Log an unexpected exception with a fresh error id; the body names only the id."""
+    error_id = new_error_id()
+    log.error("unhandled error %s on %s %s", error_id, scope.get("method"), scope.get("path"), exc_info=exc)
+    try:
+        exc.lookahead_logged = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    return internal_error_body(error_id)
+
+
+STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
+                503: "overloaded_error", 504: "timeout_error"}
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error FastAPI or Starlette would answer on its own gets an OpenAI error body."""
 
     @app.exception_handler(HTTPError)
     async def _http_error(_req: Request, exc: HTTPError):
@@ -71,11 +116,50 @@ def build_http_app(ingress) -> FastAPI:
     async def _validation_error(_req: Request, exc: RequestValidationError):
         errors = exc.errors()
         err = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "")
+            return JSONResponse(oa.error_body(f"request body is not valid JSON: {detail}".rstrip(": "),
+                                              code="invalid_json"), status_code=400)
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
-        msg = f"{param}: {err.get('msg')}" if param else str(err.get("msg"))
-        code = "invalid_json" if err.get("type") in ("json_invalid", "value_error.jsondecode") else None
-        return JSONResponse(oa.error_body(msg, param=param, code=code), status_code=400)
+        if err.get("type") == "extra_forbidden":
+            msg = f"Unrecognized request argument supplied: {param}"
+        elif param is None and err.get("type") in ("model_attributes_type", "dict_type"):
+            msg = "request body must be a JSON object (Content-Type: application/json)"
+        else:
+            msg = f"{param}: {err.get('msg')}" if param else str(err.get("msg"))
+        return JSONResponse(oa.error_body(msg, param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(req: Request, exc: StarletteHTTPException):
+        cause = exc.__cause__
+        if isinstance(cause, HTTPError):  # raised while FastAPI read the body (size limit)
+            return JSONResponse(cause.body, status_code=cause.status)
+        status, code, param = exc.status_code, None, None
+        if status == 404:
+            msg, code = f"Invalid URL ({req.method} {req.url.path})", "unknown_url"
+        elif status == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            msg, code = f"Method {req.method} is not allowed on {req.url.path} (allowed: {allowed})", "method_not_allowed"
+        elif isinstance(cause, UnicodeDecodeError):
+            msg, code = "request body is not valid UTF-8", "invalid_json"
+        elif status == 400 and cause is not None:
+            msg, code = f"request body could not be parsed: {type(cause).__name__}", "invalid_json"
+        else:
+            msg = str(exc.detail)
+        type_ = STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return JSONResponse(oa.error_body(msg, type_, param, code), status_code=status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(req: Request, exc: Exception):
+        return JSONResponse(server_error_body(exc, req.scope), status_code=500)
+
+
+def build_http_app(ingress) -> FastAPI:
+    """Routes delegate to the Ingress replica, which owns the logic shared with gRPC."""
+    app = FastAPI(title="lookahead", version="0.1.0",
+                  description="OpenAI-compatible API with step-level speculative decoding (Lookahead Reasoning)")
+    add_error_handlers(app)
 
     @app.get("/health")
     async def health():
@@ -84,6 +168,10 @@ def build_http_app(ingress) -> FastAPI:
     @app.get("/v1/models")
     async def models():
         return ingress.models()
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        return ingress.model(model_id)
 
     @app.get("/v1/lookahead/stats")
     async def stats():
@@ -97,4 +185,4 @@ def build_http_app(ingress) -> FastAPI:
     async def completions(body: oa.CompletionRequest, request: Request):
         return await ingress.http_generate(body, request.headers.get("x-request-timeout"), chat=False)
 
-    return GuardMiddleware(app, ingress.keys, ingress.cfg.server.max_body_bytes)
+    return ErrorMiddleware(GuardMiddleware(app, ingress.keys, ingress.cfg.server.max_body_bytes))

@@ -1,16 +1,83 @@
-"""OpenAI-compatible request models, response bodies and error bodies (no Ray, no I/O)."""
+"""OpenAI-compatible request models, response bodies and error bodies (no Ray, no I/O).
+
+Every parameter of OpenAI's chat and completions requests is declared here and falls in one
+of three groups, so none is ever silently dropped (unknown fields are refused too):
+- honoured: sampling (temperature, top_p, seed, top_k, ...), max tokens, stop, streaming
+  and its usage chunk, echo, chat_template_kwargs, the `lookahead` options;
+- accepted metadata that cannot change the output (IGNORED_METADATA below);
+- refused with a 400 naming the parameter unless it holds its neutral value (REFUSED below,
+  each with the reason).
+"""
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.config import Depth
 from orchestrator.modes import Mode, Schedule, VerifierKind
+from orchestrator.stop_strings import normalize_stops
 
 MAX_TOKENS_LIMIT = 32768
+MAX_STOPS = 16
+# chat_template_kwargs may not set what the server renders with, nor smuggle in refused features
+RESERVED_TEMPLATE_KWARGS = ("messages", "conversation", "add_generation_prompt", "continue_final_message",
+                            "tokenize", "chat_template", "return_dict", "return_assistant_tokens_mask",
+                            "tools", "documents")
+
+# Accepted and ignored: none of them can change the generated text or its finish reason.
+# user / safety_identifier: end-user ids for abuse monitoring; metadata / store: stored-completion
+# bookkeeping (this server stores nothing); service_tier: the caller's billing tier;
+# prompt_cache_key / prompt_cache_retention / prompt_cache_options: caching hints (engines cache
+# prefixes on their own); parallel_tool_calls: only meaningful with tools, which are refused;
+# stream_options.include_obfuscation: random padding against length side channels, not added.
+IGNORED_METADATA = ("user", "safety_identifier", "metadata", "store", "service_tier", "prompt_cache_key",
+                    "prompt_cache_retention", "prompt_cache_options", "parallel_tool_calls")
+
+SPECULATION = "accepted draft steps are the draft model's tokens"
+
+
+def _none_or(*neutral: Any) -> Callable[[Any], bool]:
+    return lambda v: v is None or any(v == n for n in neutral)
+
+
+LOGPROBS = (f"logprobs are not supported: {SPECULATION}, so they carry no target log-probabilities, "
+            "and the engines do not return them")
+
+# name -> (is the value neutral?, why anything else is refused)
+REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n": (_none_or(1), "n > 1 is not supported: one request runs one speculative session; send n requests"),
+    "best_of": (_none_or(1), "best_of > 1 is not supported: one request runs one speculative session"),
+    # chat: a boolean; completions: a count, where 0 still asks for the sampled token's log-probability
+    "logprobs": (lambda v: v is None or v is False, LOGPROBS),
+    "top_logprobs": (_none_or(0), f"top_logprobs are not supported: {SPECULATION}, so they carry no target "
+                     "log-probabilities"),
+    "tools": (_none_or([]), "tool calling is not supported by this server"),
+    "tool_choice": (_none_or("none"), "tool calling is not supported by this server (only tool_choice='none')"),
+    "functions": (_none_or([]), "function calling is not supported by this server"),
+    "function_call": (_none_or("none"), "function calling is not supported by this server "
+                      "(only function_call='none')"),
+    "response_format": (_none_or({"type": "text"}), "structured output (json_object, json_schema) is not "
+                        "supported: draft and target would both need the same constrained decoding"),
+    "suffix": (_none_or(""), "suffix (fill-in-the-middle) is not supported"),
+    "audio": (_none_or(), "audio output is not supported: this server generates text"),
+    "modalities": (_none_or(["text"]), "only the 'text' modality is supported"),
+    "prediction": (_none_or(), "predicted outputs are not supported (token-level speculation is configured "
+                   "per engine: lookahead.mode 'sd' or 'lr+sd')"),
+    "web_search_options": (_none_or(), "web search is not supported"),
+    "reasoning_effort": (_none_or(), "reasoning_effort is not supported; for models with a thinking switch "
+                         "use chat_template_kwargs (e.g. {'enable_thinking': false})"),
+    "verbosity": (_none_or(), "verbosity is not supported"),
+    "moderation": (_none_or(), "moderation is not supported by this server"),
+    # Sampling extras the engines do not apply yet.
+    "presence_penalty": (_none_or(0), "presence_penalty is not supported by this server's engines"),
+    "frequency_penalty": (_none_or(0), "frequency_penalty is not supported by this server's engines"),
+    "repetition_penalty": (_none_or(1), "repetition_penalty is not supported by this server's engines"),
+    "min_p": (_none_or(0), "min_p is not supported by this server's engines"),
+    "logit_bias": (_none_or({}), "logit_bias is not supported by this server's engines"),
+}
 
 
 class LookaheadRequestOptions(BaseModel):
@@ -22,18 +89,57 @@ class LookaheadRequestOptions(BaseModel):
     verifier: VerifierKind | None = None
 
 
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # image_url, input_audio, file: refused by type below
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None  # passed to the chat template, which decides what it means
+    # A previous assistant message sent back as the SDK returned it carries these; empty they
+    # mean nothing, and tool or function calls are refused like the tools themselves.
+    refusal: str | None = None
+    annotations: list | None = None
+    tool_calls: list | None = None
+    function_call: dict | None = None
+    audio: dict | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(p.text or "" for p in self.content)  # as vLLM joins text parts
+        return self.content or ""
+
+    def refusal_of(self, i: int) -> tuple[str, str] | None:
+        if isinstance(self.content, list):
+            for j, part in enumerate(self.content):
+                if part.type != "text" or part.text is None:
+                    return (f"messages.{i}.content.{j}",
+                            f"only text content parts are supported, got type {part.type!r}")
+        for name in ("tool_calls", "function_call", "audio"):
+            if getattr(self, name):
+                return f"messages.{i}.{name}", f"messages with {name} are not supported by this server"
+        return None
+
+    def as_dict(self) -> dict:
+        d = {"role": self.role, "content": self.text()}
+        if self.name:
+            d["name"] = self.name
+        return d
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+    include_obfuscation: bool = False  # accepted, see IGNORED_METADATA
 
 
 class _Common(BaseModel):
-    # OpenAI clients send fields we ignore (n=1, user, ...); unknown fields are not errors there.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     model: str
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
@@ -41,10 +147,43 @@ class _Common(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    n: int = Field(1, ge=1, le=1)
+    stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     lookahead: LookaheadRequestOptions | None = None
+    # see REFUSED and IGNORED_METADATA
+    n: Any = None
+    logprobs: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    repetition_penalty: Any = None
+    min_p: Any = None
+    logit_bias: Any = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        stops = normalize_stops(v)  # ValueError for empty strings
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings")
+        return list(stops)
+
+    def refusal(self) -> tuple[str, str] | None:
+        """(param, reason) for the first parameter this server refuses, or None."""
+        for name in type(self).model_fields:  # declaration order: the same answer every time
+            if name in self.model_fields_set and name in REFUSED and not REFUSED[name][0](getattr(self, name)):
+                return name, REFUSED[name][1]
+        if self.stream_options is not None and not self.stream:
+            return "stream_options", "stream_options is only allowed when stream is true"
+        return None
 
     def overrides(self) -> dict[str, Any]:
         la = self.lookahead or LookaheadRequestOptions()
@@ -55,17 +194,62 @@ class _Common(BaseModel):
 
 class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
+    chat_template_kwargs: dict[str, Any] | None = None
+    top_logprobs: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    moderation: Any = None
+    parallel_tool_calls: bool | None = None
 
     @field_validator("messages")
     @classmethod
     def _has_content(cls, v: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.content.strip() for m in v):
+        if not any(m.text().strip() for m in v):
             raise ValueError("messages must contain at least one non-empty message")
         return v
 
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, v):
+        reserved = sorted(set(v or ()) & set(RESERVED_TEMPLATE_KWARGS))
+        if reserved:
+            raise ValueError(f"{reserved} cannot be set through chat_template_kwargs")
+        return v
+
+    def refusal(self) -> tuple[str, str] | None:
+        for i, m in enumerate(self.messages):
+            found = m.refusal_of(i)
+            if found:
+                return found
+        return super().refusal()
+
 
 class CompletionRequest(_Common):
-    prompt: str = Field(min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+    best_of: Any = None
+    suffix: Any = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_text_prompt(cls, v):
+        if isinstance(v, list):
+            if len(v) != 1 or not isinstance(v[0], str):
+                raise ValueError("send one text prompt per request (no batches, no token ids: draft and "
+                                 "target models may use different tokenizers)")
+            v = v[0]
+        if not v:
+            raise ValueError("prompt must not be empty")
+        return v
 
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -75,6 +259,10 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def model_card(name: str, root: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "lookahead", "root": root}
 
 
 def usage(prompt_tokens: int, stats: dict) -> dict:
@@ -90,9 +278,9 @@ def chat_response(rid: str, model: str, result: dict, prompt_tokens: int) -> dic
             "lookahead": {"steps": result["steps"]}}
 
 
-def completion_response(rid: str, model: str, result: dict, prompt_tokens: int) -> dict:
+def completion_response(rid: str, model: str, result: dict, prompt_tokens: int, echo: str = "") -> dict:
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": result["text"], "finish_reason": result["finish_reason"],
+            "choices": [{"index": 0, "text": echo + result["text"], "finish_reason": result["finish_reason"],
                          "logprobs": None}],
             "usage": usage(prompt_tokens, result["stats"]),
             "lookahead": {"steps": result["steps"]}}
@@ -111,3 +299,9 @@ def stream_chunk(rid: str, model: str, chat: bool, text: str | None, steps: list
         obj = "text_completion"
     return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": [choice],
             "lookahead": {"steps": steps}}
+
+
+def usage_chunk(rid: str, model: str, chat: bool, prompt_tokens: int, stats: dict) -> dict:
+    """The last chunk of a stream with stream_options.include_usage: usage, and no choices."""
+    return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [], "usage": usage(prompt_tokens, stats)}

@@ -10,14 +10,14 @@ import asyncio
 import json
 import logging
 
-import grpc
 from fastapi.responses import StreamingResponse
+from google.protobuf import json_format
 from ray import serve
 
 from deployments.api import grpc_api
 from deployments.api import openai_api as oa
 from deployments.api.auth import ApiKeys
-from deployments.api.errors import HTTPError
+from deployments.api.errors import HTTPError, internal_error, internal_error_body, new_error_id
 from deployments.api.http_app import build_http_app
 from deployments.config import AppConfig
 from deployments.serve.errors import http_error_of
@@ -27,17 +27,21 @@ from protos.lookahead.v1 import lookahead_pb2 as pb
 logger = logging.getLogger("ray.serve")
 
 
-async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, include_usage: bool):
-    """OpenAI-style SSE from the orchestrator stream; one event per accepted cycle."""
+async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, include_usage: bool,
+                     echo: str = ""):
+    """OpenAI-style SSE from the orchestrator stream; one event per accepted cycle.
+
+    With include_usage, OpenAI's shape: the finish chunk, then one chunk with the usage and an
+    empty `choices` list, then [DONE].
+    """
     # A client that disconnects cancels this generator, which cancels the session.
     try:
-        yield _sse(oa.stream_chunk(rid, model, chat, None, [], first=True))
+        yield _sse(oa.stream_chunk(rid, model, chat, echo or None, [], first=True))
         async for chunk in gen:
             if chunk.get("done"):
-                final = oa.stream_chunk(rid, model, chat, None, [], chunk["finish_reason"])
+                yield _sse(oa.stream_chunk(rid, model, chat, None, [], chunk["finish_reason"]))
                 if include_usage:
-                    final["usage"] = oa.usage(prompt_tokens, chunk["stats"])
-                yield _sse(final)
+                    yield _sse(oa.usage_chunk(rid, model, chat, prompt_tokens, chunk["stats"]))
             elif chunk.get("steps"):
                 text = "".join(s["text"] for s in chunk["steps"])
                 yield _sse(oa.stream_chunk(rid, model, chat, text, chunk["steps"]))
@@ -45,8 +49,13 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a mid-stream failure ends the stream with an error event
-        logger.exception("stream %s failed", rid)
-        yield _sse(oa.error_body(f"generation failed: {type(exc).__name__}: {exc}"[:500], "server_error"))
+        err = http_error_of(exc)
+        if err is not None:
+            yield _sse(err.body)
+        else:
+            error_id = new_error_id()
+            logger.exception("stream %s failed (error id %s)", rid, error_id)
+            yield _sse(internal_error_body(error_id))
     finally:
         cancel_quietly(gen)
 
@@ -118,40 +127,53 @@ class Ingress:
 
     # -- HTTP (routes in deployments/api/http_app.py) ----------------------------------------
     def models(self) -> dict:
-        return {"object": "list", "data": [{"id": self.cfg.server.served_model_name, "object": "model",
-                                            "created": 0, "owned_by": "lookahead",
-                                            "root": self.cfg.target.engine.model}]}
+        return {"object": "list", "data": [oa.model_card(self.cfg.server.served_model_name,
+                                                         self.cfg.target.engine.model)]}
+
+    def model(self, model_id: str) -> dict:
+        self._check_model(model_id or "?")
+        return oa.model_card(model_id, self.cfg.target.engine.model)
 
     async def http_generate(self, body, timeout_header: str | None, chat: bool):
         self._check_model(body.model)
+        refused = body.refusal()
+        if refused:
+            param, reason = refused
+            raise HTTPError(400, f"{param}: {reason}", param=param, code="unsupported_parameter")
         rid = oa.new_id("chatcmpl" if chat else "cmpl")
-        spec = {"overrides": body.overrides(), "request_id": rid, "timeout_s": self._timeout(timeout_header)}
+        spec = {"overrides": body.overrides(), "request_id": rid, "timeout_s": self._timeout(timeout_header),
+                "stop": body.stop}
+        echo = ""
         if chat:
-            spec["messages"] = [m.model_dump() for m in body.messages]
+            spec["messages"] = [m.as_dict() for m in body.messages]
+            spec["chat_template_kwargs"] = body.chat_template_kwargs
         else:
             spec["prompt"] = body.prompt
+            echo = body.prompt if body.echo else ""
         if not body.stream:
             result, prompt_tokens = await self._run(spec)
-            build = oa.chat_response if chat else oa.completion_response
-            return build(rid, body.model, result, prompt_tokens)
+            if chat:
+                return oa.chat_response(rid, body.model, result, prompt_tokens)
+            return oa.completion_response(rid, body.model, result, prompt_tokens, echo)
         gen, prompt_tokens = await self._open_stream(spec)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(gen, rid, body.model, chat, prompt_tokens, include_usage)
+        events = sse_events(gen, rid, body.model, chat, prompt_tokens, include_usage, echo)
         return StreamingResponse(events, media_type="text/event-stream")
 
     # -- gRPC (method names are the RPC names) ---------------------------------------
-    def _grpc_spec(self, request: pb.GenerateRequest, context) -> dict | None:
+    def _grpc_spec(self, request: pb.GenerateRequest, context) -> dict:
+        """The orchestrator spec for a gRPC request, validated like HTTP's; raises HTTPError."""
         metadata = dict(context.invocation_metadata()) if context is not None else {}
         if not self.keys.allows_grpc(metadata):
-            grpc_api.grpc_error(context, grpc.StatusCode.UNAUTHENTICATED, "invalid or missing api key (metadata 'authorization')")
-            return None
-        if request.model and request.model not in self.model_names:
-            grpc_api.grpc_error(context, grpc.StatusCode.NOT_FOUND, f"model: '{request.model}' does not exist")
-            return None
+            raise HTTPError(401, "invalid or missing api key (metadata 'authorization')", "authentication_error")
+        self._check_model(request.model)
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if bool(messages) == bool(request.prompt) or not (request.prompt or any(m["content"].strip() for m in messages)):
-            grpc_api.grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, "messages/prompt: give exactly one, non-empty")
-            return None
+            raise HTTPError(400, "messages/prompt: give exactly one, non-empty", param="messages")
+        kwargs = json_format.MessageToDict(request.chat_template_kwargs) if request.HasField("chat_template_kwargs") else None
+        if kwargs is not None and not messages:
+            raise HTTPError(400, "chat_template_kwargs: only with messages (a raw prompt has no chat template)",
+                            param="chat_template_kwargs")
         la = request.lookahead
         overrides = {
             "mode": la.mode or None, "schedule": la.schedule or None,
@@ -165,61 +187,52 @@ class Ingress:
         }
         try:  # the same validation as the HTTP API, field names included
             opts = oa.LookaheadRequestOptions(**{k: overrides[k] for k in ("mode", "schedule", "depth", "width")})
-            oa.CompletionRequest(model="x", prompt="x", max_tokens=overrides["max_tokens"],
-                                 temperature=overrides["temperature"], top_p=overrides["top_p"],
-                                 top_k=overrides["top_k"], seed=overrides["seed"], lookahead=opts)
+            checked = oa.CompletionRequest(model="x", prompt="x", max_tokens=overrides["max_tokens"],
+                                           temperature=overrides["temperature"], top_p=overrides["top_p"],
+                                           top_k=overrides["top_k"], seed=overrides["seed"], lookahead=opts,
+                                           stop=list(request.stop) or None)
         except ValueError as exc:
-            grpc_api.grpc_error(context, grpc.StatusCode.INVALID_ARGUMENT, grpc_api.first_error(exc))
-            return None
-        try:  # the same deadline rule as the HTTP header
-            timeout = self._timeout(metadata.get("x-request-timeout"))
-        except HTTPError as exc:
-            grpc_api.grpc_fail(context, exc)
-            return None
+            raise HTTPError(400, grpc_api.first_error(exc), param=grpc_api.first_param(exc)) from None
         return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
-                "request_id": oa.new_id("grpc"), "timeout_s": timeout}
+                "stop": checked.stop, "chat_template_kwargs": kwargs,
+                "request_id": oa.new_id("grpc"), "timeout_s": self._timeout(metadata.get("x-request-timeout"))}
 
-    async def _grpc_open(self, request, context):
-        spec = self._grpc_spec(request, context)
-        if spec is None:
-            return None, None
-        try:
-            gen, _ = await self._open_stream(spec)
-        except HTTPError as exc:
-            grpc_api.grpc_fail(context, exc)
-            return None, None
-        return spec, gen
+    def _grpc_status(self, context, exc: Exception, rpc: str) -> None:
+        """Every failure becomes a status: client errors as HTTP would map them, anything else
+        INTERNAL with an error id (the traceback stays in this replica's log)."""
+        err = exc if isinstance(exc, HTTPError) else http_error_of(exc)
+        if err is None:
+            error_id = new_error_id()
+            logger.exception("gRPC %s failed (error id %s)", rpc, error_id)
+            err = internal_error(error_id)
+        grpc_api.grpc_fail(context, err)
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context=None) -> pb.GenerateResponse:
-        spec = self._grpc_spec(request, grpc_context)
-        if spec is None:
-            return pb.GenerateResponse()
         try:
+            spec = self._grpc_spec(request, grpc_context)
             result, _ = await self._run(spec)
-        except HTTPError as exc:
-            grpc_api.grpc_fail(grpc_context, exc)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status code
+            self._grpc_status(grpc_context, exc, "Generate")
             return pb.GenerateResponse()
         return pb.GenerateResponse(id=spec["request_id"], text=result["text"], steps=grpc_api.pb_steps(result["steps"]),
                                    finish_reason=result["finish_reason"], stats=grpc_api.pb_stats(result["stats"]))
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context=None):
-        spec, gen = await self._grpc_open(request, grpc_context)
-        if gen is None:
-            return
+        gen = None
         try:
+            spec = self._grpc_spec(request, grpc_context)
+            gen, _ = await self._open_stream(spec)
             async for chunk in gen:
                 if chunk.get("done"):
                     yield pb.GenerateChunk(id=spec["request_id"], done=True, finish_reason=chunk["finish_reason"],
                                            stats=grpc_api.pb_stats(chunk["stats"]))
                 elif chunk.get("steps"):
                     yield pb.GenerateChunk(id=spec["request_id"], steps=grpc_api.pb_steps(chunk["steps"]))
-        except Exception as exc:  # noqa: BLE001
-            err = http_error_of(exc)
-            if err is None:
-                raise
-            grpc_api.grpc_fail(grpc_context, err)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status code
+            self._grpc_status(grpc_context, exc, "GenerateStream")
         finally:
-            cancel_quietly(gen)
+            if gen is not None:
+                cancel_quietly(gen)
 
     async def Health(self, request: pb.HealthRequest, grpc_context=None) -> pb.HealthResponse:
         return pb.HealthResponse(status="SERVING")

@@ -20,7 +20,8 @@ from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
 from deployments.serve.remote import RemoteEngine, response_result
 from orchestrator.lookahead import Lookahead
-from orchestrator.types import Prompt, Stats
+from orchestrator.stop_strings import Piece, StopStrings
+from orchestrator.types import Prompt, Stats, step_dict
 
 log = logging.getLogger("ray.serve")
 
@@ -102,7 +103,8 @@ class Orchestrator:
             params = lookahead_params(self.cfg.defaults, **overrides)
         except ValueError as exc:
             raise BadRequest(str(exc), "lookahead") from exc
-        prompt = Prompt(messages=spec.get("messages"), text=spec.get("prompt"))
+        prompt = Prompt(messages=spec.get("messages"), text=spec.get("prompt"),
+                        chat_template_kwargs=spec.get("chat_template_kwargs"))
         prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
         limit = self.info["target"]["max_context"]
         if prompt_tokens + params.max_tokens > limit:
@@ -118,7 +120,15 @@ class Orchestrator:
         return session, prompt_tokens
 
     async def generate_stream(self, spec: dict):
-        """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats."""
+        """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats.
+
+        Stop strings are applied here, over the whole answer: text that could begin a stop
+        string waits for the next cycle, and a match ends the session at once.
+        """
+        try:
+            stops = StopStrings(spec.get("stop"))
+        except ValueError as exc:
+            raise BadRequest(str(exc), "stop") from exc
         session, prompt_tokens = await self._session(spec)
         rid = session.request_id
         timeout = min(float(spec.get("timeout_s") or self.cfg.server.request_timeout_s),
@@ -129,15 +139,21 @@ class Orchestrator:
         stream = session.stream()
         try:
             yield {"prompt_tokens": prompt_tokens}
-            while True:
+            while not stops.stopped:
                 try:
                     steps = await asyncio.wait_for(anext(stream), max(0.0, deadline - time.monotonic()))
                 except StopAsyncIteration:
                     break
                 except asyncio.TimeoutError:
                     raise DeadlineExceeded(f"request exceeded its deadline of {timeout:g}s") from None
-                yield {"steps": [{"text": s.text, "source": s.source, "tokens": len(s.token_ids)} for s in steps]}
-            result = session.result()
+                pieces = stops.feed(steps)
+                if pieces:
+                    yield {"steps": [_piece_dict(p) for p in pieces]}
+            pieces = stops.finish()
+            if pieces:
+                yield {"steps": [_piece_dict(p) for p in pieces]}
+            await stream.aclose()  # a stop string ends the session before its own end; stats final
+            result = stops.result(session.result())
             self._account(result.stats)
             yield {"done": True, **result.to_dict()}
         finally:
@@ -188,3 +204,12 @@ class Orchestrator:
 
     async def active_sessions(self) -> list[str]:
         return list(self.sessions)
+
+
+def _piece_dict(piece: Piece) -> dict:
+    """A streamed piece of a step; its tokens are counted once, on the step's last piece."""
+    d = step_dict(piece.step)
+    d["text"] = piece.text
+    if not piece.last:
+        d["tokens"] = 0
+    return d
