@@ -17,7 +17,6 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.config import Depth
-from deployments.config import Depth
 from orchestrator.modes import Mode, Schedule, VerifierKind
 from orchestrator.stop_strings import normalize_stops
 
