@@ -1,4 +1,4 @@
-"""The synchronous Lookahead Reasoning cost model (DESIGN.md §1) and its inputs from a run.
+"""The synchronous Lookahead Reasoning cost model (docs/cost-model.md) and its inputs from a run.
 
 With i.i.d. step acceptance b and depth g, one cycle emits on average
 

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 COST_MODEL_NOTE = """\
-Cost model (DESIGN.md §1, synchronous cycles): a cycle drafts g steps and expands the target
+Cost model (docs/cost-model.md, synchronous cycles): a cycle drafts g steps and expands the target
 g + 1 times in one batch; with step acceptance b it emits E = (1 - b^(g+1)) / (1 - b) steps, so
 
     predicted speedup over the mode's own target = E / (g*c + r),  times T1_ar / T1_base for "vs ar".

@@ -93,7 +93,7 @@ def test_steps_per_cycle_known_values():
 
 
 def test_predicted_speedup():
-    # E / (g*c + r): the GPU-like case (batch free) vs the 2-core CPU case (DESIGN.md §4)
+    # E / (g*c + r): the GPU-like case (batch free) vs the 2-core CPU case (docs/cost-model.md)
     assert predicted_speedup(0.5, 4, c=0.2, r=1.0) == pytest.approx(1.9375 / 1.8)
     assert predicted_speedup(0.5, 4, c=0.39, r=2.96) == pytest.approx(1.9375 / (4 * 0.39 + 2.96))
     assert predicted_speedup(0.5, 4, c=0.2, r=1.0, base_speedup=1.5) == pytest.approx(1.5 * 1.9375 / 1.8)
