@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import secrets
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable
 
@@ -291,8 +292,11 @@ class Lookahead:
         t0 = time.perf_counter()
         try:
             if self.speculate and self.params.schedule == "async":
-                async for steps in run_async(self):
-                    yield steps
+                # aclosing: closing this stream must close the window now (cancelling its tasks),
+                # not whenever the abandoned inner generator is garbage-collected
+                async with aclosing(run_async(self)) as window:
+                    async for steps in window:
+                        yield steps
                 return
             while not self.done:
                 steps = await self._sync_cycle()

@@ -17,6 +17,7 @@ session (`orchestrator.lookahead.Lookahead`) and yields the steps it accepts, on
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from typing import AsyncIterator
 
 from orchestrator.accept import adopt, mark_rejected
@@ -27,8 +28,9 @@ async def run_async(lr) -> AsyncIterator[list[Step]]:
     """Drive session `lr` until it is done, yielding each accepted step."""
     window = _Window(lr)
     try:
-        async for step in window.run():
-            yield [step]
+        async with aclosing(window.run()) as steps:
+            async for step in steps:
+                yield [step]
     finally:
         await window.close()
 
@@ -113,6 +115,8 @@ class _Window:
         stack = [self.root]
         while stack:
             node = stack.pop()
+            if node.cancelled:
+                continue
             rel = len(node.prefix) - base
             if rel < self.depth or (node is self.root and self.probe):
                 self._add_drafts(node)

@@ -21,21 +21,38 @@ class ScriptedEngine:
     wrong_at: dict[int, object] = field(default_factory=dict)  # position -> True or set of wrong sibling indices
     cut_at: set[int] = field(default_factory=set)  # positions whose step is cut at the step limit
     delay: float = 0.0
+    delay_at: dict[int, float] = field(default_factory=dict)  # position -> delay of a call there
+    row_delay: float = 0.0  # extra delay per row after the first: a batch that is not free
+    gates: dict[int, asyncio.Event] = field(default_factory=dict)  # calls at position wait for the event
     fail: bool = False
+    fail_calls: set[int] = field(default_factory=set)  # indices of calls (0-based) that raise
     calls: list[list[tuple[int, int | None]]] = field(default_factory=list)
+    prefixes: list[tuple[tuple[str, ...], int | None]] = field(default_factory=list)  # (prefix texts, seed) per row
     cancelled: int = 0
     seeds: list[int | None] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
+        index = len(self.calls)
         self.calls.append([(len(r.prefix), r.sampling.seed) for r in requests])
-        if self.fail:
+        self.prefixes += [(tuple(s.text for s in r.prefix), r.sampling.seed) for r in requests]
+        if self.fail or index in self.fail_calls:
             raise RuntimeError("engine down")
+        pos = len(requests[0].prefix)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
+            if pos in self.gates:
+                await self.gates[pos].wait()
+            delay = self.delay_at.get(pos, self.delay) + self.row_delay * (len(requests) - 1)
+            if delay:
+                await asyncio.sleep(delay)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        finally:
+            self.in_flight -= 1
         self.seeds += [r.sampling.seed for r in requests]
         # in a draft call the requests are the W siblings of one position
         return [self._step(r, k) for k, r in enumerate(requests)]
