@@ -26,6 +26,8 @@ def _options(name: str, role: RoleDeployment) -> dict[str, Any]:
         "max_queued_requests": role.max_queued_requests,
         "autoscaling_config": {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
                                "target_ongoing_requests": a.target_ongoing_requests},
+        "health_check_period_s": role.health_check_period_s,
+        "health_check_timeout_s": role.health_check_timeout_s,
     }
 
 

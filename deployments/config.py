@@ -40,6 +40,9 @@ class EngineConfig(_Strict):
     token_speculation: Literal["none", "ngram", "draft_model", "eagle"] = "none"
     num_speculative_tokens: int = Field(4, ge=1, le=16)
     speculative_model: str | None = None
+    # Override the tokenizer key (normally a hash of the vocabulary). Engines with equal keys pass
+    # token ids; different keys make steps cross as text, re-encoded by the receiving engine.
+    tokenizer_key: str | None = None
     batch_invariant: bool = False  # run rows one by one: bit-identical greedy results
     cpu_threads: int | None = Field(None, ge=1)  # torch threads on CPU (Ray sets OMP_NUM_THREADS=1 in actors)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
@@ -53,6 +56,10 @@ class RoleDeployment(_Strict):
     max_ongoing_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(64, ge=-1)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    # Serve calls each replica's check_health this often; a replica whose check raises (an engine
+    # whose worker died) or takes longer than the timeout is replaced.
+    health_check_period_s: float = Field(10, gt=0)
+    health_check_timeout_s: float = Field(30, gt=0)
 
 
 class RoleConfig(_Strict):

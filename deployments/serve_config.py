@@ -78,6 +78,8 @@ def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, flo
             "max_replicas": a.max_replicas,
             "target_ongoing_requests": _num(a.target_ongoing_requests),
         },
+        "health_check_period_s": _num(dep.health_check_period_s),
+        "health_check_timeout_s": _num(dep.health_check_timeout_s),
         "ray_actor_options": actor,
     }
 

@@ -78,7 +78,7 @@ class HFEngine(Engine):
         self.token_speculation = cfg.token_speculation
         self.num_speculative_tokens = cfg.num_speculative_tokens
         self.max_batch = int(cfg.engine_kwargs.get("max_batch", 16))
-        self.tokenizer_key = tokenizer_key(self.tokenizer)
+        self.tokenizer_key = cfg.tokenizer_key or tokenizer_key(self.tokenizer)
         self.renderer = PromptRenderer(self.tokenizer)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)

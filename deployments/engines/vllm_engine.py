@@ -135,7 +135,7 @@ class VLLMEngine(Engine):
             raise VLLMUnsupported(f"device {cfg.device!r} does not match this vLLM build "
                                   f"({'CPU' if self.cpu else 'accelerator'} platform)")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer_key = tokenizer_key(self.tokenizer)  # same key as the hf engine on this model
+        self.tokenizer_key = cfg.tokenizer_key or tokenizer_key(self.tokenizer)  # hf computes the same key
         self.renderer = PromptRenderer(self.tokenizer)
         try:
             generation_config = GenerationConfig.from_pretrained(path)

