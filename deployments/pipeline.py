@@ -14,10 +14,15 @@ from orchestrator.modes import core_mode
 from orchestrator.types import SamplingParams
 
 
+#: per-request sampling options with no server default (OpenAI/vLLM request extras)
+SAMPLING_EXTRAS = ("repetition_penalty", "min_p", "logit_bias")
+
+
 def lookahead_params(defaults: LookaheadDefaults, **overrides: Any) -> LookaheadParams:
     """Per-request parameters: config defaults overridden by what the request set (None = unset)."""
+    extras = {k: overrides.pop(k) for k in SAMPLING_EXTRAS if overrides.get(k) is not None}
     d = defaults.model_copy(update={k: v for k, v in overrides.items() if v is not None and k != "seed"})
-    sampling = SamplingParams(d.temperature, d.top_p, d.top_k, overrides.get("seed"))
+    sampling = SamplingParams(d.temperature, d.top_p, d.top_k, overrides.get("seed"), **extras)
     return LookaheadParams(mode=core_mode(d.mode), depth=d.depth, width=d.width, schedule=d.schedule,
                            max_step_tokens=d.max_step_tokens, max_tokens=d.max_tokens,
                            target_sampling=sampling, draft_sampling=sampling,

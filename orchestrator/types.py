@@ -5,7 +5,7 @@ without custom code, in the spirit of vLLM's SamplingParams / RequestOutput.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 DELIMITER = "\n\n"
@@ -22,13 +22,23 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    # OpenAI/vLLM extras, applied before the greedy choice as vLLM does (min_p only when sampling).
+    # repetition_penalty covers the prompt and every step so far: an engine's context is both.
+    repetition_penalty: float = 1.0
+    min_p: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) in this engine's vocabulary
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
+    @property
+    def shapes_logits(self) -> bool:
+        """True when the raw logits' argmax is not the greedy choice (bias or penalty applied)."""
+        return bool(self.logit_bias) or self.repetition_penalty != 1.0
+
     def with_seed(self, seed: int | None) -> "SamplingParams":
-        return SamplingParams(self.temperature, self.top_p, self.top_k, seed)
+        return replace(self, seed=seed)
 
 
 @dataclass

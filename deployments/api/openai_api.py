@@ -2,8 +2,9 @@
 
 Every parameter of OpenAI's chat and completions requests is declared here and falls in one
 of three groups, so none is ever silently dropped (unknown fields are refused too):
-- honoured: sampling (temperature, top_p, seed, top_k, ...), max tokens, stop, streaming
-  and its usage chunk, echo, chat_template_kwargs, the `lookahead` options;
+- honoured: sampling (temperature, top_p, seed, and vLLM's top_k, min_p, repetition_penalty,
+  plus logit_bias), max tokens, stop, streaming and its usage chunk, echo,
+  chat_template_kwargs, the `lookahead` options;
 - accepted metadata that cannot change the output (IGNORED_METADATA below);
 - refused with a 400 naming the parameter unless it holds its neutral value (REFUSED below,
   each with the reason).
@@ -71,13 +72,15 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "use chat_template_kwargs (e.g. {'enable_thinking': false})"),
     "verbosity": (_none_or(), "verbosity is not supported"),
     "moderation": (_none_or(), "moderation is not supported by this server"),
-    # Sampling extras the engines do not apply yet.
-    "presence_penalty": (_none_or(0), "presence_penalty is not supported by this server's engines"),
-    "frequency_penalty": (_none_or(0), "frequency_penalty is not supported by this server's engines"),
-    "repetition_penalty": (_none_or(1), "repetition_penalty is not supported by this server's engines"),
-    "min_p": (_none_or(0), "min_p is not supported by this server's engines"),
-    "logit_bias": (_none_or({}), "logit_bias is not supported by this server's engines"),
+    # vLLM counts these over one engine request's output, and every step is its own request: the
+    # count would restart at each step boundary. repetition_penalty covers prompt + output, i.e.
+    # the whole answer so far, and is honoured.
+    "presence_penalty": (_none_or(0), "presence_penalty is not supported: the engines generate each step as "
+                         "its own request, so the count would restart at every step; use repetition_penalty"),
+    "frequency_penalty": (_none_or(0), "frequency_penalty is not supported: the engines generate each step as "
+                          "its own request, so the count would restart at every step; use repetition_penalty"),
 }
+MAX_LOGIT_BIAS = 300
 
 
 class LookaheadRequestOptions(BaseModel):
@@ -152,13 +155,13 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     lookahead: LookaheadRequestOptions | None = None
     # see REFUSED and IGNORED_METADATA
+    repetition_penalty: float | None = Field(None, gt=0, le=10)  # vLLM extra
+    min_p: float | None = Field(None, ge=0, le=1)  # vLLM extra
+    logit_bias: dict[str, float] | None = None  # token id (target vocabulary) -> bias in [-100, 100]
     n: Any = None
     logprobs: Any = None
     presence_penalty: Any = None
     frequency_penalty: Any = None
-    repetition_penalty: Any = None
-    min_p: Any = None
-    logit_bias: Any = None
     user: str | None = None
     safety_identifier: str | None = None
     metadata: dict[str, str] | None = None
@@ -176,6 +179,20 @@ class _Common(BaseModel):
             raise ValueError(f"at most {MAX_STOPS} stop strings")
         return list(stops)
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, v):
+        if not v:
+            return v
+        if len(v) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries")
+        for token, bias in v.items():
+            if not token.isdigit():
+                raise ValueError(f"keys must be token ids, got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"bias for token {token} must be in [-100, 100], got {bias}")
+        return v
+
     def refusal(self) -> tuple[str, str] | None:
         """(param, reason) for the first parameter this server refuses, or None."""
         for name in type(self).model_fields:  # declaration order: the same answer every time
@@ -189,7 +206,10 @@ class _Common(BaseModel):
         la = self.lookahead or LookaheadRequestOptions()
         return {"mode": la.mode, "depth": la.depth, "width": la.width, "schedule": la.schedule,
                 "verifier": la.verifier, "max_tokens": self.max_completion_tokens or self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
+                "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed,
+                "repetition_penalty": self.repetition_penalty, "min_p": self.min_p,
+                "logit_bias": tuple(sorted((int(t), float(b)) for t, b in self.logit_bias.items()))
+                if self.logit_bias else None}
 
 
 class ChatCompletionRequest(_Common):

@@ -179,9 +179,10 @@ class HFEngine(Engine):
                 if r.limit <= 0:
                     r.reason = "budget"
             if self.token_speculation == "ngram":  # prompt lookup verifies per row: greedy rows go alone
-                for r in [r for r in todo if r.sampling.greedy]:
+                lookup = [r for r in todo if r.sampling.greedy and not r.sampling.shapes_logits]
+                for r in lookup:  # (it verifies with the raw argmax: biased or penalised rows decode plainly)
                     self._decode_lookup(r)
-                todo = [r for r in todo if not r.sampling.greedy]
+                todo = [r for r in todo if r not in lookup]
             size = 1 if self.batch_invariant else self.max_batch
             for i in range(0, len(todo), size):
                 self._decode(todo[i:i + size])
@@ -203,7 +204,7 @@ class HFEngine(Engine):
         active = [True] * len(rows)
         next_pos = positions[:, -1:] + 1
         for _ in range(max(r.limit for r in rows)):
-            tokens = [_choose(logits[i], rows[i].sampling, generators[i]) if active[i] else self.pad_id
+            tokens = [_choose(logits[i], rows[i].sampling, generators[i], rows[i]) if active[i] else self.pad_id
                       for i in range(len(rows))]
             for i, r in enumerate(rows):
                 if active[i]:
@@ -301,10 +302,25 @@ def _generator(sampling: SamplingParams, device: str) -> torch.Generator | None:
     return g
 
 
-def _choose(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None) -> int:
+def _choose(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None, row: _Row | None = None) -> int:
+    """The next token, in vLLM's order: logit bias, repetition penalty, then greedy; or
+    temperature, min_p, top_k, top_p and a draw."""
+    if s.shapes_logits:
+        logits = logits.float().clone()
+        if s.logit_bias:
+            ids, bias = zip(*s.logit_bias)
+            logits[list(ids)] += torch.tensor(bias, device=logits.device)
+        if s.repetition_penalty != 1.0 and row is not None:
+            # every token of the prompt and the answer so far (HF/vLLM repetition penalty)
+            seen = torch.tensor(sorted(set(row.ids) | set(row.out)), device=logits.device)
+            scores = logits[seen]
+            logits[seen] = torch.where(scores > 0, scores / s.repetition_penalty, scores * s.repetition_penalty)
     if s.greedy:
         return int(torch.argmax(logits))
     logits = logits.float() / s.temperature
+    if s.min_p > 0.0:
+        probs = torch.softmax(logits, -1)
+        logits = logits.masked_fill(probs < s.min_p * probs.max(), float("-inf"))
     if s.top_k > 0:
         kth = torch.topk(logits, min(s.top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -52,7 +52,8 @@ class Engine(ABC):
     def info(self) -> dict:
         """What the orchestrator needs to know about this engine at start-up (plain JSON)."""
         return {"engine": self.cfg.engine, "model": self.cfg.model, "tokenizer_key": self.tokenizer_key,
-                "max_context": self.max_context, "token_speculation": self.cfg.token_speculation}
+                "max_context": self.max_context, "token_speculation": self.cfg.token_speculation,
+                "vocab_size": len(self.tokenizer)}  # token ids a request may name (logit_bias)
 
     @abstractmethod
     async def check_health(self) -> None:

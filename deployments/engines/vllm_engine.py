@@ -234,6 +234,9 @@ class VLLMEngine(Engine):
                 top_p=s.top_p if not s.greedy else 1.0,
                 top_k=s.top_k if s.top_k > 0 else 0,  # vLLM: 0 (or -1) disables top-k, like ours
                 seed=None if s.greedy else s.seed,
+                repetition_penalty=s.repetition_penalty,  # over prompt + output: the whole answer so far
+                min_p=s.min_p,
+                logit_bias=dict(s.logit_bias) or None,
                 max_tokens=limit,
                 stop=[DELIMITER],
                 include_stop_str_in_output=True,

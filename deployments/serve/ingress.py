@@ -184,15 +184,21 @@ class Ingress:
             "top_p": request.top_p if request.HasField("top_p") else None,
             "top_k": request.top_k if request.HasField("top_k") else None,
             "seed": request.seed if request.HasField("seed") else None,
+            "repetition_penalty": request.repetition_penalty if request.HasField("repetition_penalty") else None,
+            "min_p": request.min_p if request.HasField("min_p") else None,
         }
         try:  # the same validation as the HTTP API, field names included
             opts = oa.LookaheadRequestOptions(**{k: overrides[k] for k in ("mode", "schedule", "depth", "width")})
             checked = oa.CompletionRequest(model="x", prompt="x", max_tokens=overrides["max_tokens"],
                                            temperature=overrides["temperature"], top_p=overrides["top_p"],
                                            top_k=overrides["top_k"], seed=overrides["seed"], lookahead=opts,
-                                           stop=list(request.stop) or None)
+                                           stop=list(request.stop) or None,
+                                           repetition_penalty=overrides["repetition_penalty"],
+                                           min_p=overrides["min_p"],
+                                           logit_bias={str(k): v for k, v in request.logit_bias.items()} or None)
         except ValueError as exc:
             raise HTTPError(400, grpc_api.first_error(exc), param=grpc_api.first_param(exc)) from None
+        overrides["logit_bias"] = checked.overrides()["logit_bias"]
         return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
                 "stop": checked.stop, "chat_template_kwargs": kwargs,
                 "request_id": oa.new_id("grpc"), "timeout_s": self._timeout(metadata.get("x-request-timeout"))}

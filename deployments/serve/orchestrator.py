@@ -8,6 +8,7 @@ cancels every in-flight draft/target/judge call of that session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -103,6 +104,7 @@ class Orchestrator:
             params = lookahead_params(self.cfg.defaults, **overrides)
         except ValueError as exc:
             raise BadRequest(str(exc), "lookahead") from exc
+        self._check_logit_bias(params, engines)
         prompt = Prompt(messages=spec.get("messages"), text=spec.get("prompt"),
                         chat_template_kwargs=spec.get("chat_template_kwargs"))
         prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
@@ -118,6 +120,21 @@ class Orchestrator:
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
+
+    def _check_logit_bias(self, params, engines: dict) -> None:
+        bias = params.target_sampling.logit_bias
+        if not bias:
+            return
+        vocab = self.info["target"].get("vocab_size")
+        outside = [t for t, _ in bias if vocab is not None and t >= vocab]
+        if outside:
+            raise BadRequest(f"logit_bias: token id {outside[0]} is outside the target model's vocabulary "
+                             f"({vocab} tokens)", "logit_bias")
+        draft = engines.get("draft")
+        if draft is not None and draft.tokenizer_key != engines["target"].tokenizer_key:
+            # The ids name target tokens. A draft with another vocabulary drafts unbiased; the
+            # verifier rules on its steps as on any draft (with `exact`, the output is the target's).
+            params.draft_sampling = dataclasses.replace(params.draft_sampling, logit_bias=())
 
     async def generate_stream(self, spec: dict):
         """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats.
