@@ -6,7 +6,9 @@ optional prior: a plain dict shaped like `Stats.to_dict()` (one earlier request'
 running totals), scaled down so the session's own numbers take over after a few cycles.
 
 - b_d, acceptance at depth d given every shallower draft was accepted: accepted/verified at d,
-  shrunk towards the pooled acceptance of all depths (depths never reached use the pool).
+  shrunk towards the pooled acceptance of all depths (depths never reached use the pool). The
+  prior's verdicts count as at most `prior_verdicts` at depth 0, shrinking as the session's
+  own verdicts come in.
 - T(n), seconds of a target call of n rows: the measured mean per n, smoothed towards a line
   T(1) * (1 + s (n - 1)) whose slope s is fitted from the measured n > 1 (a prior slope until
   one is measured). r(n) = T(n) / T(1). Under load a batch stops being free and the measured
@@ -62,7 +64,7 @@ def _get(d: dict, key: str, default):
 
 
 class SpeculationPolicy:
-    def __init__(self, max_depth: int = 6, prior: dict | None = None, *, prior_verdicts: float = 16.0,
+    def __init__(self, max_depth: int = 6, prior: dict | None = None, *, prior_verdicts: float = 8.0,
                  prior_calls: float = 4.0, batch_slope: float = 0.15, draft_cost: float = 0.3,
                  min_gain: float = 0.03, probe_budget: float = 0.03, min_probe_every: int = 4,
                  max_probe_every: int = 64) -> None:
@@ -86,7 +88,11 @@ class SpeculationPolicy:
     def _acceptance(self, st: Stats) -> list[float]:
         p_acc = list(_get(self.prior, "accepted_by_depth", []))
         p_ver = list(_get(self.prior, "verified_by_depth", []))
-        scale = min(1.0, self.prior_verdicts / max(p_ver[:1] or [1])) if p_ver else 0.0
+        # the prior weighs at most prior_verdicts at depth 0, less as this session's own verdicts
+        # come in: a request unlike the server's history soon follows its own numbers
+        own = sum(st.verified_by_depth)
+        cap = self.prior_verdicts * self.prior_verdicts / (self.prior_verdicts + own)
+        scale = min(1.0, cap / max(p_ver[:1] or [1])) if p_ver else 0.0
         acc, ver = [], []
         for d in range(self.max_depth):
             a = (st.accepted_by_depth[d] if d < len(st.accepted_by_depth) else 0)

@@ -6,7 +6,7 @@ import pytest
 from orchestrator.lookahead import Lookahead, LookaheadParams, derive_seed, generate
 from orchestrator.types import Prompt, SamplingParams
 from tests.fakes import ScriptedEngine
-from verifier.exact import ExactVerifier
+from verifier.exact import ExactVerifier, NormalizedVerifier
 
 TRUTH = ["A\n\n", "B\n\n", "C\n\n", "D\n\n", "E\n\n", "F\n\n", "G."]
 PROMPT = Prompt(text="q")
@@ -145,3 +145,96 @@ def test_params_validate_ranges():
         LookaheadParams(width=0)
     with pytest.raises(ValueError, match="mode"):
         LookaheadParams(mode="fast")
+
+
+# --- verdicts, stop reasons, seeds, transient failures ----------------------------------------
+
+async def test_steps_carry_their_verdicts():
+    target, draft = engines(wrong_at={1: True})
+    steps, _ = await first_cycle(target, draft, depth=3)
+    assert [(s.source, s.verifier, s.score) for s in steps] == [
+        ("draft", "exact", 1.0), ("target", "exact", 0.0)]
+    assert steps[1].rejected_draft == "wrong 1.0\n\n"
+    result = await run(*engines(wrong_at={1: True}), depth=3)
+    shown = result.to_dict()["steps"]
+    assert shown[0] == {"text": "A\n\n", "source": "draft", "tokens": 3, "verifier": "exact", "score": 1.0}
+    assert shown[1]["rejected_draft"] == "wrong 1.0\n\n" and shown[1]["score"] == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["sync", "async"])
+async def test_a_draft_ending_the_answer_never_stands_in_for_a_continuing_step(schedule):
+    # the draft ends the answer (EOS) with "C" where the target writes "C\n\n" and goes on:
+    # equal after whitespace folding, but accepting it would cut the answer short
+    draft = ScriptedEngine(["A\n\n", "B\n\n", "C"])
+    target = ScriptedEngine(TRUTH)
+    result = await generate(target, PROMPT, LookaheadParams(mode="lr", schedule=schedule, depth=3),
+                            draft, NormalizedVerifier())
+    assert result.text == "".join(TRUTH) and result.finish_reason == "stop"
+    assert (result.steps[2].source, result.steps[2].verifier) == ("target", "stop-reason")
+    assert result.steps[2].rejected_draft == "C"
+
+
+async def test_unseeded_requests_sample_differently_and_seeded_ones_repeat():
+    sampled = SamplingParams(temperature=0.8)
+
+    async def draft_seeds(seed):
+        target, draft = engines()
+        await run(target, draft, depth=2, draft_sampling=sampled, target_sampling=sampled, seed=seed)
+        return draft.seeds, target.seeds
+
+    assert await draft_seeds(None) != await draft_seeds(None)  # fresh randomness per request
+    assert await draft_seeds(0) == await draft_seeds(0)
+    assert await draft_seeds(5) == await draft_seeds(5) != await draft_seeds(6)
+
+
+def test_pipeline_params_keep_the_seed_unset_unless_given():
+    from deployments.config import LookaheadDefaults
+    from deployments.pipeline import lookahead_params
+
+    assert lookahead_params(LookaheadDefaults()).seed is None
+    assert lookahead_params(LookaheadDefaults(), seed=0).seed == 0
+    assert lookahead_params(LookaheadDefaults()).depth == "auto"
+    assert lookahead_params(LookaheadDefaults(), depth=3).depth == 3
+
+
+class FlakyVerifier:
+    """The exact verifier, failing on the calls listed."""
+
+    name = "exact"
+
+    def __init__(self, fail_calls: set[int]) -> None:
+        self.fail_calls, self.calls = fail_calls, 0
+
+    async def verify(self, pairs):
+        self.calls += 1
+        if self.calls - 1 in self.fail_calls:
+            raise RuntimeError("judge timed out")
+        return await ExactVerifier().verify(pairs)
+
+
+async def test_one_draft_failure_costs_one_cycle_not_the_request():
+    target, draft = ScriptedEngine(TRUTH), ScriptedEngine(TRUTH, fail_calls={0})
+    result = await run(target, draft, depth=2)
+    assert result.text == "".join(TRUTH)
+    assert result.steps[0].source == "target"  # the failing cycle ran target-only ...
+    assert result.stats.accepted_steps >= 2  # ... and the next ones speculated again
+    assert result.stats.degraded == ["draft: RuntimeError: engine down"]
+
+
+async def test_one_verifier_failure_costs_one_cycle_not_the_request():
+    target, draft = engines()
+    verifier = FlakyVerifier({0})
+    result = await generate(target, PROMPT, LookaheadParams(mode="lr", depth=2), draft, verifier)
+    assert result.text == "".join(TRUTH)
+    assert result.stats.accepted_steps >= 2 and verifier.calls >= 2
+    assert result.stats.degraded == ["verifier: RuntimeError: judge timed out"]
+
+
+async def test_a_dead_draft_is_retried_ever_less_often():
+    truth = [f"s{i}\n\n" for i in range(19)] + ["end."]
+    target, draft = ScriptedEngine(truth), ScriptedEngine(truth, fail=True)
+    result = await generate(target, PROMPT, LookaheadParams(mode="lr", depth=2), draft, ExactVerifier())
+    assert result.text == "".join(truth) and result.stats.cycles == 20
+    # pauses of 1, 2, 4, 8 cycles after consecutive failures: tried at cycles 0, 1, 3, 7, 15
+    assert [pos for call in draft.calls for pos, _ in call] == [0, 1, 3, 7, 15]
+    assert len(result.stats.degraded) == 5
