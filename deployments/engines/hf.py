@@ -77,6 +77,7 @@ class HFEngine(Engine):
         self.batch_invariant = cfg.batch_invariant
         self.token_speculation = cfg.token_speculation
         self.num_speculative_tokens = cfg.num_speculative_tokens
+        self.spec_stats = {"spec_steps": 0, "draft_tokens": 0, "accepted_tokens": 0}  # prompt lookup
         self.max_batch = int(cfg.engine_kwargs.get("max_batch", 16))
         self.tokenizer_key = cfg.tokenizer_key or tokenizer_key(self.tokenizer)
         self.renderer = PromptRenderer(self.tokenizer)
@@ -94,6 +95,9 @@ class HFEngine(Engine):
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         return len(self.renderer.ids(prompt))
+
+    def token_acceptance(self) -> dict:
+        return dict(self.spec_stats)
 
     async def check_health(self) -> None:
         if self._closed:
@@ -233,6 +237,9 @@ class HFEngine(Engine):
                 return
             context.append(token)
             proposal = lookup_proposal(context, min(self.num_speculative_tokens, row.limit - len(row.out)))
+            if proposal:
+                self.spec_stats["spec_steps"] += 1
+                self.spec_stats["draft_tokens"] += len(proposal)
             feed = torch.tensor([[token] + proposal], device=self.device)
             out = self.model(input_ids=feed, past_key_values=past, use_cache=True)
             past, verify = out.past_key_values, out.logits[0]
@@ -244,6 +251,7 @@ class HFEngine(Engine):
                     return
                 context.append(proposed)
                 accepted += 1
+                self.spec_stats["accepted_tokens"] += 1
             past.crop(len(context))  # drop the rejected proposals' keys and values
             logits = verify[accepted:accepted + 1]
 

@@ -55,6 +55,12 @@ class Engine(ABC):
                 "max_context": self.max_context, "token_speculation": self.cfg.token_speculation,
                 "vocab_size": len(self.tokenizer)}  # token ids a request may name (logit_bias)
 
+    def token_acceptance(self) -> dict:
+        """Token-level speculation inside steps so far (running totals): ``draft_tokens`` proposed
+        and ``accepted_tokens`` kept. Zeros for an engine that speculates on no tokens; the Serve
+        layer exports the increments as metrics."""
+        return {"draft_tokens": 0, "accepted_tokens": 0}
+
     @abstractmethod
     async def check_health(self) -> None:
         """Return when the engine can serve; raise EngineUnhealthy (or the engine's own error) when not.

@@ -37,6 +37,10 @@ T = TypeVar("T")
 
 CPU_MAX_MODEL_LEN = 4096  # CPU default when engine_kwargs sets none: keeps the KV cache small
 CPU_KVCACHE_GB = "2"  # VLLM_CPU_KVCACHE_SPACE default on CPU when neither it nor kv_cache_memory_bytes is set
+# Set (to "1") by the Serve engine deployment: vLLM then records its own metrics (vllm:* series)
+# through Ray's metrics with vLLM's RayPrometheusStatLogger, as Ray Serve LLM does. Outside Ray
+# (tests, benchmarks in one process) stats stay off: vLLM would only print them to the log.
+VLLM_RAY_METRICS_ENV = "LOOKAHEAD_VLLM_RAY_METRICS"
 
 
 class VLLMUnsupported(RuntimeError):
@@ -94,7 +98,7 @@ def engine_args(cfg: EngineConfig, path: str, cpu: bool) -> dict:
         "tokenizer": path,
         "dtype": dtype,
         "enable_prefix_caching": True,
-        "disable_log_stats": True,
+        "disable_log_stats": os.environ.get(VLLM_RAY_METRICS_ENV) != "1",  # engine_kwargs may override
     }
     if cpu:
         args["enforce_eager"] = True
@@ -108,6 +112,15 @@ def engine_args(cfg: EngineConfig, path: str, cpu: bool) -> dict:
     if unknown:
         raise ValueError(f"engine_kwargs not understood by vLLM AsyncEngineArgs: {unknown}")
     return args
+
+
+def stat_loggers(args: dict) -> list | None:
+    """vLLM's Ray stat logger when stats are on inside a Serve replica, else vLLM's defaults."""
+    if args.get("disable_log_stats") or os.environ.get(VLLM_RAY_METRICS_ENV) != "1":
+        return None
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    return [RayPrometheusStatLogger]
 
 
 def _cpu_environment(cfg: EngineConfig) -> None:
@@ -162,7 +175,8 @@ class VLLMEngine(Engine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         try:
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args))
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args),
+                                             stat_loggers=stat_loggers(self.engine_args))
         except Exception as exc:
             if self.cfg.token_speculation != "none":
                 raise VLLMUnsupported(

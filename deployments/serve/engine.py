@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 
+import ray
 from ray import serve
 
 from deployments.config import EngineConfig
+from deployments.engines.vllm_engine import VLLM_RAY_METRICS_ENV
+from deployments.serve.metrics import PREFIX, LookaheadMetrics
+from deployments.serve_config import DEPLOYMENT_ROLES
 from orchestrator.types import Prompt, Step, StepRequest
 
 
@@ -20,12 +24,31 @@ class EngineDeployment:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from deployments.engines.factory import build_engine
 
+        # In a real replica, vLLM's own metrics (vllm:*) go through Ray's, as in Ray Serve LLM
+        # (engine_kwargs {"disable_log_stats": true} turns them off).
+        if ray.is_initialized():
+            os.environ.setdefault(VLLM_RAY_METRICS_ENV, "1")
         self.config = EngineConfig(**engine)
         self.engine = build_engine(self.config)
+        self.role = DEPLOYMENT_ROLES.get(_deployment_name(), "engine")  # the metrics' role label
+        self.metrics = LookaheadMetrics([PREFIX + "spec_decode_draft_tokens_total",
+                                         PREFIX + "spec_decode_accepted_tokens_total"])
+        self._spec_seen = {"draft_tokens": 0, "accepted_tokens": 0}
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         # Serve cancels this task when the caller cancels; engines abort the rows on CancelledError.
-        return await self.engine.generate_steps(requests)
+        try:
+            return await self.engine.generate_steps(requests)
+        finally:
+            self._export_token_acceptance()
+
+    def _export_token_acceptance(self) -> None:
+        totals = self.engine.token_acceptance()
+        for key in self._spec_seen:
+            delta = int(totals.get(key, 0)) - self._spec_seen[key]
+            if delta > 0:
+                self.metrics.inc(f"spec_decode_{key}_total", delta, role=self.role)
+                self._spec_seen[key] += delta
 
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
         return await self.engine.choice_probs(prompts, choices)
@@ -45,3 +68,13 @@ class EngineDeployment:
         engine = self.__dict__.get("engine")  # absent when the constructor failed
         if engine is not None:
             engine.close()
+
+
+def _deployment_name() -> str:
+    """This replica's deployment (TargetEngine, ...); "" when the class runs outside Serve (tests)."""
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return serve.get_replica_context().deployment
+    except RayServeException:
+        return ""

@@ -22,6 +22,7 @@ from deployments.api.http_app import build_http_app
 from deployments.config import AppConfig
 from deployments.serve.errors import http_error_of
 from deployments.serve.remote import cancel_quietly
+from deployments.serve.request_ids import response_id
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
@@ -140,7 +141,7 @@ class Ingress:
         if refused:
             param, reason = refused
             raise HTTPError(400, f"{param}: {reason}", param=param, code="unsupported_parameter")
-        rid = oa.new_id("chatcmpl" if chat else "cmpl")
+        rid = response_id("chatcmpl" if chat else "cmpl")  # embeds Serve's request id: one id in every log
         spec = {"overrides": body.overrides(), "request_id": rid, "timeout_s": self._timeout(timeout_header),
                 "stop": body.stop}
         echo = ""
@@ -201,7 +202,7 @@ class Ingress:
         overrides["logit_bias"] = checked.overrides()["logit_bias"]
         return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
                 "stop": checked.stop, "chat_template_kwargs": kwargs,
-                "request_id": oa.new_id("grpc"), "timeout_s": self._timeout(metadata.get("x-request-timeout"))}
+                "request_id": response_id("grpc"), "timeout_s": self._timeout(metadata.get("x-request-timeout"))}
 
     def _grpc_status(self, context, exc: Exception, rpc: str) -> None:
         """Every failure becomes a status: client errors as HTTP would map them, anything else

@@ -11,15 +11,15 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 
 from ray import serve
-from ray.serve import metrics
 
 from deployments.api.errors import BadRequest, DeadlineExceeded
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
+from deployments.serve.metrics import LookaheadMetrics
 from deployments.serve.remote import RemoteEngine, response_result
+from deployments.serve.request_ids import serve_request_id
 from orchestrator.lookahead import Lookahead
 from orchestrator.stop_strings import Piece, StopStrings
 from orchestrator.types import Prompt, Stats, step_dict
@@ -43,15 +43,7 @@ class Orchestrator:
         self.started = time.time()
         self._ready = asyncio.Lock()
         self._retry_at: dict[str, float] = {}
-        tags = ("mode",)
-        self.m_requests = metrics.Counter("lookahead_requests", "finished requests", tag_keys=tags)
-        self.m_steps = metrics.Counter("lookahead_steps", "emitted steps", tag_keys=("source",))
-        self.m_verified = metrics.Counter("lookahead_drafts_verified", "draft positions ruled on", tag_keys=("depth",))
-        self.m_accepted = metrics.Counter("lookahead_drafts_accepted", "draft positions accepted", tag_keys=("depth",))
-        self.m_degraded = metrics.Counter("lookahead_degraded", "requests that fell back to target-only")
-        self.m_active = metrics.Gauge("lookahead_active_sessions", "sessions in flight")
-        self.m_latency = metrics.Histogram("lookahead_request_seconds", "request wall time",
-                                           boundaries=[0.5, 1, 2, 5, 10, 30, 60, 120, 300])
+        self.metrics = LookaheadMetrics()  # every series: deployments/serve/metrics.py
 
     async def _engines(self) -> dict[str, RemoteEngine]:
         """Ask each role for its tokenizer once (lazily: replicas may start in any order)."""
@@ -75,7 +67,8 @@ class Orchestrator:
                 timeout = {"draft": srv.draft_timeout_s, "judge": srv.judge_timeout_s}.get(role)
                 retries = srv.target_retries if role == "target" else 0
                 self.engines[role] = RemoteEngine(handle, self.info[role]["tokenizer_key"],
-                                                  timeout_s=timeout, retries=retries)
+                                                  timeout_s=timeout, retries=retries,
+                                                  role=role, observe=self.metrics.engine_call)
         return self.engines
 
     def _verifier(self, kind: str):
@@ -116,7 +109,7 @@ class Orchestrator:
         needed = ("draft", "judge") if kind == "llm-judge" else ("draft",)
         missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
-        rid = spec.get("request_id") or uuid.uuid4().hex
+        rid = spec.get("request_id") or serve_request_id()
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
@@ -137,6 +130,24 @@ class Orchestrator:
             params.draft_sampling = dataclasses.replace(params.draft_sampling, logit_bias=())
 
     async def generate_stream(self, spec: dict):
+        """:meth:`_generate_stream`, metered: every request is counted once it ends, however it
+        ends (finished, refused, timed out, cancelled by the client), and logged in one line."""
+        overrides = spec.get("overrides") or {}
+        meter = self.metrics.request(spec.get("request_id") or serve_request_id(),
+                                     overrides.get("mode") or self.cfg.defaults.mode,
+                                     overrides.get("verifier") or self.cfg.verifier.kind)
+        exc: BaseException | None = None
+        try:
+            async for chunk in self._generate_stream(spec):
+                meter.chunk(chunk)
+                yield chunk
+        except BaseException as e:  # noqa: BLE001 - counted, then re-raised as it was
+            exc = e
+            raise
+        finally:
+            meter.finish(exc)
+
+    async def _generate_stream(self, spec: dict):
         """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats.
 
         Stop strings are applied here, over the whole answer: text that could begin a stop
@@ -152,7 +163,6 @@ class Orchestrator:
                       self.cfg.server.request_timeout_s)
         deadline = time.monotonic() + timeout
         self.sessions[rid] = session
-        self.m_active.set(len(self.sessions))
         stream = session.stream()
         try:
             yield {"prompt_tokens": prompt_tokens}
@@ -176,7 +186,6 @@ class Orchestrator:
         finally:
             await stream.aclose()  # cancels whatever the session still has in flight
             self.sessions.pop(rid, None)
-            self.m_active.set(len(self.sessions))
 
     async def generate(self, spec: dict) -> dict:
         out: dict = {}
@@ -187,8 +196,6 @@ class Orchestrator:
     def _account(self, st: Stats) -> None:
         t = self.totals
         self.requests += 1
-        self.m_requests.inc(tags={"mode": st.mode})
-        self.m_latency.observe(st.wall_s)
         for name in ("cycles", "drafted_steps", "verified_steps", "accepted_steps", "target_steps", "tokens",
                      "draft_tokens", "target_tokens", "draft_s", "target_s", "verify_s", "wall_s",
                      "cancelled_branches"):
@@ -199,16 +206,7 @@ class Orchestrator:
                 t.accepted_by_depth.append(0)
             t.verified_by_depth[depth] += n
             t.accepted_by_depth[depth] += a
-            if n:
-                self.m_verified.inc(n, tags={"depth": str(depth)})
-            if a:
-                self.m_accepted.inc(a, tags={"depth": str(depth)})
-        if st.accepted_steps:
-            self.m_steps.inc(st.accepted_steps, tags={"source": "draft"})
-        if st.target_steps:
-            self.m_steps.inc(st.target_steps, tags={"source": "target"})
         if st.degraded:
-            self.m_degraded.inc()
             t.degraded = (t.degraded + st.degraded)[-20:]
 
     async def stats(self) -> dict:

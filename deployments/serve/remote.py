@@ -6,6 +6,8 @@ work on the engine replica too.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Callable
 
 from orchestrator.types import Prompt, Step, StepRequest
 
@@ -28,26 +30,37 @@ def replica_lost(exc: BaseException) -> bool:
 
 
 class RemoteEngine:
-    def __init__(self, handle, tokenizer_key: str, *, timeout_s: float | None = None, retries: int = 0) -> None:
+    def __init__(self, handle, tokenizer_key: str, *, timeout_s: float | None = None, retries: int = 0,
+                 role: str = "engine", observe: Callable[[str, str, float, str], None] | None = None) -> None:
         self.handle = handle
         self.tokenizer_key = tokenizer_key
         self.timeout_s = timeout_s
         self.retries = retries
+        self.role = role
+        self.observe = observe  # (role, method, seconds, outcome) per call: the engine-call latency metric
 
     async def _call(self, method: str, *args):
         for attempt in range(self.retries + 1):
             response = getattr(self.handle, method).remote(*args)
+            start, outcome = time.monotonic(), "error"
             try:
-                return await asyncio.wait_for(response_result(response), self.timeout_s)
+                result = await asyncio.wait_for(response_result(response), self.timeout_s)
+                outcome = "ok"
+                return result
             except asyncio.CancelledError:
+                outcome = "cancelled"  # a rejected branch, or the request went away
                 cancel_quietly(response)
                 raise
             except asyncio.TimeoutError:
+                outcome = "timeout"
                 cancel_quietly(response)
                 raise TimeoutError(f"{method} took longer than {self.timeout_s}s") from None
             except Exception as exc:  # noqa: BLE001
                 if attempt == self.retries or not replica_lost(exc):
                     raise
+            finally:
+                if self.observe is not None:
+                    self.observe(self.role, method, time.monotonic() - start, outcome)
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         return await self._call("generate_steps", requests)
