@@ -174,3 +174,31 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
     assert any(rid in t for n, t in logs.items() if "DraftEngine" in n)
     refused_line = [ln for ln in orch.splitlines() if f"chatcmpl-{refused.headers['x-request-id']} " in ln]
     assert len(refused_line) == 1 and "status=bad_request reason=max_tokens" in refused_line[0]
+
+
+@pytest.mark.vllm
+def test_vllm_engine_metrics_through_rays_export(app):
+    """A vLLM engine replica records vLLM's own metrics (vllm:*) with vLLM's RayPrometheusStatLogger,
+    as Ray Serve LLM does: the same endpoint then shows ray_vllm_* series tagged with the replica."""
+    from ray import serve
+
+    from deployments.config import EngineConfig
+    from deployments.serve.engine import EngineDeployment
+    from orchestrator.types import Prompt, SamplingParams, StepRequest
+
+    cfg = EngineConfig(model="smollm2-135m", engine="vllm", engine_kwargs={"max_model_len": 1024})
+    handle = serve.run(EngineDeployment.options(name="DraftEngine", ray_actor_options={"num_cpus": 0})
+                       .bind(cfg.model_dump(mode="json")), name="vllm-metrics", route_prefix=None)
+    request = StepRequest(Prompt(messages=QUESTION), [], SamplingParams(), 32, 64, "vllm-metrics")
+    (step,) = handle.generate_steps.remote([request]).result(timeout_s=600)
+    assert step.token_ids
+    deadline = time.monotonic() + 120
+    while True:
+        samples = scrape(app["metrics_url"])
+        if total(samples, "ray_vllm_generation_tokens_total") >= len(step.token_ids):
+            break
+        assert time.monotonic() < deadline, sorted(n for n in samples if n.startswith("ray_vllm"))
+        time.sleep(3)
+    assert total(samples, "ray_vllm_e2e_request_latency_seconds_count") >= 1
+    assert total(samples, "ray_vllm_prompt_tokens_total") > 0
+    serve.delete("vllm-metrics")
