@@ -44,6 +44,9 @@ class EngineConfig(_Strict):
     # token ids; different keys make steps cross as text, re-encoded by the receiving engine.
     tokenizer_key: str | None = None
     batch_invariant: bool = False  # run rows one by one: bit-identical greedy results
+    # hf engine decode loop: static (fixed-shape KV cache, CUDA-graph captured step; see
+    # deployments/engines/static_decode.py), dynamic (plain eager loop) or auto (static on CUDA)
+    decode: Literal["auto", "dynamic", "static"] = "auto"
     cpu_threads: int | None = Field(None, ge=1)  # torch threads on CPU (Ray sets OMP_NUM_THREADS=1 in actors)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
 

@@ -15,6 +15,7 @@ import torch
 
 from deployments.config import EngineConfig
 from deployments.engines.protocol import Engine, EngineUnhealthy
+from deployments.engines.static_decode import STATIC_KWARGS, engine_decoder
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
 
@@ -30,7 +31,7 @@ class _Row:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-HF_ENGINE_KWARGS = frozenset({"max_batch"})
+HF_ENGINE_KWARGS = frozenset({"max_batch"}) | STATIC_KWARGS
 
 
 def pick_device(device: str) -> str:
@@ -83,6 +84,11 @@ class HFEngine(Engine):
         self.renderer = PromptRenderer(self.tokenizer)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        # fixed-shape decoding, captured per batch bucket (static_decode.py); rows it does not take
+        # (logit shaping, too long for its cache) fall back to the loops below
+        static = cfg.decode == "static" or (cfg.decode == "auto" and self.device.startswith("cuda"))
+        self._static = engine_decoder(self.model, self.tokenizer, self.eos_ids, self.pad_id, self.max_batch,
+                                      cfg.engine_kwargs) if static else None
         self._lock = threading.Lock()  # one forward loop at a time on this model
         self._queue: asyncio.Queue | None = None
         self._queue_loop: asyncio.AbstractEventLoop | None = None
@@ -123,6 +129,8 @@ class HFEngine(Engine):
     def close(self) -> None:
         # The batch worker belongs to its event loop; once closed it gets no more work.
         self._closed = True
+        if self._static is not None:
+            self._static.close()
 
     # -- StepEngine --------------------------------------------------------------------
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
@@ -185,9 +193,17 @@ class HFEngine(Engine):
             if self.token_speculation == "ngram":  # prompt lookup verifies per row: greedy rows go alone
                 lookup = [r for r in todo if r.sampling.greedy and not r.sampling.shapes_logits]
                 for r in lookup:  # (it verifies with the raw argmax: biased or penalised rows decode plainly)
-                    self._decode_lookup(r)
+                    if self._static is not None and self._static.takes(r, self.num_speculative_tokens):
+                        self._static.run_lookup(r, self.num_speculative_tokens, lookup_proposal, self.spec_stats)
+                    else:
+                        self._decode_lookup(r)
                 todo = [r for r in todo if r not in lookup]
             size = 1 if self.batch_invariant else self.max_batch
+            if self._static is not None:
+                fixed = [r for r in todo if self._static.takes(r)]
+                for i in range(0, len(fixed), size):
+                    self._static.run(fixed[i:i + size])
+                todo = [r for r in todo if all(r is not f for f in fixed)]
             for i in range(0, len(todo), size):
                 self._decode(todo[i:i + size])
 
