@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-tokens", type=int, default=16, help="step length of the start-up batch calibration")
     p.add_argument("--calib-reps", type=int, default=2, help="timed repetitions per batch size (best is kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--record-traces", metavar="DIR", help="write each lr configuration's step trace (verdicts and "
+                   "step lengths per position, benchmarks/traces.py) as JSON to DIR, for benchmarks/replay.py")
     p.add_argument("--time-budget", type=float, default=14.0, metavar="MIN",
                    help="main run: start no new question that would end past MIN minutes from start "
                         "(skipped questions are reported; 0 = no limit)")
@@ -166,6 +168,12 @@ async def run_bench(args) -> dict:
     result = {"config": {k: v for k, v in vars(args).items() if k != "func"}, "environment": environment(args),
               "n_questions": len(main_rows), "questions": [
                   {k: r[k] for k in ("index", "question", "gold")} for r in rows]}
+    recorder = None
+    if getattr(args, "record_traces", None):
+        from benchmarks.traces import TraceRecorder
+
+        recorder = TraceRecorder(args.record_traces)
+        recorder.attach(runner)  # after calibration: only the benchmarked runs are recorded
     try:
         t0 = time.perf_counter()
         deadline = t_start + args.time_budget * 60 if args.time_budget > 0 else None
@@ -188,6 +196,8 @@ async def run_bench(args) -> dict:
                                "summary": sweep_summary, "records": sweep_records}
     finally:
         await pool.close()
+    if recorder is not None:
+        result["traces"] = [str(p) for p in recorder.save(result["environment"])]
     result["calibration"] = calib.to_dict()
     result["timing"] = {"load_s": round(load_s, 2), "engine_load_s": pool.load_s, "calibration_s": round(calib.seconds, 2),
                         "main_run_s": round(run_s, 2), "total_s": round(time.perf_counter() - t_start, 2)}

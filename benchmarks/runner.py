@@ -20,6 +20,7 @@ class Runner:
         self.args, self.pool = args, pool
         self._verifier = None
         self.skipped: list[int] = []
+        self.on_result = None  # called with (spec, row, GenerationResult) after each run (trace recording)
 
     def app_config(self, spec: ModeSpec):
         """The AppConfig `lookahead generate` would build for this configuration."""
@@ -62,6 +63,8 @@ class Runner:
         t0 = time.perf_counter()
         result = await generate(target_m, prompt, params, draft_m, verifier, request_id=f"{spec.name}-{row['index']}")
         latency = time.perf_counter() - t0
+        if self.on_result is not None:
+            self.on_result(spec, row, result)
         predicted = extract_answer(result.text)
         return {
             "question": row["index"], "mode": spec.name, "order": order,
