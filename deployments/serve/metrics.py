@@ -7,7 +7,8 @@ drops such series (vLLM's own Ray wrappers rewrite ``:`` the same way). Ray pref
 on export, so Prometheus sees ``ray_lookahead_requests_total`` and ``ray_vllm_...``. Counters
 carry ``_total`` in their Ray name, which keeps the exported name the same whether or not an
 exporter appends the suffix. Ray records a histogram's ``_sum`` from bucket midpoints, so
-averages from ``_sum / _count`` are approximate: dashboards use the buckets (quantiles).
+averages from ``_sum / _count`` are approximate (dashboards use quantiles over the buckets),
+except the chosen depth's, whose edges make its mean exact.
 
 One :class:`RequestMeter` per request, in the orchestrator, sees the stream the client gets and
 ends in a ``finally``: failures, timeouts and cancellations are counted, not only successes,
@@ -31,7 +32,10 @@ TTFT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160]
 TPOT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 E2E_BUCKETS = [0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640]
 CALL_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
-DEPTH_BUCKETS = [0.5, 1.5, 2.5, 3.5, 4.5, 6.5, 8.5, 12.5, 16.5]  # depths are integers; Ray wants edges > 0
+# Depths are integers 0..16. Ray records a histogram's _sum from bucket midpoints (+Inf: twice the
+# last edge), so an edge just above 0 and one at every half-integer make the mean depth
+# (_sum / _count) exact: depth 0 counts as 5e-7, depth d as d.
+DEPTH_BUCKETS = [1e-6] + [d + 0.5 for d in range(17)]
 RATE_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 PHASES = ("draft", "target", "verify", "wall")
 # Request outcomes (requests_total's status) and error kinds (errors_total's kind).
