@@ -24,8 +24,7 @@ def _options(name: str, role: RoleDeployment) -> dict[str, Any]:
         "ray_actor_options": {"num_gpus": role.num_gpus, "num_cpus": role.num_cpus},
         "max_ongoing_requests": role.max_ongoing_requests,
         "max_queued_requests": role.max_queued_requests,
-        "autoscaling_config": {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
-                               "target_ongoing_requests": a.target_ongoing_requests},
+        "autoscaling_config": a.serve_options(),
         "health_check_period_s": role.health_check_period_s,
         "health_check_timeout_s": role.health_check_timeout_s,
     }

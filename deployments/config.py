@@ -21,6 +21,18 @@ class AutoscalingConfig(_Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
+    # How long a need must last before Serve adds or removes a replica; None keeps Serve's own
+    # defaults (30 s up, 600 s down: an engine replica that took minutes to load is not dropped
+    # at the first lull).
+    upscale_delay_s: float | None = Field(None, ge=0)
+    downscale_delay_s: float | None = Field(None, ge=0)
+
+    def serve_options(self) -> dict:
+        """Serve's autoscaling_config for this role (the delays only when set)."""
+        out = {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+               "target_ongoing_requests": self.target_ongoing_requests}
+        out.update({k: v for k in ("upscale_delay_s", "downscale_delay_s") if (v := getattr(self, k)) is not None})
+        return out
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingConfig":

@@ -73,11 +73,7 @@ def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, flo
         "name": name,
         "max_ongoing_requests": dep.max_ongoing_requests,
         "max_queued_requests": dep.max_queued_requests,
-        "autoscaling_config": {
-            "min_replicas": a.min_replicas,
-            "max_replicas": a.max_replicas,
-            "target_ongoing_requests": _num(a.target_ongoing_requests),
-        },
+        "autoscaling_config": {k: _num(v) for k, v in a.serve_options().items()},
         "health_check_period_s": _num(dep.health_check_period_s),
         "health_check_timeout_s": _num(dep.health_check_timeout_s),
         "ray_actor_options": actor,
