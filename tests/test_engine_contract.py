@@ -69,7 +69,8 @@ def test_the_deployment_calls_only_what_the_contract_declares():
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
             and node.value.attr == "engine" and isinstance(node.value.value, ast.Name)
             and node.value.value.id == "self"}
-    assert used >= {"generate_steps", "choice_probs", "info", "prompt_tokens", "check_health"}
+    assert used >= {"generate_steps", "choice_probs", "info", "prompt_tokens", "check_health",
+                    "num_unfinished_requests"}
     assert not used - set(dir(Engine)), f"not in the contract: {used - set(dir(Engine))}"
 
 
@@ -78,8 +79,9 @@ async def test_info_and_prompt_tokens(deployment):
     engine = deployment.engine
     assert isinstance(engine, Engine)
     info = await deployment.info()
-    assert info == {"engine": deployment.config.engine, "model": MODEL, "tokenizer_key": engine.tokenizer_key,
-                    "max_context": engine.max_context, "token_speculation": "none"}
+    expected = {"engine": deployment.config.engine, "model": MODEL, "tokenizer_key": engine.tokenizer_key,
+                "max_context": engine.max_context, "token_speculation": "none"}
+    assert info.items() >= expected.items()
     assert isinstance(info["max_context"], int) and info["max_context"] >= 2048
     n = await deployment.prompt_tokens(PROMPT)
     assert n == engine.prompt_tokens(PROMPT) == len(engine.renderer.ids(PROMPT))
@@ -130,14 +132,17 @@ async def test_choice_probs(deployment):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_cancel_stops_the_rows_and_the_engine_keeps_serving(deployment):
+    assert await deployment.num_unfinished_requests() == 0
     task = asyncio.ensure_future(deployment.generate_steps([request(max_step_tokens=400, max_total=400)] * 2))
-    await asyncio.sleep(1.0)
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if await deployment.num_unfinished_requests() == 2:
+            break
+    assert await deployment.num_unfinished_requests() == 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    engine = deployment.engine
-    if hasattr(engine, "num_unfinished_requests"):  # vLLM: the aborted requests are gone
-        assert await engine.num_unfinished_requests() == 0
+    assert await deployment.num_unfinished_requests() == 0  # nothing held once the caller is gone
     (step,) = await deployment.generate_steps([request(max_step_tokens=3)])
     assert len(step.token_ids) == 3
 

@@ -163,7 +163,12 @@ def build_http_app(ingress) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        # 200 once the target can serve (load balancers and KubeRay probes read this), else 503
+        ready, roles = await ingress.health()
+        if ready:
+            return {"status": "ok", "roles": roles}
+        body = oa.error_body("the target model is not ready", "service_unavailable", code="not_ready")
+        return JSONResponse({**body, "roles": roles}, status_code=503)
 
     @app.get("/v1/models")
     async def models():

@@ -94,6 +94,7 @@ class HFEngine(Engine):
         self._queue_loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task | None = None  # held: the loop keeps only weak refs to tasks
         self._closed = False
+        self._live: list[_Row] = []  # rows submitted and not yet finished (num_unfinished_requests)
 
     @property
     def max_context(self) -> int:
@@ -136,6 +137,7 @@ class HFEngine(Engine):
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         rows = [self._row(r) for r in requests]
         fut = asyncio.get_running_loop().create_future()
+        self._live = [r for r in self._live if not r.reason and not r.cancelled.is_set()] + rows
         await self._enqueue(rows, fut)
         try:
             await asyncio.shield(fut)
@@ -144,6 +146,11 @@ class HFEngine(Engine):
                 row.cancelled.set()
             raise
         return [self._step(row) for row in rows]
+
+    async def num_unfinished_requests(self) -> int:
+        # A cancelled row stops at its next token, so it no longer counts as held work.
+        self._live = [r for r in self._live if not r.reason and not r.cancelled.is_set()]
+        return len(self._live)
 
     def _row(self, req: StepRequest) -> _Row:
         prompt_ids = self.renderer.ids(req.prompt)

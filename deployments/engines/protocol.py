@@ -62,6 +62,11 @@ class Engine(ABC):
         return {"draft_tokens": 0, "accepted_tokens": 0}
 
     @abstractmethod
+    async def num_unfinished_requests(self) -> int:
+        """Step generations the engine still holds (queued or running, not cancelled): zero once
+        every caller has finished or gone away."""
+
+    @abstractmethod
     async def check_health(self) -> None:
         """Return when the engine can serve; raise EngineUnhealthy (or the engine's own error) when not.
         Cheap: Serve calls it every few seconds per replica."""

@@ -59,6 +59,9 @@ class EngineDeployment:
     async def prompt_tokens(self, prompt: Prompt) -> int:
         return self.engine.prompt_tokens(prompt)
 
+    async def num_unfinished_requests(self) -> int:
+        return await self.engine.num_unfinished_requests()
+
     async def check_health(self) -> None:
         # Serve calls this periodically; raising marks the replica unhealthy and Serve replaces it.
         await self.engine.check_health()

@@ -21,7 +21,7 @@ from deployments.api.errors import HTTPError, internal_error, internal_error_bod
 from deployments.api.http_app import build_http_app
 from deployments.config import AppConfig
 from deployments.serve.errors import http_error_of
-from deployments.serve.remote import cancel_quietly
+from deployments.serve.remote import cancel_quietly, response_result
 from deployments.serve.request_ids import response_id
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
@@ -125,6 +125,16 @@ class Ingress:
             raise HTTPError(400, f"x-request-timeout must be in (0, {self.cfg.server.request_timeout_s:g}]",
                             param="x-request-timeout")
         return timeout
+
+    # -- shared health -------------------------------------------------------------------
+    async def health(self) -> tuple[bool, dict]:
+        """(serving?, per-role readiness). Serving needs a ready target; a draft or judge that is not
+        ready only means requests run target-only until it is back."""
+        try:
+            roles = await asyncio.wait_for(response_result(self.orch.health.remote()), 15)
+        except Exception as exc:  # noqa: BLE001 - no orchestrator: nothing is ready
+            return False, {"orchestrator": {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}}
+        return bool(roles.get("target", {}).get("ready")), roles
 
     # -- HTTP (routes in deployments/api/http_app.py) ----------------------------------------
     def models(self) -> dict:
@@ -242,4 +252,5 @@ class Ingress:
                 cancel_quietly(gen)
 
     async def Health(self, request: pb.HealthRequest, grpc_context=None) -> pb.HealthResponse:
-        return pb.HealthResponse(status="SERVING")
+        ready, roles = await self.health()
+        return pb.HealthResponse(status="SERVING" if ready else "NOT_SERVING", detail=json.dumps(roles))

@@ -18,7 +18,7 @@ from deployments.api.errors import BadRequest, DeadlineExceeded
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
 from deployments.serve.metrics import LookaheadMetrics
-from deployments.serve.remote import RemoteEngine, response_result
+from deployments.serve.remote import RemoteEngine, cancel_quietly, response_result
 from deployments.serve.request_ids import serve_request_id
 from orchestrator.lookahead import Lookahead
 from orchestrator.stop_strings import Piece, StopStrings
@@ -219,6 +219,24 @@ class Orchestrator:
 
     async def active_sessions(self) -> list[str]:
         return list(self.sessions)
+
+    async def health(self, timeout_s: float = 5.0) -> dict[str, dict]:
+        """Per-role readiness: each engine deployment's check_health (vLLM's own check, a one-token
+        forward for transformers). A role with no healthy replica times out and reads not ready."""
+        async def check(handle) -> dict:
+            response = handle.check_health.remote()
+            try:
+                await asyncio.wait_for(response_result(response), timeout_s)
+                return {"ready": True}
+            except asyncio.TimeoutError:
+                cancel_quietly(response)
+                return {"ready": False, "error": f"no healthy replica answered within {timeout_s:g}s"}
+            except Exception as exc:  # noqa: BLE001 - the failure is the answer
+                return {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+
+        roles = [(role, h) for role, h in self.handles.items() if h is not None]
+        results = await asyncio.gather(*(check(h) for _, h in roles))
+        return dict(zip((r for r, _ in roles), results))
 
 
 def _piece_dict(piece: Piece) -> dict:
