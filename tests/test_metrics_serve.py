@@ -43,7 +43,9 @@ def metrics_config() -> AppConfig:
         draft=role("smollm2-135m", 1),
         judge=role("smollm2-135m", 0.5),
         verifier=VerifierConfig(kind="exact"),
-        defaults=LookaheadDefaults(depth=2, max_tokens=24),
+        # steps of at most 16 tokens: a cycle emits at most (2 + 1) * 16 = 48 tokens, so a 64-token
+        # answer streams in several chunks (time per output token needs a second one)
+        defaults=LookaheadDefaults(depth=2, max_tokens=24, max_step_tokens=16),
         # a judge call cannot answer in 0.1 ms: a request asking for the judge degrades
         server=ServerConfig(orchestrator=light, ingress=light, max_tokens_limit=64, judge_timeout_s=1e-4),
     )
