@@ -111,6 +111,7 @@ class Orchestrator:
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
         rid = spec.get("request_id") or serve_request_id()
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
+        session.stats.mode = mode  # the mode asked for (lr+sd, sd), not the core's lr/ar
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
 
