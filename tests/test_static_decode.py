@@ -58,6 +58,32 @@ def test_greedy_steps_equal_the_dynamic_loop_over_several_steps(smol):
     assert decoder.stats["reused_tokens"] - reused_before > 150
 
 
+@pytest.mark.slow
+def test_qwen_greedy_steps_equal_the_dynamic_loop():
+    """The same on Qwen2.5-0.5B: another tokenizer (tokens such as ".\n\n" end steps), a chat
+    template, grouped-query attention with 14 query heads per 2 key/value heads."""
+    engine = HFEngine(EngineConfig(model="qwen2.5-0.5b", decode="dynamic"))
+    tables = StopTables.from_tokenizer(engine.tokenizer, engine.eos_ids, engine.model.config.vocab_size)
+    decoder = StaticDecoder(engine.model, tables, max_rows=2, max_len=1024, buckets=[2], pad_id=engine.pad_id)
+    try:
+        prompts = _prompts()[:2]
+        prefixes: list[list] = [[], []]
+        reasons = set()
+        for _ in range(2):
+            reqs = [StepRequest(p, list(pre), SamplingParams(), 32, t) for p, pre, t in zip(prompts, prefixes, (400, 50))]
+            dynamic = [engine._row(r) for r in reqs]
+            engine._run_rows(dynamic)
+            static = [engine._row(r) for r in reqs]
+            decoder.run(static)
+            assert [s.out for s in static] == [d.out for d in dynamic]
+            assert [s.reason for s in static] == [d.reason for d in dynamic]
+            reasons |= {d.reason for d in dynamic}
+            prefixes = [pre + [engine._step(d)] for pre, d in zip(prefixes, dynamic)]
+        assert "delimiter" in reasons and decoder.stats["reused_tokens"] > 0
+    finally:
+        decoder.close()
+
+
 def test_prompt_lookup_equals_the_dynamic_lookup(smol):
     engine, decoder = smol
     prompt = Prompt(text="Count: 1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3,")
