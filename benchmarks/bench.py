@@ -3,13 +3,16 @@
 Each engine is loaded once; every question runs every mode before the next question starts
 (order rotated per question), so machine drift falls on all modes alike. Per mode: accuracy
 (last number of the answer vs the "#### N" gold), latency mean/p50/p90, output tokens/s,
-speedup over ar, step acceptance overall and by depth, where lr's time goes, and the
+speedup over ar, answer quality (same final answer as ar; accepted drafts that equality or
+the numeric guard would have rejected, benchmarks/strict_check.py), step acceptance overall
+and by depth, where lr's time goes, and the
 synchronous cost model's predicted speedup next to the realized one (benchmarks/cost_model.py
 defines c, r and b). Writes bench.json, bench.md and PNGs to --out. --sweep adds a bounded
 sweep: speedup vs depth (sd alone vs lr+sd) and an equal-budget grid over g x W x K.
 
     lookahead bench                                  # 3 questions, 128 tokens, ar,sd,lr,lr+sd
     lookahead bench --limit 1 --max-tokens 32        # smoke test
+    lookahead bench --modes ar,lr --verifiers embedding,llm-judge,target-score   # verifiers side by side
     python -m benchmarks.bench --sweep --sweep-only  # the sweep alone
 """
 from __future__ import annotations
@@ -42,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", default="ar,sd,lr,lr+sd", help="comma-separated: ar, sd, lr, lr+sd")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="directory for bench.json, bench.md, PNGs")
     p.add_argument("--schedule", choices=("sync", "async"), dest="schedule", help="lr schedule (default sync)")
+    p.add_argument("--verifiers", default=None, metavar="A,B,...",
+                   help="compare verifiers in one run: each lr mode once per verifier, named lr[A], lr[B] "
+                        "(default: --verifier alone). llm-judge asks --judge, or the target without one")
+    p.add_argument("--system", default=None,
+                   help="system message before each question, e.g. 'Solve the problem step by step. Put a blank "
+                        "line between steps.' (SmolLM2 separates steps with blank lines only when asked)")
     p.add_argument("--calib-tokens", type=int, default=16, help="step length of the start-up batch calibration")
     p.add_argument("--calib-reps", type=int, default=2, help="timed repetitions per batch size (best is kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,7 +97,7 @@ def environment(args) -> dict:
         "torch": torch.__version__, "transformers": transformers.__version__,
         "engine": args.engine, "git_commit": commit,
         "models": {"target": args.target, "draft": args.draft, "judge": args.judge,
-                   "embedding": "minilm-l6" if args.verifier == "embedding" else None},
+                   "embedding": "minilm-l6" if "embedding" in (args.verifiers or args.verifier) else None},
     }
 
 
@@ -116,12 +125,17 @@ async def run_bench(args) -> dict:
     from benchmarks.runner import Runner
     from benchmarks.summary import summarize
     from benchmarks.sweep import sweep_result, sweep_specs
+    from orchestrator.modes import VERIFIER_KINDS
     from orchestrator.types import Prompt
 
     t_start = time.perf_counter()
     args.schedule = args.schedule or "sync"
     modes = [] if args.sweep_only else [m.strip() for m in args.modes.split(",") if m.strip()]
-    specs = main_specs(modes, args.depth, args.width, args.sd_tokens)
+    verifiers = [v.strip() for v in args.verifiers.split(",") if v.strip()] if args.verifiers else None
+    unknown = [v for v in verifiers or [] if v not in VERIFIER_KINDS]
+    if unknown:
+        raise ValueError(f"unknown verifier(s) {', '.join(unknown)}; choose from {', '.join(VERIFIER_KINDS)}")
+    specs = main_specs(modes, args.depth, args.width, args.sd_tokens, verifiers)
     fig_depths = list(range(1, args.sweep_max_depth + 1))
     sweep = (sweep_specs(fig_depths, args.sweep_depths, args.sweep_widths, args.sweep_sd_tokens, args.sd_tokens)
              if args.sweep or args.sweep_only else [])
@@ -132,7 +146,8 @@ async def run_bench(args) -> dict:
 
     pool = EnginePool()
     runner = Runner(args, pool)
-    print(f"loading engines ({args.engine}): target {args.target}, draft {args.draft}, verifier {args.verifier}",
+    print(f"loading engines ({args.engine}): target {args.target}, draft {args.draft}, "
+          f"verifier {args.verifiers or args.verifier}",
           file=sys.stderr, flush=True)
     engines, batches = {}, {}
     for s in specs + sweep:
@@ -211,7 +226,10 @@ def print_summary(result: dict) -> None:
         print(f"{name:6s} accuracy {m['accuracy']:.0%}  mean {m['latency']['mean_s']:.2f}s  "
               f"p50 {m['latency']['p50_s']:.2f}s  p90 {m['latency']['p90_s']:.2f}s  {m['tokens_per_s']:.2f} tok/s  "
               f"speedup {_x(m.get('speedup_vs_ar'))}"
+              + (f"  same answer as ar {m['same_answer_as_ar']:.0%}" if m.get("same_answer_as_ar") is not None else "")
               + (f"  step acceptance {acc:.2f} by depth {m['acceptance']['by_depth']}" if acc is not None else "")
+              + (f"  accepted drafts {m['strict']['accepted_drafts']} (not equal {m['strict']['not_equal']}, "
+                 f"guard would reject {m['strict']['guard_rejects']})" if m.get("strict") else "")
               + (f"  predicted {_x(cm.get('predicted_speedup'))} (b={cm['b']}, c={cm['c']}, r={cm['r']})"
                  if cm else ""))
     for e in (result.get("sweep") or {}).get("equal_budget", []):

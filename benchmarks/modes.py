@@ -9,7 +9,7 @@ positions: it is reported beside the budget, not in it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class ModeSpec:
     depth: int = 0  # g (lr only)
     width: int = 1  # W (lr only)
     base: str | None = None  # the mode whose target this one speculates over (lr -> ar, lr+sd -> sd)
+    verifier: str | None = None  # lr only: this configuration's verifier (None: the run's --verifier)
 
     @property
     def cli_mode(self) -> str:
@@ -37,8 +38,11 @@ class ModeSpec:
         return (self.depth + 1) * (self.sd_tokens + 1) - 1
 
 
-def main_specs(modes: list[str], depth: int, width: int, sd_tokens: int) -> list[ModeSpec]:
-    """The four named modes of `lookahead bench --modes`."""
+def main_specs(modes: list[str], depth: int, width: int, sd_tokens: int,
+               verifiers: list[str] | None = None) -> list[ModeSpec]:
+    """The four named modes of `lookahead bench --modes`; with `verifiers` (`--verifiers a,b`),
+    each lr mode once per verifier, named "lr[a]", "lr[b]", so one run compares them on the
+    same questions."""
     table = {
         "ar": ModeSpec("ar"),
         "sd": ModeSpec("sd", sd_tokens=sd_tokens),
@@ -48,4 +52,11 @@ def main_specs(modes: list[str], depth: int, width: int, sd_tokens: int) -> list
     unknown = [m for m in modes if m not in table]
     if unknown:
         raise ValueError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(table)}")
-    return [table[m] for m in modes]
+    out = []
+    for m in modes:
+        spec = table[m]
+        if spec.lr and verifiers:
+            out += [replace(spec, name=f"{m}[{v}]", verifier=v) for v in verifiers]
+        else:
+            out.append(spec)
+    return out

@@ -24,6 +24,14 @@ g + 1 times in one batch; with step acceptance b it emits E = (1 - b^(g+1)) / (1
   ends the answer or is cut at the step limit: drafted/cycle and target rows/call show how often.
 """
 
+QUALITY_NOTE = """\
+Accuracy: the answer's last number against the GSM8K gold. Same final answer as ar: the same last
+number as ar's answer to the question (in this run). Accepted drafts used: drafted steps the
+answers kept; of those, how many are not the target's own step (after whitespace/case folding),
+and how many the numeric guard (verifier/numeric.py) would have rejected against the target's
+step: the accepted drafts a stricter check would have refused (benchmarks/strict_check.py).
+"""
+
 BUDGET_NOTE = """\
 Speculation budget = token positions the target evaluates speculatively per forward pass,
 beyond the single position of plain decoding: K for sd (K proposed tokens), g for lr (g of
@@ -69,6 +77,17 @@ def markdown(result: dict, images: list[str]) -> str:
                          _f((m.get("cost_model") or {}).get("predicted_speedup"), "{:.2f}x")])
         lines += _table(["mode", "accuracy", "mean s", "p50 s", "p90 s", "tok/s", "speedup", "same text as ar",
                          "step acceptance", "acceptance by depth", "predicted"], rows)
+        lines += ["", "## Answer quality", "", QUALITY_NOTE.rstrip(), ""]
+        rows = []
+        for name, m in modes.items():
+            st = m.get("strict") or {}
+            rows.append([name, _f(m["accuracy"], "{:.0%}"), _f(m.get("same_answer_as_ar"), "{:.0%}"),
+                         _f(m.get("same_text_as_ar"), "{:.0%}"), _f(m["acceptance"]["rate"]),
+                         str(st["accepted_drafts"]) if st else "-", str(st["not_equal"]) if st else "-",
+                         str(st["guard_rejects"]) if st else "-", _f(m.get("speedup_vs_ar"), "{:.2f}x")])
+        lines += _table(["mode", "accuracy", "same final answer as ar", "same text as ar", "step acceptance",
+                         "accepted drafts used", "not equal to target step", "numeric guard would reject",
+                         "speedup"], rows)
     lr = {k: m for k, m in modes.items() if m.get("cost_model")}
     if lr:
         lines += ["", "## Where the time goes (lr modes, seconds summed over questions)", ""]

@@ -13,12 +13,13 @@ import time
 from benchmarks.engines import EnginePool, Metered
 from benchmarks.grading import extract_answer, is_correct
 from benchmarks.modes import ModeSpec
+from benchmarks.strict_check import strict_review
 
 
 class Runner:
     def __init__(self, args: argparse.Namespace, pool: EnginePool) -> None:
         self.args, self.pool = args, pool
-        self._verifier = None
+        self._verifiers: dict[str, object] = {}  # verifier kind -> RecordingVerifier around it
         self.skipped: list[int] = []
         self.on_result = None  # called with (spec, row, GenerationResult) after each run (trace recording)
 
@@ -31,6 +32,8 @@ class Runner:
         args.sd_tokens = spec.sd_tokens or self.args.sd_tokens
         if not spec.lr:
             args.verifier = "exact"  # unused without drafts; avoids needing a judge role
+        elif spec.verifier:
+            args.verifier = spec.verifier
         return app_config_from_args(args, spec.cli_mode)
 
     def engines(self, spec: ModeSpec):
@@ -40,14 +43,18 @@ class Runner:
         return cfg, target, draft
 
     def verifier(self, cfg):
-        """One verifier for every lr configuration (target-score scores with the plain target)."""
-        if self._verifier is None:
+        """One verifier per kind, shared by the lr configurations that use it. target-score
+        rates with the plain target; llm-judge asks --judge, or the plain target without one.
+        Each is wrapped to record the pairs it ruled on (benchmarks/strict_check.py)."""
+        kind = cfg.verifier.kind
+        if kind not in self._verifiers:
+            from benchmarks.strict_check import RecordingVerifier
             from deployments.pipeline import build_verifier
 
-            plain = self.app_config(ModeSpec("ar")).target.engine
-            judge = self.pool.get(cfg.judge.engine) if cfg.judge else None
-            self._verifier = build_verifier(cfg.verifier, target=self.pool.get(plain), judge=judge)
-        return self._verifier
+            plain = self.pool.get(self.app_config(ModeSpec("ar")).target.engine)
+            judge = self.pool.get(cfg.judge.engine) if cfg.judge else plain
+            self._verifiers[kind] = RecordingVerifier(build_verifier(cfg.verifier, target=plain, judge=judge))
+        return self._verifiers[kind]
 
     async def run_one(self, spec: ModeSpec, row: dict, order: int) -> dict:
         from deployments.pipeline import lookahead_params
@@ -59,19 +66,26 @@ class Runner:
         params = lookahead_params(cfg.defaults, seed=self.args.seed)
         target_m = Metered(target)
         draft_m = Metered(draft) if draft is not None else None
-        prompt = Prompt(messages=[{"role": "user", "content": row["question"]}])
+        system = getattr(self.args, "system", None)
+        prompt = Prompt(messages=([{"role": "system", "content": system}] if system else [])
+                        + [{"role": "user", "content": row["question"]}])
+        if verifier is not None:
+            verifier.reset()
         t0 = time.perf_counter()
         result = await generate(target_m, prompt, params, draft_m, verifier, request_id=f"{spec.name}-{row['index']}")
         latency = time.perf_counter() - t0
         if self.on_result is not None:
             self.on_result(spec, row, result)
         predicted = extract_answer(result.text)
+        review = strict_review(result.steps, verifier.pairs) if verifier is not None else None
         return {
             "question": row["index"], "mode": spec.name, "order": order,
             "latency_s": round(latency, 4), "tokens": result.stats.tokens, "steps": len(result.steps),
             "finish_reason": result.finish_reason,
             "gold": row["gold"], "predicted": predicted, "correct": is_correct(predicted, row["gold"]),
             "text": result.text,
+            "verifier": verifier.name if verifier is not None else None,
+            "strict": review,
             "stats": result.stats.to_dict(),
             "target_meter": target_m.meter.to_dict(),
             "draft_meter": draft_m.meter.to_dict() if draft_m else None,

@@ -64,6 +64,29 @@ def summarize_mode(records: list[dict]) -> dict:
     }
 
 
+def agreement_with_ar(records: list[dict], ar_records: list[dict]) -> dict:
+    """How often this mode's answer is ar's: the same text, and the same final number (the
+    quality that matters when a semantic verifier lets the wording drift)."""
+    ar = {r["question"]: r for r in ar_records}
+    pairs = [(r, ar[r["question"]]) for r in records if r["question"] in ar]
+    if not pairs:
+        return {"same_text_as_ar": None, "same_answer_as_ar": None}
+    same_text = sum(r["text"] == a["text"] for r, a in pairs)
+    same_answer = sum(r["predicted"] is not None and a["predicted"] is not None
+                      and abs(r["predicted"] - a["predicted"]) <= 1e-6 * max(1.0, abs(a["predicted"]))
+                      for r, a in pairs)
+    return {"same_text_as_ar": round(same_text / len(pairs), 4),
+            "same_answer_as_ar": round(same_answer / len(pairs), 4), "same_answer_count": same_answer}
+
+
+def strict_totals(records: list[dict]) -> dict:
+    """Accepted drafts the answers used, and how many equality / the numeric guard would have rejected."""
+    reviews = [r.get("strict") or {} for r in records]
+    out = {k: sum(x.get(k, 0) for x in reviews) for k in ("accepted_drafts", "not_equal", "guard_rejects", "unmatched")}
+    out["examples"] = [e for x in reviews for e in x.get("examples", [])][:5]
+    return out
+
+
 def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | None, schedule: str) -> dict:
     """{name: summary} for each spec, with speedups over `ar` (ratio of mean latencies in this
     run), the lr time split and the cost model."""
@@ -75,9 +98,8 @@ def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | N
         m["speedup_vs_ar"] = (round(ar["latency"]["mean_s"] / m["latency"]["mean_s"], 4)
                               if ar and m["latency"]["mean_s"] else None)
         if ar and s.name != "ar":
-            ar_text = {r["question"]: r["text"] for r in by_mode["ar"]}
-            same = [r["text"] == ar_text.get(r["question"]) for r in by_mode[s.name]]
-            m["same_text_as_ar"] = round(sum(same) / len(same), 4) if same else None
+            m.update(agreement_with_ar(by_mode[s.name], by_mode["ar"]))
+        m["strict"] = strict_totals(by_mode[s.name]) if s.lr else None
         if not s.lr:
             m["cost_model"] = None
             continue
