@@ -124,7 +124,7 @@ def add_error_handlers(app: FastAPI) -> None:
         param = ".".join(loc) or None
         if err.get("type") == "extra_forbidden":
             msg = f"Unrecognized request argument supplied: {param}"
-        elif param is None and err.get("type") in ("model_attributes_type", "dict_type"):
+        elif param is None and err.get("type") in ("model_attributes_type", "model_type", "dict_type"):
             msg = "request body must be a JSON object (Content-Type: application/json)"
         else:
             msg = f"{param}: {err.get('msg')}" if param else str(err.get("msg"))
