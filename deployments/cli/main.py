@@ -12,18 +12,43 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Logs are not output: vLLM's logger writes to stdout unless told otherwise.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 from deployments.cli.args import add_lookahead_args, add_model_args, app_config_from_args  # noqa: E402
 from orchestrator.modes import MODES  # noqa: E402
 
 
 def cmd_generate(args) -> int:
+    if not args.json:
+        return _generate(args)
+    # One JSON document on stdout, whatever the engines print: while they run, file descriptor 1
+    # (Python, C extensions, vLLM's engine-core processes, which inherit it) points at stderr.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result: dict = {}
+        code = _generate(args, result)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    if code == 0:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    return code
+
+
+def _generate(args, out: dict | None = None) -> int:
+    """Answer the prompt; print the steps as they come, or fill `out` with the JSON result."""
     from deployments.model_cache import ModelNotAvailable
     from deployments.pipeline import Pipeline, lookahead_params
     from orchestrator.lookahead import Lookahead
+    from orchestrator.stop_strings import StopStrings
     from orchestrator.types import Prompt
 
     try:
+        stops = StopStrings(args.stop)
         cfg = app_config_from_args(args, args.mode)
         pipe = Pipeline.build(cfg)
     except (ModelNotAvailable, ValueError) as exc:
@@ -33,28 +58,43 @@ def cmd_generate(args) -> int:
     params = lookahead_params(cfg.defaults, seed=args.seed)
     session = Lookahead(pipe.target, pipe.draft, pipe.verifier, prompt, params, "cli")
 
-    async def run():
-        async for steps in session.stream():
-            if not args.json:
-                for s in steps:
-                    print(_mark(s), end="", flush=True)
+    def show(pieces) -> None:
+        if out is None:
+            for p in pieces:
+                print(_mark(p.step, p.text) if p.first else p.text, end="", flush=True)
 
-    asyncio.run(run())
-    result = session.result()
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    async def run():
+        stream = session.stream()
+        try:
+            async for steps in stream:
+                show(stops.feed(steps))
+                if stops.stopped:
+                    break  # a stop string: the session ends here (closing the stream cancels it)
+        finally:
+            await stream.aclose()
+        show(stops.finish())
+
+    try:
+        asyncio.run(run())
+    finally:
+        for engine in {id(e): e for e in (pipe.target, pipe.draft, pipe.judge) if e is not None}.values():
+            engine.close()  # vLLM's engine core says goodbye now, not at interpreter exit
+    result = stops.result(session.result())
+    if out is not None:
+        out.update(result.to_dict())
     else:
         print()
         print(_summary(result.stats.to_dict()))
     return 0
 
 
-def _mark(step) -> str:
+def _mark(step, text: str | None = None) -> str:
+    text = step.text if text is None else text
     tag = "draft ✓" if step.source == "draft" else "target"
     if sys.stdout.isatty():
         colour = "32" if step.source == "draft" else "34"
-        return f"\x1b[{colour}m[{tag}]\x1b[0m {step.text}"
-    return f"[{tag}] {step.text}"
+        return f"\x1b[{colour}m[{tag}]\x1b[0m {text}"
+    return f"[{tag}] {text}"
 
 
 def _summary(st: dict) -> str:
@@ -74,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mode", choices=MODES, default="lr")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--raw", action="store_true", help="send the prompt as-is, without the chat template")
+    g.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop string (repeatable): the answer ends before the first one")
     add_model_args(g)
     add_lookahead_args(g)
     g.set_defaults(func=cmd_generate)
