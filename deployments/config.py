@@ -86,6 +86,7 @@ class VerifierConfig(_Strict):
     kind: VerifierKind = "exact"
     threshold: float | None = None  # per-kind default when unset
     numeric_guard: bool = True  # only used in front of the embedding verifier
+    plan_guard: bool = True  # in front of every semantic verifier: a plan step missing an item is rejected
     embedding_model: str = "minilm-l6"
 
 

@@ -35,7 +35,7 @@ def build_verifier(cfg: VerifierConfig, target=None, judge=None):
 
     # verifier/ sits below the model cache: it gets a resolved path, never a short name
     embedding = resolve_model(cfg.embedding_model) if cfg.kind == "embedding" else None
-    return build(cfg.kind, threshold=cfg.threshold, numeric_guard=cfg.numeric_guard,
+    return build(cfg.kind, threshold=cfg.threshold, numeric_guard=cfg.numeric_guard, plan_guard=cfg.plan_guard,
                  embedding_model=embedding, judge=judge, target=target)
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from orchestrator.types import Prompt, Verdict, VerifyPair
+from verifier.judge import question_text
+from verifier.plan import PlanGuard
 from verifier.precheck import prechecked
 
 # --- normalisation ---------------------------------------------------------------------
@@ -185,16 +187,32 @@ def pair_context(pair: VerifyPair) -> str:
 
 
 class GuardedVerifier:
-    """Runs the numeric guard first; only pairs that pass it go to the inner verifier.
+    """Runs the guards first; only pairs that pass every guard go to the inner verifier.
 
-    Every verdict carries the name f"{inner.name}+numeric". Pairs the guard rejects get
+    Guards: the numeric guard (this module; on by default) and the plan guard
+    (verifier/plan.py: a plan or list step that drops, adds or merges an item; `plan=True`).
+    Every verdict carries the name f"{inner.name}+numeric" (+"+plan"). Pairs a guard rejects get
     score 0.0 (the inner verifier never scored them) and the guard's reason as detail.
     """
 
-    def __init__(self, inner, guard: NumericGuard | None = None) -> None:
+    def __init__(self, inner, guard: NumericGuard | None = None, *, numeric: bool = True,
+                 plan: bool = False) -> None:
         self.inner = inner
-        self.guard = guard or NumericGuard()
-        self.name = f"{inner.name}+numeric"
+        self.guard = (guard or NumericGuard()) if numeric else None
+        self.plan = PlanGuard() if plan else None
+        self.name = inner.name + ("+numeric" if numeric else "") + ("+plan" if plan else "")
+
+    def check(self, pair: VerifyPair) -> tuple[bool, str]:
+        """The guards' ruling on one pair: (passes, the first rejecting guard's reason)."""
+        if self.guard is not None:
+            ok, reason = self.guard.check(pair.draft.text, pair.target.text, pair_context(pair))
+            if not ok:
+                return False, f"numeric: {reason}"
+        if self.plan is not None:
+            ok, reason = self.plan.check(pair.draft.text, pair.target.text, question_text(pair.prompt))
+            if not ok:
+                return False, reason
+        return True, ""
 
     async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
         return await prechecked(pairs, self._verify)
@@ -203,11 +221,11 @@ class GuardedVerifier:
         verdicts: list[Verdict | None] = [None] * len(pairs)
         passing: list[int] = []
         for i, p in enumerate(pairs):
-            ok, reason = self.guard.check(p.draft.text, p.target.text, pair_context(p))
+            ok, reason = self.check(p)
             if ok:
                 passing.append(i)
             else:
-                verdicts[i] = Verdict(False, 0.0, self.name, f"numeric: {reason}")
+                verdicts[i] = Verdict(False, 0.0, self.name, reason)
         if passing:
             inner = await self.inner.verify([pairs[i] for i in passing])
             for i, v in zip(passing, inner):

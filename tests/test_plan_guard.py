@@ -1,0 +1,98 @@
+"""The plan guard (verifier/plan.py) on its own and in front of a verifier."""
+from __future__ import annotations
+
+from orchestrator.types import Prompt, Step, VerifyPair
+from verifier.exact import ExactVerifier
+from verifier.factory import build_verifier
+from verifier.numeric import GuardedVerifier
+from verifier.plan import PlanGuard, plan_items
+
+GYM = ("Mike pays $12 a day for the gym, $40 a month for a locker and $5 per week for towels. "
+       "How much does he pay for 4 weeks of 7 days?")
+PLAN = ("To find the total cost, we need:\n1. the cost per day for 28 days\n2. the locker per month\n"
+        "3. the towels per week\n\n")
+DROPPED = "To find the total cost, we need:\n1. the cost per day for 28 days\n2. the locker per month\n\n"
+MERGED = "To find the total cost, we need:\n1. the cost per day for 28 days\n2. the locker and the towels\n\n"
+PROSE = "We need the daily cost, the locker's monthly cost and the towels' weekly cost, then add them up.\n\n"
+PROSE_DROPPED = "We need the daily cost and the locker's monthly cost, then add them up.\n\n"
+
+
+def test_items_are_counted_by_list_markers():
+    assert plan_items(PLAN) == 3 and plan_items(DROPPED) == 2
+    assert plan_items("Step 1: add.\nStep 2: divide.\n") == 2
+    assert plan_items("- apples\n* pears\n• plums\n2) figs") == 4
+    # a number that opens a line without a marker, or a decimal, is not an item
+    assert plan_items("48 clips in April.\n3.5 hours later") == 0
+
+
+def test_dropped_added_and_merged_items_are_rejected():
+    g = PlanGuard()
+    for draft, target in ((DROPPED, PLAN), (PLAN, DROPPED), (MERGED, PLAN)):
+        ok, why = g.check(draft, target, GYM)
+        assert not ok and "list items" in why
+    assert g.check(PLAN, PLAN.replace("we need", "we must compute"), GYM)[0]
+
+
+def test_a_prose_plan_missing_one_of_the_question_words_is_rejected():
+    ok, why = PlanGuard().check(PROSE_DROPPED, PROSE, GYM)
+    assert not ok and "week" in why and "towel" in why
+    # the same plan reworded keeps the question's words ("weekly" is "per week"): it passes
+    assert PlanGuard().check("First the cost per day, the locker per month and the towels per week; then the "
+                             "sum.\n\n", PROSE, GYM) == (True, "plan consistent")
+
+
+def test_steps_that_compute_are_left_to_the_numeric_guard():
+    # "towels" only on one side, but both steps compute a result: not the plan guard's business
+    ok, _ = PlanGuard().check("The towels cost 5 * 4 = 20 dollars.\n\n", "For 4 weeks that is 5 * 4 = 20 dollars.\n\n",
+                              GYM)
+    assert ok
+
+
+def _pair(draft: str, target: str) -> VerifyPair:
+    prompt = Prompt(messages=[{"role": "user", "content": GYM}])
+    return VerifyPair(prompt, [], Step(draft, [], "k", "delimiter", "draft"), Step(target, [], "k", "delimiter"))
+
+
+class AcceptAll:
+    name = "lenient"
+
+    async def verify(self, pairs):
+        from orchestrator.types import Verdict
+
+        return [Verdict(True, 0.97, self.name) for _ in pairs]
+
+
+async def test_guarded_verifier_runs_the_plan_guard_before_the_inner_verifier():
+    v = GuardedVerifier(AcceptAll(), numeric=True, plan=True)
+    assert v.name == "lenient+numeric+plan"
+    out = await v.verify([_pair(DROPPED, PLAN), _pair(PLAN, PLAN.replace("\n\n", " \n\n")), _pair(PROSE, PROSE)])
+    assert not out[0].accepted and out[0].detail.startswith("plan:") and out[0].score == 0.0
+    assert out[1].accepted and out[1].verifier == "equal"  # the pre-check still comes first
+    assert out[2].accepted
+    plan_only = GuardedVerifier(AcceptAll(), numeric=False, plan=True)
+    assert plan_only.name == "lenient+plan" and plan_only.guard is None
+
+
+def test_factory_puts_the_plan_guard_in_front_of_semantic_kinds_only():
+    class Scorer:
+        async def choice_probs(self, prompts, choices):
+            return [[1.0 / len(choices)] * len(choices) for _ in prompts]
+
+    assert build_verifier("llm-judge", judge=Scorer(), plan_guard=True).name == "llm-judge+plan"
+    assert build_verifier("target-score", target=Scorer(), plan_guard=True).name == "target-score+plan"
+    assert build_verifier("llm-judge", judge=Scorer()).name == "llm-judge"
+    assert isinstance(build_verifier("exact", plan_guard=True), ExactVerifier)
+
+
+def test_configured_verifiers_have_the_plan_guard():
+    from deployments.config import VerifierConfig
+    from deployments.pipeline import build_verifier as from_config
+
+    class Scorer:
+        async def choice_probs(self, prompts, choices):
+            return [[1.0 / len(choices)] * len(choices) for _ in prompts]
+
+    assert VerifierConfig().plan_guard is True
+    assert from_config(VerifierConfig(kind="llm-judge"), judge=Scorer()).name == "llm-judge+plan"
+    assert from_config(VerifierConfig(kind="target-score"), target=Scorer()).name == "target-score+plan"
+    assert from_config(VerifierConfig(kind="llm-judge", plan_guard=False), judge=Scorer()).name == "llm-judge"

@@ -1,0 +1,91 @@
+"""Plan guard: reject a drafted plan or list step that drops, adds or merges an item.
+
+A plan step ("To find the total we need: 1. the cost per day 2. the cost per week ...") has
+no numbers, so the numeric guard cannot see it, and a plan with one item left out embeds
+almost exactly like the full one (cosine > 0.95 with all-MiniLM-L6-v2). Accepting it is the
+costliest kind of wrong draft: the target then follows the shorter plan and leaves that
+computation out of the answer. Two rules, both about structure and the problem's own words,
+neither about style, and both only for steps that compute nothing (no "= 24", no "3/4 * 7000"
+on either side): a step that computes is the numeric guard's, which sees its numbers (its
+bullets are working, not plan items).
+
+1. Items: lines that open with a list marker ("1.", "2)", "-", "*", "•", "Step 3:") are the
+   step's items. When either side has items, both must have the same number of them: an
+   item dropped, added or two merged into one all change the count.
+2. The problem's words: a word of the question (a quantity's name: "week", "stamps",
+   "discount") that one step mentions and the other does not: in a plan, that is the item
+   that went missing. Words are compared after folding case, a plural "s" and rate adjectives ("weekly" is "week"); short
+   and common words are ignored.
+
+Like the numeric guard it only ever rejects; a pair that passes still needs the inner
+verifier's approval.
+"""
+from __future__ import annotations
+
+import re
+
+_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•]|step\s+\d+\s*[:.)])\s+\S", re.IGNORECASE | re.MULTILINE)
+_WORD = re.compile(r"[a-z]+")
+_RESULT = re.compile(r"=\s*\$?\s*\d")
+# the LaTeX spellings of an operation (the numeric guard normalises far more; this only needs to
+# see that arithmetic happens)
+_TIMES = re.compile(r"\\times|\\cdot|\\div|×|÷|·")
+_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_OPERATION = re.compile(r"\d\s*[-+*/x]\s*\(?\$?\d")
+# words a question shares with every step that talks about it, and filler
+_COMMON = frozenset("""
+a about above after again all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have
+having he her here hers him his how i if in into is it its itself just let me more most much my no nor
+not now of off on once only or other our out over own same she should so some such than that the their
+them then there these they this those through to too under until up very was we were what when where
+which while who whom why will with would you your one two three four five six seven eight nine ten
+many every total number amount altogether together left remaining first second last next how much
+find determine calculate compute figure need know get got give given make made take took use used
+per times time step steps problem answer
+""".split())
+
+
+def plan_items(text: str) -> int:
+    """How many list items the step has (lines opening with a list marker)."""
+    return len(_ITEM.findall(text))
+
+
+#: "daily cost" and "cost per day" name the same item
+_RATES = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year", "annually": "year",
+          "annual": "year", "hourly": "hour"}
+
+
+def _fold(word: str) -> str:
+    word = _RATES.get(word, word)
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _words(text: str) -> set[str]:
+    return {_fold(w) for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _COMMON}
+
+
+def computes(text: str) -> bool:
+    """True when the step does arithmetic: a result ("= 24") or an operation between numbers
+    ("3/4 * 7000", LaTeX included)."""
+    plain = _FRAC.sub(r"\1/\2", _TIMES.sub(" * ", text))
+    return bool(_RESULT.search(plain) or _OPERATION.search(plain))
+
+
+class PlanGuard:
+    """check(draft, target, question) -> (ok, reason). See the module docstring for the rules."""
+
+    def check(self, draft_text: str, target_text: str, question: str = "") -> tuple[bool, str]:
+        if computes(draft_text) or computes(target_text):
+            return True, "computes: left to the numeric guard"
+        d_items, t_items = plan_items(draft_text), plan_items(target_text)
+        if (d_items or t_items) and d_items != t_items:
+            return False, f"plan: draft has {d_items} list items, target {t_items}"
+        if question:
+            q = _words(question)
+            d, t = _words(draft_text) & q, _words(target_text) & q
+            if d != t:
+                only = sorted(t - d) and f"target mentions {', '.join(sorted(t - d))} and the draft does not"
+                only = only or f"draft mentions {', '.join(sorted(d - t))} and the target does not"
+                return False, f"plan: {only}"
+        return True, "plan consistent"
