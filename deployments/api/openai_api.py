@@ -24,9 +24,11 @@ from orchestrator.stop_strings import normalize_stops
 MAX_TOKENS_LIMIT = 32768
 MAX_STOPS = 16
 # chat_template_kwargs may not set what the server renders with, nor smuggle in refused features
+# (the named parameters of transformers' apply_chat_template): only template variables pass
 RESERVED_TEMPLATE_KWARGS = ("messages", "conversation", "add_generation_prompt", "continue_final_message",
                             "tokenize", "chat_template", "return_dict", "return_assistant_tokens_mask",
-                            "tools", "documents")
+                            "tools", "documents", "padding", "truncation", "max_length", "return_tensors",
+                            "tokenizer_kwargs", "processor_kwargs", "kwargs")
 
 # Accepted and ignored: none of them can change the generated text or its finish reason.
 # user / safety_identifier: end-user ids for abuse monitoring; metadata / store: stored-completion
@@ -243,6 +245,9 @@ class ChatCompletionRequest(_Common):
         reserved = sorted(set(v or ()) & set(RESERVED_TEMPLATE_KWARGS))
         if reserved:
             raise ValueError(f"{reserved} cannot be set through chat_template_kwargs")
+        bad = sorted(k for k in v or () if not k.isidentifier())
+        if bad:
+            raise ValueError(f"keys must be template variable names, got {bad}")
         return v
 
     def refusal(self) -> tuple[str, str] | None:
