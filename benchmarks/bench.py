@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sweep-sd-tokens", type=_ints, default=[0, 1], help="equal-budget grid: sd tokens K (0 = lr)")
     add_model_args(p)
     add_lookahead_args(p)
-    p.set_defaults(verifier="embedding", max_tokens=128, func=cmd_bench)
+    p.set_defaults(verifier="embedding", max_tokens=128, depth=4, func=cmd_bench)  # the cost-model columns need a fixed g
 
 
 def add_cli(subparsers) -> None:

@@ -26,7 +26,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_lookahead_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depth", type=int, default=4, help="g: drafted steps per cycle")
+    p.add_argument("--depth", type=_depth, default="auto",
+                   help="g: drafted steps per cycle, or 'auto' (chosen each cycle by the cost model)")
     p.add_argument("--width", type=int, default=1, help="W: sibling drafts per position")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -58,3 +59,12 @@ def app_config_from_args(args, mode: str):
                                    max_step_tokens=args.max_step_tokens, max_tokens=args.max_tokens,
                                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
     )
+
+
+def _depth(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"depth must be 'auto' or an integer, not {value!r}") from None

@@ -110,7 +110,9 @@ class Orchestrator:
         missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
         rid = spec.get("request_id") or serve_request_id()
-        session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid)
+        # depth "auto" starts from what this replica has measured so far (acceptance by depth, costs)
+        session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid,
+                            prior=self.totals.to_dict() if self.totals.cycles else None)
         session.stats.mode = mode  # the mode asked for (lr+sd, sd), not the core's lr/ar
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
@@ -195,20 +197,9 @@ class Orchestrator:
         return out
 
     def _account(self, st: Stats) -> None:
-        t = self.totals
+        # Running totals: the /stats endpoint, and the prior every new session's depth policy starts from.
         self.requests += 1
-        for name in ("cycles", "drafted_steps", "verified_steps", "accepted_steps", "target_steps", "tokens",
-                     "draft_tokens", "target_tokens", "draft_s", "target_s", "verify_s", "wall_s",
-                     "cancelled_branches"):
-            setattr(t, name, getattr(t, name) + getattr(st, name))
-        for depth, (n, a) in enumerate(zip(st.verified_by_depth, st.accepted_by_depth)):
-            while len(t.verified_by_depth) <= depth:
-                t.verified_by_depth.append(0)
-                t.accepted_by_depth.append(0)
-            t.verified_by_depth[depth] += n
-            t.accepted_by_depth[depth] += a
-        if st.degraded:
-            t.degraded = (t.degraded + st.degraded)[-20:]
+        self.totals.accumulate(st)
 
     async def stats(self) -> dict:
         totals = self.totals.to_dict()
