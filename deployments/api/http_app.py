@@ -85,6 +85,10 @@ class ErrorMiddleware:
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if getattr(exc, "lookahead_logged", False) and started:
                 return  # FastAPI already answered with server_error_body and re-raised
+            if isinstance(exc, HTTPError):  # a client error raised outside FastAPI's handlers
+                if not started:
+                    await _reply(send, exc.status, exc.body)
+                return
             body = server_error_body(exc, scope)
             if not started:
                 await _reply(send, 500, body)
