@@ -13,12 +13,12 @@ steps carry them, so the context grows exactly as in a real run.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
 
+from deployments.engines.microbatch import MicroBatcher
 from orchestrator.types import Prompt, SamplingParams, Step, StepRequest, Verdict, VerifyPair
 
 REPLAY_KEY = "replay"  # the tokenizer key of every replay engine: steps cross as token ids
@@ -115,24 +115,11 @@ class ReplayEngine:
         self.calls = 0
         self.rows = 0
         self._lock = threading.Lock()
-        self._queue: asyncio.Queue | None = None
-        self._queue_loop = None
-        self._worker: asyncio.Task | None = None
+        self._batcher = MicroBatcher(self._run, max_batch)
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         rows = [self._row(r) for r in requests]
-        fut = asyncio.get_running_loop().create_future()
-        loop = asyncio.get_running_loop()
-        if self._queue is None or self._queue_loop is not loop:
-            self._queue, self._queue_loop = asyncio.Queue(), loop
-            self._worker = loop.create_task(self._batch_worker(self._queue))
-        await self._queue.put((rows, fut))
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            for row in rows:
-                row.cancelled.set()
-            raise
+        await self._batcher.submit(rows)
         return [self._step(req, row) for req, row in zip(requests, rows)]
 
     def _row(self, req: StepRequest) -> _Row:
@@ -157,24 +144,6 @@ class ReplayEngine:
             reason = "delimiter"
         text = f"<{self.role} step {row.position}: {len(row.out)} tokens>"
         return Step(text, list(row.out), REPLAY_KEY, reason)
-
-    async def _batch_worker(self, queue: asyncio.Queue) -> None:
-        while True:
-            jobs = [await queue.get()]
-            while not queue.empty() and sum(len(r) for r, _ in jobs) < self.max_batch:
-                jobs.append(queue.get_nowait())
-            jobs = [(rows, fut) for rows, fut in jobs if not fut.done()]
-            rows = [row for r, _ in jobs for row in r]
-            try:
-                if rows:
-                    await asyncio.to_thread(self._run, rows)
-                for _, fut in jobs:
-                    if not fut.done():
-                        fut.set_result(None)
-            except Exception as exc:  # noqa: BLE001 - the callers get the error
-                for _, fut in jobs:
-                    if not fut.done():
-                        fut.set_exception(exc)
 
     def _run(self, rows: list[_Row]) -> None:
         with self._lock:

@@ -6,7 +6,6 @@ import os
 import tempfile
 from typing import Any
 
-from ray import serve
 from ray.serve import Application
 
 from deployments.config import AppConfig, RoleDeployment

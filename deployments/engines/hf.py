@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deployments.config import EngineConfig
+from deployments.engines.microbatch import MicroBatcher
 from deployments.engines.protocol import Engine, EngineUnhealthy
 from deployments.engines.static_decode import STATIC_KWARGS, engine_decoder
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
@@ -90,9 +91,7 @@ class HFEngine(Engine):
         self._static = engine_decoder(self.model, self.tokenizer, self.eos_ids, self.pad_id, self.max_batch,
                                       cfg.engine_kwargs) if static else None
         self._lock = threading.Lock()  # one forward loop at a time on this model
-        self._queue: asyncio.Queue | None = None
-        self._queue_loop: asyncio.AbstractEventLoop | None = None
-        self._worker: asyncio.Task | None = None  # held: the loop keeps only weak refs to tasks
+        self._batcher = MicroBatcher(self._run_rows, self.max_batch)
         self._closed = False
         self._live: list[_Row] = []  # rows submitted and not yet finished (num_unfinished_requests)
 
@@ -109,9 +108,8 @@ class HFEngine(Engine):
     async def check_health(self) -> None:
         if self._closed:
             raise EngineUnhealthy(f"{self.name}: engine is shut down")
-        worker = self._worker
-        if worker is not None and worker.done() and not worker.cancelled() and worker.exception() is not None:
-            raise EngineUnhealthy(f"{self.name}: batch worker died: {worker.exception()!r}")
+        if self._batcher.failure() is not None:
+            raise EngineUnhealthy(f"{self.name}: batch worker died: {self._batcher.failure()!r}")
         await asyncio.to_thread(self._probe)
 
     def _probe(self) -> None:
@@ -136,15 +134,8 @@ class HFEngine(Engine):
     # -- StepEngine --------------------------------------------------------------------
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         rows = [self._row(r) for r in requests]
-        fut = asyncio.get_running_loop().create_future()
         self._live = [r for r in self._live if not r.reason and not r.cancelled.is_set()] + rows
-        await self._enqueue(rows, fut)
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            for row in rows:  # the decode loop drops cancelled rows at the next token
-                row.cancelled.set()
-            raise
+        await self._batcher.submit(rows)  # concurrent calls share one forward loop
         return [self._step(row) for row in rows]
 
     async def num_unfinished_requests(self) -> int:
@@ -162,34 +153,6 @@ class HFEngine(Engine):
     def _step(self, row: _Row) -> Step:
         text = self.tokenizer.decode(row.out, skip_special_tokens=True)
         return Step(text, list(row.out), self.tokenizer_key, row.reason or "budget")
-
-    async def _enqueue(self, rows: list[_Row], fut: asyncio.Future) -> None:
-        loop = asyncio.get_running_loop()
-        if self._queue is None or self._queue_loop is not loop:
-            # A queue and its worker belong to one event loop; an engine outliving its first
-            # loop (scripts, tests calling asyncio.run twice) gets a fresh pair on the new one.
-            self._queue, self._queue_loop = asyncio.Queue(), loop
-            self._worker = loop.create_task(self._batch_worker(self._queue))
-        await self._queue.put((rows, fut))
-
-    async def _batch_worker(self, queue: asyncio.Queue) -> None:
-        """Drain every call queued meanwhile into one batch: async branches share forwards."""
-        while True:
-            jobs = [await queue.get()]
-            while not queue.empty() and sum(len(r) for r, _ in jobs) < self.max_batch:
-                jobs.append(queue.get_nowait())
-            jobs = [(rows, fut) for rows, fut in jobs if not fut.done()]
-            rows = [row for r, _ in jobs for row in r]
-            try:
-                if rows:
-                    await asyncio.to_thread(self._run_rows, rows)
-                for _, fut in jobs:
-                    if not fut.done():
-                        fut.set_result(None)
-            except Exception as exc:  # noqa: BLE001 - the callers get the error, the worker lives on
-                for _, fut in jobs:
-                    if not fut.done():
-                        fut.set_exception(exc)
 
     def _run_rows(self, rows: list[_Row]) -> None:
         with self._lock:
