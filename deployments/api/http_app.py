@@ -124,14 +124,18 @@ def add_error_handlers(app: FastAPI) -> None:
             detail = (err.get("ctx") or {}).get("error", "")
             return JSONResponse(oa.error_body(f"request body is not valid JSON: {detail}".rstrip(": "),
                                               code="invalid_json"), status_code=400)
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        locs = [[str(p) for p in e.get("loc", ()) if p != "body"] for e in errors] or [[]]
+        loc, same = locs[0], [i for i, x in enumerate(locs) if x[:1] == locs[0][:1]]
+        if len(same) > 1 and err.get("type") != "extra_forbidden":  # one field, several union branches (each adds its name): name the field
+            loc = [parts[0] for parts in zip(*(locs[i] for i in same)) if len(set(parts)) == 1]
         param = ".".join(loc) or None
         if err.get("type") == "extra_forbidden":
             msg = f"Unrecognized request argument supplied: {param}"
         elif param is None and err.get("type") in ("model_attributes_type", "model_type", "dict_type"):
             msg = "request body must be a JSON object (Content-Type: application/json)"
         else:
-            msg = f"{param}: {err.get('msg')}" if param else str(err.get("msg"))
+            detail = " or ".join(dict.fromkeys(str(errors[i].get("msg")) for i in same)) if errors else err["msg"]
+            msg = f"{param}: {detail}" if param else detail
         return JSONResponse(oa.error_body(msg, param=param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
