@@ -395,6 +395,8 @@ async def test_unknown_parameter_is_refused(http):
     assert "Unrecognized request argument" in r.json()["error"]["message"]
     r = await chat(http, messages=[{"role": "user", "content": "hi", "tool_calls": [{"id": "1"}]}])
     assert_refused(r, "messages.0.tool_calls")
+    assert_refused(await chat(http, lookahead={"depth": 99}), "lookahead.depth")  # a union field: its own name
+    assert_refused(await chat(http, messages=[{"role": "user", "content": 5}]), "messages.0.content")
 
 
 # -- stop strings across step boundaries, and the session they end ------------------------------
