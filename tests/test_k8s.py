@@ -472,7 +472,7 @@ def test_serve_config_files_validate(profile):
 def test_profiles_match_the_brief():
     cpu = profiles.PROFILES["cpu-demo"]
     assert (cpu.target.engine.model, cpu.draft.engine.model) == ("qwen2.5-0.5b", "smollm2-135m")
-    assert {cpu.target.engine.engine, cpu.draft.engine.engine} == {"hf"} and cpu.verifier.kind == "exact"
+    assert {cpu.target.engine.engine, cpu.draft.engine.engine} == {"hf"} and cpu.verifier.kind == "embedding"
     assert cpu.judge is None
     serve = yaml.safe_load((ROOT / "deployments/configs/cpu-demo.yaml").read_text())
     assert all(d["ray_actor_options"]["num_gpus"] == 0 for d in serve["applications"][0]["deployments"])

@@ -96,3 +96,20 @@ def test_configured_verifiers_have_the_plan_guard():
     assert from_config(VerifierConfig(kind="llm-judge"), judge=Scorer()).name == "llm-judge+plan"
     assert from_config(VerifierConfig(kind="target-score"), target=Scorer()).name == "target-score+plan"
     assert from_config(VerifierConfig(kind="llm-judge", plan_guard=False), judge=Scorer()).name == "llm-judge"
+
+
+def test_a_plan_that_drops_its_operation_is_rejected():
+    tanks = "Three tanks hold 7000, 5000 and 3000 gallons, filled 3/4, 4/5 and 1/2. How many gallons in total?"
+    full = "To solve this problem, we need to calculate the amount of water in each tank and then sum these amounts.\n\n"
+    ok, why = PlanGuard().check("To solve this problem, we need to calculate the amount of water in each tank.\n\n",
+                                full, tanks)
+    assert not ok and "add" in why
+    # "add them up" names the same operation as "sum these amounts"
+    assert PlanGuard().check("We need the water in each tank, and then we add them up.\n\n", full, tanks)[0]
+
+
+def test_a_generic_opening_commits_to_nothing_and_passes():
+    g = PlanGuard()
+    assert g.check("Let's solve this problem step by step.\n\n", PROSE, GYM) == (True, "generic opening")
+    # an opening that names the problem is held to the target's plan
+    assert not g.check("To find what Mike pays, let's go step by step.\n\n", PROSE, GYM)[0]

