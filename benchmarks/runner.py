@@ -34,6 +34,8 @@ class Runner:
             args.verifier = "exact"  # unused without drafts; avoids needing a judge role
         elif spec.verifier:
             args.verifier = spec.verifier
+        if spec.lr and args.verifier == "llm-judge" and not args.judge:
+            args.judge = args.target  # the target judges: the same engine, loaded once (EnginePool key)
         return app_config_from_args(args, spec.cli_mode)
 
     def engines(self, spec: ModeSpec):

@@ -85,8 +85,10 @@ class RoleConfig(_Strict):
 class VerifierConfig(_Strict):
     kind: VerifierKind = "exact"
     threshold: float | None = None  # per-kind default when unset
-    numeric_guard: bool = True  # only used in front of the embedding verifier
-    plan_guard: bool = True  # in front of every semantic verifier: a plan step missing an item is rejected
+    # guards in front of every semantic verifier (embedding, llm-judge, target-score), measured
+    # on the labelled step pairs (docs/verifiers.md): a changed number, a plan step missing an item
+    numeric_guard: bool = True
+    plan_guard: bool = True
     embedding_model: str = "minilm-l6"
 
 

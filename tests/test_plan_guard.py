@@ -84,7 +84,7 @@ def test_factory_puts_the_plan_guard_in_front_of_semantic_kinds_only():
     assert isinstance(build_verifier("exact", plan_guard=True), ExactVerifier)
 
 
-def test_configured_verifiers_have_the_plan_guard():
+def test_configured_verifiers_have_both_guards():
     from deployments.config import VerifierConfig
     from deployments.pipeline import build_verifier as from_config
 
@@ -92,10 +92,11 @@ def test_configured_verifiers_have_the_plan_guard():
         async def choice_probs(self, prompts, choices):
             return [[1.0 / len(choices)] * len(choices) for _ in prompts]
 
-    assert VerifierConfig().plan_guard is True
-    assert from_config(VerifierConfig(kind="llm-judge"), judge=Scorer()).name == "llm-judge+plan"
-    assert from_config(VerifierConfig(kind="target-score"), target=Scorer()).name == "target-score+plan"
-    assert from_config(VerifierConfig(kind="llm-judge", plan_guard=False), judge=Scorer()).name == "llm-judge"
+    assert VerifierConfig().plan_guard is True and VerifierConfig().numeric_guard is True
+    assert from_config(VerifierConfig(kind="llm-judge"), judge=Scorer()).name == "llm-judge+numeric+plan"
+    assert from_config(VerifierConfig(kind="target-score"), target=Scorer()).name == "target-score+numeric+plan"
+    assert from_config(VerifierConfig(kind="llm-judge", plan_guard=False, numeric_guard=False),
+                       judge=Scorer()).name == "llm-judge"
 
 
 def test_a_plan_that_drops_its_operation_is_rejected():

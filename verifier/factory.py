@@ -15,18 +15,19 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
 }
 
 
-def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: bool = True,
+def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: bool | None = None,
                    plan_guard: bool = False, embedding_model: str | None = None, judge: ChoiceScorer | None = None,
                    target: ChoiceScorer | None = None, device: str = "cpu") -> Verifier:
     """Make the verifier `kind` (one of VERIFIER_KINDS).
 
     `embedding_model` is the resolved path of the sentence-transformers model for "embedding".
-    `numeric_guard` puts the numeric guard in front of the embedding verifier (embeddings are
-    blind to arithmetic); the other kinds ignore it. `plan_guard` puts the plan guard
-    (verifier/plan.py: a plan step that drops, adds or merges an item) in front of every
-    semantic kind; off here, on in every configuration (VerifierConfig.plan_guard), because
-    measured on the labelled pairs the embedding, the small judge and the rater all accept
-    dropped-item plans (benchmarks/verifier_eval.py, docs/verifiers.md). `judge` is the ChoiceScorer for
+    `numeric_guard` puts the numeric guard in front of a semantic kind (default: the embedding
+    only, which is blind to arithmetic); `plan_guard` puts the plan guard (verifier/plan.py: a plan
+    step that drops, adds or merges an item) in front of one (default: off). Every configuration
+    turns both on for every semantic kind (VerifierConfig), because measured on the labelled
+    pairs the embedding, the small judge and the rater all accept wrong arithmetic and
+    dropped-item plans without them (benchmarks/verifier_eval.py, docs/verifiers.md). exact and
+    normalized ignore both. `judge` is the ChoiceScorer for
     "llm-judge", `target` the one for "target-score".
     """
     if kind not in VERIFIER_KINDS:
@@ -42,17 +43,18 @@ def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: 
         from verifier.embedding import EmbeddingVerifier
         if not embedding_model:
             raise ValueError("verifier 'embedding' needs embedding_model (a resolved model path)")
-        return _guarded(EmbeddingVerifier(embedding_model, threshold=t, device=device), numeric_guard, plan_guard)
+        return _guarded(EmbeddingVerifier(embedding_model, threshold=t, device=device),
+                        True if numeric_guard is None else numeric_guard, plan_guard)
     if kind == "llm-judge":
         if judge is None:
             raise ValueError("verifier 'llm-judge' needs a judge ChoiceScorer (judge=...)")
         from verifier.judge import LLMJudgeVerifier
-        return _guarded(LLMJudgeVerifier(judge, threshold=t), False, plan_guard)
+        return _guarded(LLMJudgeVerifier(judge, threshold=t), bool(numeric_guard), plan_guard)
     # target-score
     if target is None:
         raise ValueError("verifier 'target-score' needs the target ChoiceScorer (target=...)")
     from verifier.target_score import TargetScoreVerifier
-    return _guarded(TargetScoreVerifier(target, threshold=t), False, plan_guard)
+    return _guarded(TargetScoreVerifier(target, threshold=t), bool(numeric_guard), plan_guard)
 
 
 def _guarded(inner: Verifier, numeric: bool, plan: bool) -> Verifier:

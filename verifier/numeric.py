@@ -23,6 +23,10 @@ How numbers are compared (kept deliberately simple):
   steps, `context_text`) or a unit/small constant (0-12, 24, 52, 60, 100, 365, 1000, 1/2,
   1/4, 3/4...: "half of 48" vs "48/2"). Any other one-sided number means the steps use
   different values: reject.
+* An expression a step writes without its result ("3/4 * 5000", "girls = 12 + 13") counts
+  as a result too, by its value: "3/4 * 5000" and "4/5 * 5000" name the same numbers (both
+  fractions are in the question) but compute 3750 and 4000. A lone "a/b" is a number, not a
+  computation, so "48/2" vs "half of 48" still passes.
 * Values compare exactly as fractions when both are integers, else with a relative
   tolerance of 1e-3 (so a rounded "3.33" matches "3.333", but "3.3" does not).
 """
@@ -105,15 +109,66 @@ class StepNumbers:
 
     numbers: list[tuple[Fraction, ...]] = field(default_factory=list)
     results: list[tuple[Fraction, ...]] = field(default_factory=list)
+    implied: list[Fraction] = field(default_factory=list)  # values of expressions written without "="
 
     @property
     def values(self) -> set[Fraction]:
         return {v for alts in self.numbers + self.results for v in alts}
 
 
+_TOKEN = re.compile(rf"(?P<num>{_NUM})|(?P<op>[-+*/x])|(?P<lp>\()|(?P<rp>\))|(?P<skip>\s+|\$|\\left|\\right)|(?P<other>.)",
+                    re.DOTALL)
+
+
+def _evaluate(tokens: list[tuple[str, str]]) -> Fraction | None:
+    """The value of one run of number/operator/parenthesis tokens, or None when it is not a
+    computation: fewer than two numbers, or a lone "a/b" (a fraction is a number, not a result)."""
+    while tokens and tokens[0][0] in ("op", "rp"):
+        tokens = tokens[1:]
+    while tokens and tokens[-1][0] in ("op", "lp"):
+        tokens = tokens[:-1]
+    nums = [v for k, v in tokens if k == "num"]
+    ops = [v for k, v in tokens if k == "op"]
+    if len(nums) < 2 or not ops or ops == ["/"]:
+        return None
+    depth, expr = 0, []
+    for kind, value in tokens:
+        if kind == "rp" and depth == 0:
+            continue  # an unmatched ")" belongs to the prose around the expression
+        depth += (kind == "lp") - (kind == "rp")
+        expr.append(f"Fraction('{value.replace(',', '')}')" if kind == "num" else "*" if value == "x" else value)
+    expr += [")"] * depth
+    try:
+        value = eval("".join(expr), {"Fraction": Fraction, "__builtins__": {}})  # noqa: S307 - tokens only
+    except (SyntaxError, ZeroDivisionError, TypeError, ValueError):
+        return None
+    return value if isinstance(value, Fraction) else None
+
+
+def implied_results(text: str) -> list[Fraction]:
+    """The values of the arithmetic a step writes without its result ("3/4 * 5000", "12 + 13"):
+    a changed operand changes them even when no "= result" follows."""
+    out, run = [], []
+    for m in _TOKEN.finditer(normalize_math(text)):
+        kind = m.lastgroup
+        if kind == "skip":
+            continue
+        if kind == "other":
+            value = _evaluate(run)
+            if value is not None:
+                out.append(abs(value))
+            run = []
+            continue
+        run.append((kind, m.group()))
+    value = _evaluate(run)
+    if value is not None:
+        out.append(abs(value))
+    return out
+
+
 def extract_numbers(text: str) -> StepNumbers:
+    out = StepNumbers(implied=implied_results(text))
     text = normalize_math(text)
-    out = StepNumbers()
     for m in _NUMBER_RE.finditer(text):
         v = _value(m.group("num"))
         out.numbers.append((v, v / 100) if m.group("pct") else (v,))
@@ -158,10 +213,15 @@ class NumericGuard:
         d, t = extract_numbers(draft_text), extract_numbers(target_text)
         dv, tv = d.values, t.values
         # 1. computed results must be matched by the other side (anywhere in its text)
-        for side, mine, other in (("draft", d, tv), ("target", t, dv)):
+        for side, mine, other in (("draft", d, tv | set(t.implied)), ("target", t, dv | set(d.implied))):
             for alts in mine.results:
                 if not any(_contains(other, v) for v in alts):
                     return False, f"{side} result {_fmt(alts[0])} missing from the other step"
+        # 1b. so must what an expression computes, stated or not ("3/4 * 5000" vs "4/5 * 5000")
+        for side, mine, other in (("draft", d, t), ("target", t, d)):
+            for v in mine.implied:
+                if not _contains(other.values | set(other.implied), v):
+                    return False, f"{side} computes {_fmt(v)}, which the other step does not"
         # 2. one-sided numbers only when they restate the context or are small constants
         context = extract_numbers(context_text).values if context_text else set()
         allowed = list(context) + self.constants
