@@ -135,18 +135,28 @@ def test_model_loading_pods_wait_for_their_models(profile):
         assert env_of(init)["LOOKAHEAD_HOME"]["value"] == "/models"
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(init["resources"][kind])
-    # the CPU demo: the target and the draft group wait, the frontend (exact verifier) does not
+    # the CPU demo (embedding verifier in the orchestrator): target, draft and frontend groups all wait
     if profile == "cpu-demo":
         waiting = {n for n, t in pod_templates(rs) if t["spec"].get("initContainers")}
-        assert waiting == {"target", "draft"}
+        assert waiting == {"target", "draft", "frontend"}
+
+
+def frontend_of(verifier: str) -> dict:
+    cfg = profiles.PROFILES["cpu-demo"].model_copy(deep=True)
+    cfg.verifier.kind = verifier
+    rs = kuberay.rayservice(cfg, "x", image="lookahead:0.1.0-cpu", sizing=profiles.K8S_PROFILES["cpu-demo"].sizing)
+    (frontend,) = [t for n, t in pod_templates(rs) if n == "frontend"]
+    return frontend
 
 
 def test_embedding_verifier_makes_the_orchestrator_wait():
-    cfg = profiles.PROFILES["cpu-demo"].model_copy(deep=True)
-    cfg.verifier.kind = "embedding"
-    rs = kuberay.rayservice(cfg, "x", image="lookahead:0.1.0-cpu", sizing=profiles.K8S_PROFILES["cpu-demo"].sizing)
-    (frontend,) = [t for n, t in pod_templates(rs) if n == "frontend"]
-    assert frontend["spec"]["initContainers"][0]["command"][-1] == cfg.verifier.embedding_model
+    cfg = profiles.PROFILES["cpu-demo"]
+    init = frontend_of("embedding")["spec"]["initContainers"][0]
+    assert init["command"][-1] == cfg.verifier.embedding_model
+
+
+def test_exact_verifier_frontend_starts_at_once():
+    assert frontend_of("exact")["spec"].get("initContainers", []) == []
 
 
 def test_local_model_paths_are_waited_for_but_not_filled():
