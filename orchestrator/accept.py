@@ -23,8 +23,11 @@ def adopt(draft: Step, target: Step, verdict: Verdict | None = None) -> Step:
     """The step to emit for an accepted draft, carrying the verdict that accepted it.
 
     When the texts are identical the target's own tokens and stop reason are kept (marked as
-    the draft's): the target context then matches plain target decoding token for token,
-    which is what makes lossless mode exact across tokenizers.
+    the draft's), so later cycles see the tokens the target wrote. The target steps drafted
+    after it in the same cycle were conditioned on the draft's tokens, or across tokenizers on
+    its re-encoded text; where that re-encoding is not the target's own token sequence (a blank
+    line written as two newline tokens, encoded as one) the target may go on differently from
+    plain decoding. With a shared tokenizer, token ids pass as they are.
     """
     if draft.text == target.text:
         step = Step(target.text, target.token_ids, target.tokenizer_key, target.stop_reason, "draft")
