@@ -51,6 +51,7 @@ def demo_config():
 def cmd_demo(args) -> int:
     from deployments import model_cache as models
 
+    t_start = time.time()
     cfg = demo_config()
     needed = [cfg.target.engine.model, cfg.draft.engine.model]
     if cfg.verifier.kind == "embedding":
@@ -89,6 +90,7 @@ def cmd_demo(args) -> int:
     from ray import serve
 
     serve.shutdown()
+    print(f"demo done in {time.time() - t_start:.0f}s")
     return 0
 
 
