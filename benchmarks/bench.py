@@ -70,7 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sweep-sd-tokens", type=_ints, default=[0, 1], help="equal-budget grid: sd tokens K (0 = lr)")
     add_model_args(p)
     add_lookahead_args(p)
-    p.set_defaults(verifier="embedding", max_tokens=128, depth=4, func=cmd_bench)  # the cost-model columns need a fixed g
+    # a fixed g by default, so the cost model is checked at that g; --depth auto runs the adaptive policy
+    # and reports the cost model at its best g next to the depths the policy chose
+    p.set_defaults(verifier="embedding", max_tokens=128, depth=4, func=cmd_bench)
 
 
 def add_cli(subparsers) -> None:
@@ -109,7 +111,7 @@ def estimate_s(specs, calib, n_questions: int, max_tokens: int, b: float) -> flo
     for s in specs:
         per_tok = calib.per_token(s.target_name) or 0.0
         factor = 1.0
-        if s.lr and per_tok:
+        if s.lr and per_tok and not s.auto:  # auto: about ar's time where speculation cannot pay
             draft = (calib.per_token("draft") or 0.0) * (calib.ratio("draft", s.width) or s.width)
             r = calib.ratio(s.target_name, s.depth + 1) or s.depth + 1
             factor = (s.depth * draft / per_tok + r) / steps_per_cycle(b, s.depth)
@@ -153,7 +155,9 @@ async def run_bench(args) -> dict:
     for s in specs + sweep:
         cfg, target, draft = runner.engines(s)
         engines.setdefault(s.target_name, target)
-        batches.setdefault(s.target_name, {1}).add(s.depth + 1 if s.lr else 1)
+        sizes = batches.setdefault(s.target_name, {1})
+        if s.lr:
+            sizes.update(g + 1 for g in s.depths)  # every batch a cycle of this configuration can send
         if s.lr:
             engines["draft"] = draft
             batches.setdefault("draft", {1}).add(s.width)
@@ -230,8 +234,11 @@ def print_summary(result: dict) -> None:
               + (f"  step acceptance {acc:.2f} by depth {m['acceptance']['by_depth']}" if acc is not None else "")
               + (f"  accepted drafts {m['strict']['accepted_drafts']} (not equal {m['strict']['not_equal']}, "
                  f"guard would reject {m['strict']['guard_rejects']})" if m.get("strict") else "")
-              + (f"  predicted {_x(cm.get('predicted_speedup'))} (b={cm['b']}, c={cm['c']}, r={cm['r']})"
-                 if cm else ""))
+              + (f"  predicted {_x(cm.get('predicted_speedup'))} (g={cm['g']}"
+                 + (f", best {cm['best_g']}" if cm.get("best_g") else "") + f", b={cm['b']}, c={cm['c']}, r={cm['r']})"
+                 if cm else "")
+              + (f"  depths chosen {m['depths_chosen']['cycles_by_depth']} probes {m['depths_chosen']['probes']}"
+                 if m.get("depths_chosen") else ""))
     for e in (result.get("sweep") or {}).get("equal_budget", []):
         print(f"budget {e['budget']}: sd {_x(e['sd_speedup'])}, best {e['best_lr']} {_x(e['best_lr_speedup'])}"
               f" -> {e['winner']}")

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from orchestrator.lookahead import LookaheadParams
+
+#: the deepest g `depth: auto` may choose (the core's default)
+AUTO_MAX_DEPTH = LookaheadParams.max_depth
+
 
 @dataclass(frozen=True)
 class ModeSpec:
     name: str
     lr: bool = False
     sd_tokens: int = 0  # K; 0 = no token-level speculation
-    depth: int = 0  # g (lr only)
+    depth: int | str = 0  # g (lr only), or "auto": the adaptive policy picks g = 0..AUTO_MAX_DEPTH per cycle
     width: int = 1  # W (lr only)
     base: str | None = None  # the mode whose target this one speculates over (lr -> ar, lr+sd -> sd)
     verifier: str | None = None  # lr only: this configuration's verifier (None: the run's --verifier)
@@ -32,13 +37,27 @@ class ModeSpec:
         return "target+ngram" if self.sd_tokens else "target"
 
     @property
+    def auto(self) -> bool:
+        return self.depth == "auto"
+
+    @property
+    def depths(self) -> list[int]:
+        """The fixed g this configuration runs at, or every g its policy may choose."""
+        return list(range(1, AUTO_MAX_DEPTH + 1)) if self.auto else [int(self.depth)]
+
+    @property
+    def max_batch(self) -> int:
+        """The most target rows one call of this configuration can hold."""
+        return max(self.depths) + 1 if self.lr else 1
+
+    @property
     def budget(self) -> int:
         if not self.lr:
             return self.sd_tokens
-        return (self.depth + 1) * (self.sd_tokens + 1) - 1
+        return (max(self.depths) + 1) * (self.sd_tokens + 1) - 1
 
 
-def main_specs(modes: list[str], depth: int, width: int, sd_tokens: int,
+def main_specs(modes: list[str], depth: int | str, width: int, sd_tokens: int,
                verifiers: list[str] | None = None) -> list[ModeSpec]:
     """The four named modes of `lookahead bench --modes`; with `verifiers` (`--verifiers a,b`),
     each lr mode once per verifier, named "lr[a]", "lr[b]", so one run compares them on the

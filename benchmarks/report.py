@@ -101,7 +101,8 @@ def markdown(result: dict, images: list[str]) -> str:
         rows = []
         for name, m in lr.items():
             c, o = m["cost_model"], m["cost_model"].get("observed") or {}
-            rows.append([name, str(c["g"]), _f(c["b"]), _f(c["c"]), _f(c.get("c_per_token")), _f(c["r"]),
+            g = f"auto (best {c['best_g']})" if c["g"] == "auto" else str(c["g"])
+            rows.append([name, g, _f(c["b"]), _f(c["c"]), _f(c.get("c_per_token")), _f(c["r"]),
                          _f(c["E"]), _f(c.get("predicted_speedup_vs_base"), "{:.2f}x"),
                          _f(c.get("realized_speedup_vs_base"), "{:.2f}x"), _f(c.get("predicted_speedup"), "{:.2f}x"),
                          _f(c.get("realized_speedup"), "{:.2f}x"), _f(o.get("drafted_positions_per_cycle")),
@@ -112,6 +113,15 @@ def markdown(result: dict, images: list[str]) -> str:
                          "real vs ar", "drafted/cycle", "target rows/call", "steps/cycle", "draft/cycle", "target/cycle", "verify/cycle",
                          "other/cycle"], rows)
         lines += ["", COST_MODEL_NOTE.rstrip()]
+        chosen = {name: m["depths_chosen"] for name, m in lr.items() if m.get("depths_chosen")}
+        if chosen:
+            lines += ["", "## Depths the policy chose (depth auto)", "",
+                      "Cycles per depth g (g = 0: the target alone; probes: g = 0 cycles that also drafted one "
+                      "step to keep the acceptance estimate fresh). A row with g = auto above shows the cost "
+                      "model at its best g; where that predicts no gain, the policy should stay at g = 0.", ""]
+            lines += _table(["mode", "cycles by g (0, 1, ...)", "probes"],
+                            [[name, " / ".join(str(n) for n in d["cycles_by_depth"]) or "-", str(d["probes"])]
+                             for name, d in chosen.items()])
     calib = (result.get("calibration") or {}).get("engines") or {}
     if calib:
         lines += ["", "## Calibration (one step of the first question, identical rows)", ""]

@@ -107,12 +107,41 @@ def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | N
         if schedule == "sync":
             m["time"]["orchestration_s"] = round(t["wall_s"] - t["draft_s"] - t["target_s"] - t["verify_s"], 3)
         base = out.get(s.base) if s.base else None
-        r = calib.ratio(s.target_name, s.depth + 1) if calib else None
-        m["cost_model"] = lr_inputs(
-            t, base["totals"] if base else None, ar["totals"] if ar else None, s.depth, s.width, r,
-            calib.t1(s.target_name) if calib else None, calib.t1("target") if calib else None)
+        m["cost_model"] = cost_model(s, t, base, ar, calib)
+        if s.auto:
+            m["depths_chosen"] = depths_chosen(by_mode[s.name])
         m["cost_model"]["schedule"] = schedule
         m["cost_model"]["realized_speedup"] = m["speedup_vs_ar"]
         if base and m["latency"]["mean_s"]:
             m["cost_model"]["realized_speedup_vs_base"] = round(base["latency"]["mean_s"] / m["latency"]["mean_s"], 4)
     return out
+
+
+def cost_model(s: ModeSpec, t: dict, base: dict | None, ar: dict | None, calib: Calibration | None) -> dict:
+    """The cost model for one lr configuration. Under depth "auto" it is evaluated at every g
+    the policy may choose, with this run's b and c, and the best g is reported: if even that
+    predicts no gain, the policy should have stepped aside (g = 0, about ar's speed)."""
+    def at(g: int) -> dict:
+        r = calib.ratio(s.target_name, g + 1) if calib else None
+        return lr_inputs(t, base["totals"] if base else None, ar["totals"] if ar else None, g, s.width, r,
+                         calib.t1(s.target_name) if calib else None, calib.t1("target") if calib else None)
+
+    if not s.auto:
+        return at(int(s.depth))
+    by_g = {g: at(g) for g in s.depths}
+    best = max(by_g, key=lambda g: by_g[g]["predicted_speedup"] or 0.0)
+    out = dict(by_g[best])
+    out["g"] = "auto"
+    out["best_g"] = best
+    out["predicted_by_g"] = {g: m["predicted_speedup"] for g, m in by_g.items()}
+    return out
+
+
+def depths_chosen(records: list[dict]) -> dict:
+    """Cycles per depth the policy chose, and its probe cycles, over the configuration's questions."""
+    counts: list[int] = []
+    for r in records:
+        for g, n in enumerate(r["stats"].get("depth_counts") or []):
+            counts += [0] * (g + 1 - len(counts))
+            counts[g] += n
+    return {"cycles_by_depth": counts, "probes": sum(r["stats"].get("probes") or 0 for r in records)}

@@ -205,6 +205,25 @@ def test_summarize():
     assert s["lr+sd"]["cost_model"]["r"] == pytest.approx(6.0 / 1.8, abs=1e-3)
 
 
+def test_summarize_depth_auto():
+    """Under depth auto the cost model is evaluated at every g the policy may choose (the best is
+    reported) and the chosen depths are summed over questions."""
+    specs = main_specs(["ar", "lr"], "auto", 1, 4)
+    assert specs[1].depths == list(range(1, 7)) and specs[1].max_batch == 7
+    cal = synthetic_calibration()
+    cal.engines["target"]["batch"] = {1: 2.0, 2: 2.2, 3: 2.6, 4: 3.2, 5: 4.0, 6: 5.0, 7: 6.0}
+    recs = [r for r in synthetic_records() if r["mode"] in ("ar", "lr")]
+    for r in recs:
+        if r["mode"] == "lr":
+            r["stats"].update(depth_counts=[2, 1, 1], probes=1)
+    cm = summarize(recs, specs, cal, "sync")["lr"]
+    by_g = cm["cost_model"]["predicted_by_g"]
+    assert set(by_g) == set(range(1, 7)) and cm["cost_model"]["g"] == "auto"
+    best = cm["cost_model"]["best_g"]
+    assert by_g[best] == max(by_g.values()) == cm["cost_model"]["predicted_speedup"]
+    assert cm["depths_chosen"] == {"cycles_by_depth": [6, 3, 3], "probes": 3}
+
+
 def synthetic_result(with_sweep: bool = True) -> dict:
     specs = main_specs(["ar", "sd", "lr", "lr+sd"], 4, 1, 4)
     cal = synthetic_calibration()
