@@ -229,11 +229,13 @@ class Lookahead:
         prefix = list(self.steps)
         depth, probe = self._choose_depth(prefix)
         self._count_cycle(depth, probe)
+        if probe:
+            return await self._probe_cycle(prefix)
         chain: list[list[Step]] = []  # chain[i]: the W sibling drafts at depth i
-        if depth or probe:
+        if depth:
             try:
                 context = prefix
-                for _ in range(max(depth, 1)):
+                for _ in range(depth):
                     siblings = await self._draft_steps(context)
                     chain.append(siblings)
                     if not siblings[0].ends_step:  # EOS or cut: nothing may follow it
@@ -245,11 +247,33 @@ class Lookahead:
                 self._degrade("draft", exc)
                 chain = []
         # Target expansions T(P), T(P+d1), ..., one batch: each conditioned on the drafts before it.
-        # A probe checks its one draft against T(P) alone: no extra target row, no bonus step.
         leads = [s[0] for s in chain]
-        contexts = [prefix] + ([] if probe else
-                               [prefix + leads[: i + 1] for i, d in enumerate(leads) if d.ends_step])
+        contexts = [prefix] + [prefix + leads[: i + 1] for i, d in enumerate(leads) if d.ends_step]
         targets = await self._target_steps(contexts)
+        return await self._judge(prefix, chain, targets)
+
+    async def _probe_cycle(self, prefix: list[Step]) -> list[Step]:
+        """g = 0 plus one drafted step checked against the target's own step T(P): no extra
+        target row, no bonus step. The draft needs nothing from the target, so both run at
+        once: on their own devices the probe costs the client only its verification."""
+        draft = asyncio.ensure_future(self._draft_steps(prefix))
+        try:
+            targets = await self._target_steps([prefix])
+        except BaseException:
+            draft.cancel()
+            await asyncio.gather(draft, return_exceptions=True)
+            raise
+        try:
+            chain = [await draft]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed probe degrades like any draft
+            self._degrade("draft", exc)
+            chain = []
+        return await self._judge(prefix, chain, targets)
+
+    async def _judge(self, prefix, chain, targets) -> list[Step]:
+        """The cycle's steps: drafts accepted up to the first mismatch, then the target's."""
         if not chain:
             return [targets[0]]
         try:

@@ -2,6 +2,8 @@
 choices from measured Stats, and the policy driving a session over scripted engines."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from orchestrator.cost_model import cycle_speedup, steps_per_cycle, steps_per_cycle_by_depth
@@ -175,3 +177,22 @@ async def test_explicit_depth_is_used_on_every_cycle():
     assert result.stats.probes == 0 and result.stats.policy == {}
     assert result.stats.depth_counts == [0, 0, result.stats.cycles]
     assert len(target.calls) == result.stats.cycles and len(target.calls[0]) == 3
+
+
+async def test_a_probe_drafts_while_the_target_writes_its_step():
+    # The first cycle (no timings yet) is a probe. Its draft waits until the target's call has
+    # started: were the probe run draft-then-target, as a drafting cycle must be, it would hang.
+    target_started = asyncio.Event()
+
+    class Target(ScriptedEngine):
+        async def generate_steps(self, requests):
+            target_started.set()
+            return await super().generate_steps(requests)
+
+    target = Target(TRUTH, delay=0.01)
+    draft = ScriptedEngine(TRUTH, gates={0: target_started})
+    result = await asyncio.wait_for(generate(target, PROMPT, LookaheadParams(mode="lr"), draft, ExactVerifier()), 10)
+    assert result.text == "".join(TRUTH)
+    assert result.stats.probes >= 1 and result.stats.verified_by_depth[0] >= 1
+    assert draft.calls[0] == [(0, draft.calls[0][0][1])] and target.calls[0][0][0] == 0
+    assert len(target.calls[0]) == 1  # a probe adds no target row
