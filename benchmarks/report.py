@@ -118,7 +118,9 @@ def markdown(result: dict, images: list[str]) -> str:
             lines += ["", "## Depths the policy chose (depth auto)", "",
                       "Cycles per depth g (g = 0: the target alone; probes: g = 0 cycles that also drafted one "
                       "step to keep the acceptance estimate fresh). A row with g = auto above shows the cost "
-                      "model at its best g; where that predicts no gain, the policy should stay at g = 0.", ""]
+                      "model at its best g; where that predicts no gain, the policy should stay at g = 0. Each question's "
+                      "policy starts from the running totals of the configuration's earlier questions, as a "
+                      "Serve replica's sessions start from its history.", ""]
             lines += _table(["mode", "cycles by g (0, 1, ...)", "probes"],
                             [[name, " / ".join(str(n) for n in d["cycles_by_depth"]) or "-", str(d["probes"])]
                              for name, d in chosen.items()])

@@ -22,6 +22,9 @@ class Runner:
         self._verifiers: dict[str, object] = {}  # verifier kind -> RecordingVerifier around it
         self.skipped: list[int] = []
         self.on_result = None  # called with (spec, row, GenerationResult) after each run (trace recording)
+        # per configuration, the running totals of its earlier questions: under depth "auto" each
+        # request's policy starts from them, as a Serve replica's sessions start from its history
+        self._history: dict[str, object] = {}
 
     def app_config(self, spec: ModeSpec):
         """The AppConfig `lookahead generate` would build for this configuration."""
@@ -73,9 +76,16 @@ class Runner:
                         + [{"role": "user", "content": row["question"]}])
         if verifier is not None:
             verifier.reset()
+        history = self._history.get(spec.name)
+        prior = history.to_dict() if history is not None and history.cycles else None
         t0 = time.perf_counter()
-        result = await generate(target_m, prompt, params, draft_m, verifier, request_id=f"{spec.name}-{row['index']}")
+        result = await generate(target_m, prompt, params, draft_m, verifier, request_id=f"{spec.name}-{row['index']}",
+                                prior=prior)
         latency = time.perf_counter() - t0
+        if spec.lr:
+            from orchestrator.types import Stats
+
+            self._history.setdefault(spec.name, Stats()).accumulate(result.stats)
         if self.on_result is not None:
             self.on_result(spec, row, result)
         predicted = extract_answer(result.text)
