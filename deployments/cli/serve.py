@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 
@@ -149,22 +148,19 @@ def _policy_lines(st: dict) -> list[str]:
     return lines
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def final_number(text: str) -> str | None:
-    """The answer's last number ("1,200.50" -> "1200.50"), what the demo reports as its result."""
-    found = _NUMBER.findall(text)
-    return found[-1].replace(",", "").rstrip(".") if found else None
-
-
 def _comparison(lr: dict, ar: dict, name: str) -> str:
+    from benchmarks.grading import extract_answer  # the bench's reading of a final number
+
     same = "identical text" if ar["text"] == lr["text"] else "different text"
-    lr_n, ar_n = final_number(lr["text"]), final_number(ar["text"])
+    lr_n, ar_n = extract_answer(lr["text"]), extract_answer(ar["text"])
     verdict = "same final answer" if lr_n == ar_n else "DIFFERENT final answers"
-    return (f"{name}: final answer {lr_n} vs ar {ar_n} ({verdict}, {same}; finish {lr['finish_reason']} / "
+    return (f"{name}: final answer {_num(lr_n)} vs ar {_num(ar_n)} ({verdict}, {same}; finish {lr['finish_reason']} / "
             f"{ar['finish_reason']}); wall {lr['wall_s']:.1f}s vs ar {ar['wall_s']:.1f}s = "
             f"{ar['wall_s'] / lr['wall_s']:.2f}x ar's speed (one run each on this machine, other load included)")
+
+
+def _num(v: float | None) -> str:
+    return "none" if v is None else f"{v:.12g}"
 
 
 def add_cli(sub) -> None:
