@@ -146,10 +146,10 @@ def _evaluate(tokens: list[tuple[str, str]]) -> Fraction | None:
 
 
 def implied_results(text: str) -> list[Fraction]:
-    """The values of the arithmetic a step writes without its result ("3/4 * 5000", "12 + 13"):
-    a changed operand changes them even when no "= result" follows."""
+    """The values of the arithmetic a step (already through `normalize_math`) writes without its
+    result ("3/4 * 5000", "12 + 13"): a changed operand changes them even when no "= result" follows."""
     out, run = [], []
-    for m in _TOKEN.finditer(normalize_math(text)):
+    for m in _TOKEN.finditer(text):
         kind = m.lastgroup
         if kind == "skip":
             continue
@@ -167,8 +167,8 @@ def implied_results(text: str) -> list[Fraction]:
 
 
 def extract_numbers(text: str) -> StepNumbers:
-    out = StepNumbers(implied=implied_results(text))
     text = normalize_math(text)
+    out = StepNumbers(implied=implied_results(text))
     for m in _NUMBER_RE.finditer(text):
         v = _value(m.group("num"))
         out.numbers.append((v, v / 100) if m.group("pct") else (v,))
@@ -212,15 +212,17 @@ class NumericGuard:
     def check(self, draft_text: str, target_text: str, context_text: str = "") -> tuple[bool, str]:
         d, t = extract_numbers(draft_text), extract_numbers(target_text)
         dv, tv = d.values, t.values
+        # what each side states or computes: a result is matched by either
+        d_all, t_all = dv | set(d.implied), tv | set(t.implied)
         # 1. computed results must be matched by the other side (anywhere in its text)
-        for side, mine, other in (("draft", d, tv | set(t.implied)), ("target", t, dv | set(d.implied))):
+        for side, mine, other in (("draft", d, t_all), ("target", t, d_all)):
             for alts in mine.results:
                 if not any(_contains(other, v) for v in alts):
                     return False, f"{side} result {_fmt(alts[0])} missing from the other step"
         # 1b. so must what an expression computes, stated or not ("3/4 * 5000" vs "4/5 * 5000")
-        for side, mine, other in (("draft", d, t), ("target", t, d)):
+        for side, mine, other in (("draft", d, t_all), ("target", t, d_all)):
             for v in mine.implied:
-                if not _contains(other.values | set(other.implied), v):
+                if not _contains(other, v):
                     return False, f"{side} computes {_fmt(v)}, which the other step does not"
         # 2. one-sided numbers only when they restate the context or are small constants
         context = extract_numbers(context_text).values if context_text else set()
