@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "line between steps.' (SmolLM2 separates steps with blank lines only when asked)")
     p.add_argument("--calib-tokens", type=int, default=16, help="step length of the start-up batch calibration")
     p.add_argument("--calib-reps", type=int, default=2, help="timed repetitions per batch size (best is kept)")
+    p.add_argument("--ar-from", metavar="BENCH_JSON", help="without ar in --modes: compare answers with the ar "
+                   "answers of an earlier bench.json of the same questions and settings (quality only; "
+                   "speedup needs ar in the same run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-traces", metavar="DIR", help="write each lr configuration's step trace (verdicts and "
                    "step lengths per position, benchmarks/traces.py) as JSON to DIR, for benchmarks/replay.py")
@@ -145,6 +148,13 @@ async def run_bench(args) -> dict:
     if not rows:
         raise ValueError(f"no questions in {args.data}")
     main_rows, sweep_rows = rows[:args.limit], rows[:args.sweep_limit]
+    ar_reference = None
+    if getattr(args, "ar_from", None):
+        if "ar" in modes:
+            raise ValueError("--ar-from compares with an earlier run's ar: leave ar out of --modes")
+        from benchmarks.ar_reference import load_ar_reference
+
+        ar_reference = load_ar_reference(args.ar_from, args, main_rows)
 
     pool = EnginePool()
     runner = Runner(args, pool)
@@ -200,7 +210,7 @@ async def run_bench(args) -> dict:
         result["records"] = records
         result["skipped_questions"] = runner.skipped
         result["n_questions"] = len(main_rows) - len(runner.skipped)
-        result["summary"] = summarize(records, specs, calib, args.schedule) if specs else {}
+        result["summary"] = summarize(records, specs, calib, args.schedule, ar_reference) if specs else {}
         run_s = time.perf_counter() - t0
         if sweep:
             max_tokens = args.max_tokens

@@ -63,6 +63,9 @@ def markdown(result: dict, images: list[str]) -> str:
                  f"temperature {cfg.get('temperature')}, load average at start {env.get('loadavg')}.")
     lines += ["", "Speedup = mean latency of ar / mean latency of the mode, measured in the same run "
               "(modes interleaved per question).", ""]
+    if cfg.get("ar_from"):
+        lines += [f"No ar in this run: \"same ... as ar\" compares with the ar answers in {cfg['ar_from']} "
+                  "(an earlier run of the same questions and settings); speedup needs ar in the same run.", ""]
     if result.get("skipped_questions"):
         lines += [f"**Time budget reached: {len(result['skipped_questions'])} question(s) not run** "
                   f"(file rows {result['skipped_questions']}; raise --time-budget).", ""]

@@ -76,7 +76,8 @@ def agreement_with_ar(records: list[dict], ar_records: list[dict]) -> dict:
                       and abs(r["predicted"] - a["predicted"]) <= 1e-6 * max(1.0, abs(a["predicted"]))
                       for r, a in pairs)
     return {"same_text_as_ar": round(same_text / len(pairs), 4),
-            "same_answer_as_ar": round(same_answer / len(pairs), 4), "same_answer_count": same_answer}
+            "same_answer_as_ar": round(same_answer / len(pairs), 4), "same_answer_count": same_answer,
+            "compared_with_ar": len(pairs)}
 
 
 def strict_totals(records: list[dict]) -> dict:
@@ -87,9 +88,11 @@ def strict_totals(records: list[dict]) -> dict:
     return out
 
 
-def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | None, schedule: str) -> dict:
+def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | None, schedule: str,
+              ar_reference: list[dict] | None = None) -> dict:
     """{name: summary} for each spec, with speedups over `ar` (ratio of mean latencies in this
-    run), the lr time split and the cost model."""
+    run), the lr time split and the cost model. Without ar in this run, `ar_reference` (an
+    earlier run's ar records, `--ar-from`) still gives the same-answer rates."""
     by_mode = {s.name: [r for r in records if r["mode"] == s.name] for s in specs}
     out = {s.name: summarize_mode(by_mode[s.name]) for s in specs}
     ar = out.get("ar")
@@ -99,6 +102,8 @@ def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | N
                               if ar and m["latency"]["mean_s"] else None)
         if ar and s.name != "ar":
             m.update(agreement_with_ar(by_mode[s.name], by_mode["ar"]))
+        elif ar_reference:
+            m.update(agreement_with_ar(by_mode[s.name], ar_reference), ar_from_earlier_run=True)
         m["strict"] = strict_totals(by_mode[s.name]) if s.lr else None
         if not s.lr:
             m["cost_model"] = None

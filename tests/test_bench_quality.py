@@ -104,3 +104,47 @@ def test_optional_1_5b_packages_file_matches_the_registry():
     path = Path(__file__).resolve().parents[1] / "deployments" / "model-packages-1.5b.txt"
     pins = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert pins == list(REGISTRY["qwen2.5-1.5b"].packages)
+
+
+def _bench_json(tmp_path, config: dict, questions: list[dict], records: list[dict]) -> str:
+    import json
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"config": config, "questions": questions, "records": records}))
+    return str(path)
+
+
+def test_ar_from_reads_an_earlier_runs_ar_answers_and_refuses_other_settings(tmp_path):
+    from argparse import Namespace
+
+    import pytest
+
+    from benchmarks.ar_reference import load_ar_reference
+    from benchmarks.modes import ModeSpec
+    from benchmarks.summary import summarize
+
+    cfg = {"target": "qwen2.5-1.5b", "engine": "vllm", "max_tokens": 384, "temperature": 0.0, "seed": None}
+    args = Namespace(**cfg, dtype=None, top_p=None, top_k=None, system=None)
+    rows = [{"index": 0, "question": "q0"}, {"index": 1, "question": "q1"}]
+    questions = [{"index": 0, "question": "q0"}, {"index": 1, "question": "q1"}, {"index": 2, "question": "q2"}]
+    ar = [_rec("ar", 0, 72.0, "72"), _rec("ar", 1, 5.0, "5"), _rec("ar", 2, 9.0, "9"), _rec("lr", 0, 1.0, "1")]
+    path = _bench_json(tmp_path, cfg, questions, ar)
+    ref = load_ar_reference(path, args, rows)
+    assert [(r["mode"], r["question"]) for r in ref] == [("ar", 0), ("ar", 1)]  # this run's questions, ar only
+
+    lr = [{**_rec("lr[embedding]", 0, 72.0, "other words, 72"), "correct": True, "latency_s": 3.0, "tokens": 5,
+           "steps": 2, "stats": {k: 0 for k in ("draft_s", "target_s", "verify_s", "wall_s", "cycles",
+                                                "drafted_steps", "verified_steps", "accepted_steps",
+                                                "target_steps", "target_tokens")}
+           | {"verified_by_depth": [], "accepted_by_depth": []}, "draft_meter": None, "target_meter": None}]
+    spec = ModeSpec("lr[embedding]", lr=True, depth=1, width=1, base="ar", verifier="embedding")
+    m = summarize(lr, [spec], None, "sync", ref)["lr[embedding]"]
+    assert m["same_answer_as_ar"] == 1.0 and m["compared_with_ar"] == 1 and m["ar_from_earlier_run"]
+    assert m["speedup_vs_ar"] is None  # speed is never compared across runs
+
+    with pytest.raises(ValueError, match="max_tokens 384 there, 256 here"):
+        load_ar_reference(path, Namespace(**{**vars(args), "max_tokens": 256}), rows)
+    with pytest.raises(ValueError, match=r"file rows \[1\] hold other questions"):
+        load_ar_reference(path, args, [{"index": 1, "question": "another q1"}])
+    with pytest.raises(ValueError, match="no ar answer"):
+        load_ar_reference(_bench_json(tmp_path, cfg, questions, ar[3:]), args, rows)
