@@ -163,6 +163,29 @@ def _health() -> tuple[int, dict]:
     return r.status_code, r.json()
 
 
+def _target_replica_and_engine_cores(timeout: float = 180):
+    """The one TargetEngine replica process and its vLLM EngineCore children. Polled: a spawned core
+    is plain `python` until vLLM sets its process title, so a replica Serve has just (re)started
+    shows no core for a moment even though /health already reads ready."""
+    import psutil
+
+    deadline, seen = time.time() + timeout, None
+    while time.time() < deadline:
+        replicas = [p for p in psutil.process_iter(["cmdline"])
+                    if "ServeReplica:lookahead:TargetEngine" in " ".join(p.info["cmdline"] or [])]
+        if len(replicas) == 1:
+            try:
+                children = replicas[0].children(recursive=True)
+                seen = [(c.pid, c.name(), " ".join(c.cmdline())[:120]) for c in children]
+                cores = [c for c in children if "EngineCore" in " ".join(c.cmdline() + [c.name()])]
+            except psutil.NoSuchProcess:  # a process ended while being read: look again
+                cores = []
+            if cores:
+                return replicas[0], cores
+        time.sleep(1)
+    raise AssertionError(f"no single TargetEngine replica with an EngineCore child; children: {seen}")
+
+
 def test_a_dead_vllm_engine_core_is_replaced_by_serve(app, reference):
     """Kill the target replica's vLLM engine core process: its check_health fails, Serve replaces the
     replica, /health reports the target unready meanwhile, and requests succeed again after."""
@@ -170,12 +193,7 @@ def test_a_dead_vllm_engine_core_is_replaced_by_serve(app, reference):
 
     status, body = _health()
     assert status == 200 and body["roles"]["target"]["ready"] and body["roles"]["draft"]["ready"]
-    replicas = [p for p in psutil.process_iter(["cmdline"])
-                if "ServeReplica:lookahead:TargetEngine" in " ".join(p.info["cmdline"] or [])]
-    assert len(replicas) == 1
-    old = replicas[0]
-    cores = [c for c in old.children(recursive=True) if "EngineCore" in " ".join(c.cmdline() + [c.name()])]
-    assert cores, [(c.pid, c.name()) for c in old.children(recursive=True)]
+    old, cores = _target_replica_and_engine_cores()
     for core in cores:
         os.kill(core.pid, signal.SIGKILL)
     saw_unready = False
