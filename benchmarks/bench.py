@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", default=str(DEFAULT_DATA), help="GSM8K-format JSONL (question, answer '#### N')")
     p.add_argument("--limit", type=int, default=3, help="questions to run")
+    p.add_argument("--skip", type=int, default=0, metavar="N",
+                   help="start after the first N questions (the rest of a time-boxed run; "
+                        "benchmarks/merge.py joins the two bench.json)")
     p.add_argument("--modes", default="ar,sd,lr,lr+sd", help="comma-separated: ar, sd, lr, lr+sd")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="directory for bench.json, bench.md, PNGs")
     p.add_argument("--schedule", choices=("sync", "async"), dest="schedule", help="lr schedule (default sync)")
@@ -106,6 +109,19 @@ def environment(args) -> dict:
     }
 
 
+def question_rows(args, sweep: bool) -> tuple[list[dict], list[dict], list[dict]]:
+    """All rows read, the main run's (--limit of them after the first --skip) and the sweep's."""
+    from benchmarks.data import load_questions
+
+    if args.skip < 0:
+        raise ValueError(f"--skip {args.skip}: expected a count of questions, 0 or more")
+    rows = load_questions(args.data, max(args.skip + args.limit, args.sweep_limit if sweep else 0), args.seed)
+    main_rows, sweep_rows = rows[args.skip:args.skip + args.limit], rows[:args.sweep_limit]
+    if not main_rows:
+        raise ValueError(f"no questions in {args.data}" + (f" after the first {args.skip}" if args.skip else ""))
+    return rows, main_rows, sweep_rows
+
+
 def estimate_s(specs, calib, n_questions: int, max_tokens: int, b: float) -> float:
     """Rough run time: every answer max_tokens long, lr at step acceptance b, no verifier cost."""
     from benchmarks.cost_model import steps_per_cycle
@@ -124,7 +140,6 @@ def estimate_s(specs, calib, n_questions: int, max_tokens: int, b: float) -> flo
 
 async def run_bench(args) -> dict:
     from benchmarks.calibrate import Calibration
-    from benchmarks.data import load_questions
     from benchmarks.engines import EnginePool
     from benchmarks.modes import ModeSpec, main_specs
     from benchmarks.runner import Runner
@@ -144,10 +159,7 @@ async def run_bench(args) -> dict:
     fig_depths = list(range(1, args.sweep_max_depth + 1))
     sweep = (sweep_specs(fig_depths, args.sweep_depths, args.sweep_widths, args.sweep_sd_tokens, args.sd_tokens)
              if args.sweep or args.sweep_only else [])
-    rows = load_questions(args.data, max(args.limit, args.sweep_limit if sweep else 0), args.seed)
-    if not rows:
-        raise ValueError(f"no questions in {args.data}")
-    main_rows, sweep_rows = rows[:args.limit], rows[:args.sweep_limit]
+    rows, main_rows, sweep_rows = question_rows(args, bool(sweep))
     ar_reference = None
     if getattr(args, "ar_from", None):
         if "ar" in modes:

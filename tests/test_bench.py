@@ -363,6 +363,21 @@ def test_cli_registration_and_defaults():
     assert args.schedule == "async" and args.sweep_widths == [1, 3] and args.verifier == "exact"
 
 
+def test_skip_starts_after_the_first_questions(tmp_path):
+    from benchmarks.bench import add_cli, main, question_rows
+
+    parser = argparse.ArgumentParser(prog="lookahead")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    whole = question_rows(parser.parse_args(["bench", "--limit", "5"]), False)[1]
+    rows, main_rows, _ = question_rows(parser.parse_args(["bench", "--skip", "2", "--limit", "3"]), False)
+    assert [r["index"] for r in main_rows] == [r["index"] for r in whole[2:5]]
+    assert rows[0] == whole[0]  # calibration still times the first question
+    with pytest.raises(ValueError, match="--skip -1"):
+        question_rows(parser.parse_args(["bench", "--skip", "-1"]), False)
+    # past the end of the file: refused before any engine loads
+    assert main(["--skip", "100000", "--out", str(tmp_path)]) == 2
+
+
 def test_import_is_cheap():
     code = "import sys, benchmarks.bench; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
