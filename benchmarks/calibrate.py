@@ -65,6 +65,15 @@ class Calibration:
         entry = self.engines.get(name)
         return bool(entry) and any(v < 0.9 * entry["batch"][1] for v in entry["batch"].values())
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        """The timings of a bench.json's "calibration" (to_dict), for re-summarizing its records."""
+        calib = cls(Prompt(messages=[]), tokens=data.get("tokens_requested", 16), reps=data.get("reps", 1))
+        calib.seconds = data.get("seconds", 0.0)
+        calib.engines = {name: {"tokens": e["step_tokens"], "batch": {int(k): v for k, v in e["batch_s"].items()}}
+                         for name, e in (data.get("engines") or {}).items()}
+        return calib
+
     def to_dict(self) -> dict:
         return {
             "tokens_requested": self.tokens, "reps": self.reps, "seconds": round(self.seconds, 2),
