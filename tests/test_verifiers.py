@@ -14,7 +14,7 @@ import pytest
 from orchestrator.protocols import Verifier
 from orchestrator.types import Prompt, Step, Verdict, VerifyPair
 from verifier.exact import ExactVerifier, NormalizedVerifier
-from verifier.factory import VERIFIER_KINDS, build_verifier
+from verifier.factory import DEFAULT_THRESHOLDS, VERIFIER_KINDS, build_verifier
 from verifier.judge import LLMJudgeVerifier
 from verifier.numeric import GuardedVerifier, NumericGuard, extract_numbers
 from verifier.target_score import TargetScoreVerifier
@@ -313,7 +313,7 @@ async def test_factory_builds_guarded_embedding(embedder):
         build_verifier("embedding")
     v = build_verifier("embedding", embedding_model=path)
     assert isinstance(v, GuardedVerifier) and v.name == "embedding+numeric"
-    assert v.inner.threshold == 0.85
+    assert v.inner.threshold == DEFAULT_THRESHOLDS["embedding"] == 0.97
     bare = build_verifier("embedding", embedding_model=path, numeric_guard=False, threshold=0.9)
     assert bare.name == "embedding" and bare.threshold == 0.9
     out = await bare.verify([make_pair("wrong_may")])
