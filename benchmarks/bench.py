@@ -270,8 +270,16 @@ def _x(v) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
-def cmd_bench(args) -> int:
+def publish(result: dict, out: str) -> None:
+    """bench.json, bench.md and the figures written under `out`; the summary and the paths printed."""
     from benchmarks.report import write_report
+
+    paths = write_report(result, out)
+    print_summary(result)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def cmd_bench(args) -> int:
     from deployments.model_cache import ModelNotAvailable
 
     try:
@@ -279,9 +287,7 @@ def cmd_bench(args) -> int:
     except (ModelNotAvailable, ValueError, FileNotFoundError) as exc:
         print(f"lookahead bench: {exc}", file=sys.stderr)
         return 2
-    paths = write_report(result, args.out)
-    print_summary(result)
-    print(f"wrote {', '.join(str(p) for p in paths)}")
+    publish(result, args.out)
     return 0
 
 

@@ -68,8 +68,7 @@ def merge(parts: list[dict], names: list[str], ar_from: str | None = None) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench import print_summary
-    from benchmarks.report import write_report
+    from benchmarks.bench import publish
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.merge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
         print(f"merge: {exc}", file=sys.stderr)
         return 2
-    paths = write_report(result, args.out)
-    print_summary(result)
-    print(f"wrote {', '.join(str(x) for x in paths)}")
+    publish(result, args.out)
     return 0
 
 
