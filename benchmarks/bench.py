@@ -109,6 +109,20 @@ def environment(args) -> dict:
     }
 
 
+def main_run_specs(args) -> tuple[list[str], list]:
+    """The main run's modes and ModeSpecs from --modes, --verifiers, --depth, --width, --sd-tokens
+    (a bench's args or a bench.json's config)."""
+    from benchmarks.modes import main_specs
+    from orchestrator.modes import VERIFIER_KINDS
+
+    modes = [] if getattr(args, "sweep_only", False) else [m.strip() for m in args.modes.split(",") if m.strip()]
+    verifiers = [v.strip() for v in args.verifiers.split(",") if v.strip()] if args.verifiers else None
+    unknown = [v for v in verifiers or [] if v not in VERIFIER_KINDS]
+    if unknown:
+        raise ValueError(f"unknown verifier(s) {', '.join(unknown)}; choose from {', '.join(VERIFIER_KINDS)}")
+    return modes, main_specs(modes, args.depth, args.width, args.sd_tokens, verifiers)
+
+
 def question_rows(args, sweep: bool) -> tuple[list[dict], list[dict], list[dict]]:
     """All rows read, the main run's (--limit of them after the first --skip) and the sweep's."""
     from benchmarks.data import load_questions
@@ -141,21 +155,15 @@ def estimate_s(specs, calib, n_questions: int, max_tokens: int, b: float) -> flo
 async def run_bench(args) -> dict:
     from benchmarks.calibrate import Calibration
     from benchmarks.engines import EnginePool
-    from benchmarks.modes import ModeSpec, main_specs
+    from benchmarks.modes import ModeSpec
     from benchmarks.runner import Runner
     from benchmarks.summary import summarize
     from benchmarks.sweep import sweep_result, sweep_specs
-    from orchestrator.modes import VERIFIER_KINDS
     from orchestrator.types import Prompt
 
     t_start = time.perf_counter()
     args.schedule = args.schedule or "sync"
-    modes = [] if args.sweep_only else [m.strip() for m in args.modes.split(",") if m.strip()]
-    verifiers = [v.strip() for v in args.verifiers.split(",") if v.strip()] if args.verifiers else None
-    unknown = [v for v in verifiers or [] if v not in VERIFIER_KINDS]
-    if unknown:
-        raise ValueError(f"unknown verifier(s) {', '.join(unknown)}; choose from {', '.join(VERIFIER_KINDS)}")
-    specs = main_specs(modes, args.depth, args.width, args.sd_tokens, verifiers)
+    modes, specs = main_run_specs(args)
     fig_depths = list(range(1, args.sweep_max_depth + 1))
     sweep = (sweep_specs(fig_depths, args.sweep_depths, args.sweep_widths, args.sweep_sd_tokens, args.sd_tokens)
              if args.sweep or args.sweep_only else [])

@@ -15,7 +15,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from benchmarks.calibrate import Calibration
-from benchmarks.modes import main_specs
+from benchmarks.bench import main_run_specs
 from benchmarks.summary import summarize
 
 # Settings that may differ between the parts of one run: which questions, where output goes.
@@ -44,9 +44,7 @@ def merge(parts: list[dict], names: list[str], ar_from: str | None = None) -> di
     ran = {r["question"] for r in records}
     questions = {q["index"]: q for part in parts for q in part.get("questions", [])}
     config = dict(first, limit=len(ran), skip=0, ar_from=ar_from or first.get("ar_from"))
-    modes = [m.strip() for m in config["modes"].split(",") if m.strip()]
-    verifiers = [v.strip() for v in config["verifiers"].split(",")] if config.get("verifiers") else None
-    specs = main_specs(modes, config["depth"], config["width"], config["sd_tokens"], verifiers)
+    modes, specs = main_run_specs(Namespace(**config))
     ar_reference = None
     if config["ar_from"] and "ar" not in modes:
         from benchmarks.ar_reference import load_ar_reference
