@@ -105,7 +105,8 @@ def markdown(result: dict, images: list[str]) -> str:
         for name, m in lr.items():
             c, o = m["cost_model"], m["cost_model"].get("observed") or {}
             g = f"auto (best {c['best_g']})" if c["g"] == "auto" else str(c["g"])
-            rows.append([name, g, _f(c["b"]), _f(c["c"]), _f(c.get("c_per_token")), _f(c["r"]),
+            b = _f(c["b"]) + (f" (bound {c['b_low']:.2f})" if c.get("b_low") is not None else "")
+            rows.append([name, g, b, _f(c["c"]), _f(c.get("c_per_token")), _f(c["r"]),
                          _f(c["E"]), _f(c.get("predicted_speedup_vs_base"), "{:.2f}x"),
                          _f(c.get("realized_speedup_vs_base"), "{:.2f}x"), _f(c.get("predicted_speedup"), "{:.2f}x"),
                          _f(c.get("realized_speedup"), "{:.2f}x"), _f(o.get("drafted_positions_per_cycle")),
@@ -121,7 +122,8 @@ def markdown(result: dict, images: list[str]) -> str:
             lines += ["", "## Depths the policy chose (depth auto)", "",
                       "Cycles per depth g (g = 0: the target alone; probes: g = 0 cycles that also drafted one "
                       "step to keep the acceptance estimate fresh). A row with g = auto above shows the cost "
-                      "model at its best g; where that predicts no gain, the policy should stay at g = 0. Each question's "
+                      "model at its best g, on the policy's lower bound of b (one standard error of the run's "
+                      "verdicts below it; E and the predictions use the bound); where that predicts no gain, the policy should stay at g = 0. Each question's "
                       "policy starts from the running totals of the configuration's earlier questions, as a "
                       "Serve replica's sessions start from its history.", ""]
             lines += _table(["mode", "cycles by g (0, 1, ...)", "probes"],

@@ -5,6 +5,9 @@ from __future__ import annotations
 from benchmarks.calibrate import Calibration
 from benchmarks.cost_model import lr_inputs
 from benchmarks.modes import ModeSpec
+from orchestrator.cost_model import cycle_speedup, steps_per_cycle_by_depth
+from orchestrator.policy import SpeculationPolicy
+from orchestrator.types import Stats
 
 _SUMMED = ("draft_s", "target_s", "verify_s", "wall_s", "cycles", "drafted_steps", "verified_steps",
            "accepted_steps", "target_steps", "target_tokens")
@@ -124,8 +127,11 @@ def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | N
 
 def cost_model(s: ModeSpec, t: dict, base: dict | None, ar: dict | None, calib: Calibration | None) -> dict:
     """The cost model for one lr configuration. Under depth "auto" it is evaluated at every g
-    the policy may choose, with this run's b and c, and the best g is reported: if even that
-    predicts no gain, the policy should have stepped aside (g = 0, about ar's speed)."""
+    the policy may choose, with this run's c and r and the policy's own lower bound on b from
+    the run's verdicts (orchestrator/policy.py: what the policy decides on), and the best g is
+    reported: if even that predicts no gain, the policy should have stepped aside (g = 0, about
+    ar's speed). The point estimate's prediction is kept beside it: one accepted verdict makes
+    b = 1.0, which predicts a gain that the evidence cannot carry."""
     def at(g: int) -> dict:
         r = calib.ratio(s.target_name, g + 1) if calib else None
         return lr_inputs(t, base["totals"] if base else None, ar["totals"] if ar else None, g, s.width, r,
@@ -133,12 +139,27 @@ def cost_model(s: ModeSpec, t: dict, base: dict | None, ar: dict | None, calib: 
 
     if not s.auto:
         return at(int(s.depth))
-    by_g = {g: at(g) for g in s.depths}
+    verdicts = Stats(verified_by_depth=list(t["verified_by_depth"]), accepted_by_depth=list(t["accepted_by_depth"]))
+    _, b_low = SpeculationPolicy(max_depth=max(s.depths)).acceptance(verdicts)
+    by_g = {}
+    for g in s.depths:
+        m = by_g[g] = at(g)
+        m["predicted_speedup_point"], m["predicted_speedup_vs_base"], m["predicted_speedup"] = (
+            m["predicted_speedup"], None, None)
+        m["E"] = round(steps_per_cycle_by_depth(b_low, g), 4)
+        if m["c"] is not None and m["r"]:
+            vs_base = cycle_speedup(b_low, g, m["c"], m["r"])
+            m["predicted_speedup_vs_base"] = round(vs_base, 4)
+            if m["base_speedup"]:
+                m["predicted_speedup"] = round(vs_base * m["base_speedup"], 4)
     best = max(by_g, key=lambda g: by_g[g]["predicted_speedup"] or 0.0)
     out = dict(by_g[best])
     out["g"] = "auto"
     out["best_g"] = best
+    out["b_low"] = round(b_low[0], 4)
+    out["b_low_by_depth"] = [round(x, 4) for x in b_low]
     out["predicted_by_g"] = {g: m["predicted_speedup"] for g, m in by_g.items()}
+    out["predicted_point_by_g"] = {g: m["predicted_speedup_point"] for g, m in by_g.items()}
     return out
 
 

@@ -92,8 +92,9 @@ class SpeculationPolicy:
         self._last: int | None = None  # depth of the last logged decision (-1: a probe)
 
     # -- estimates ------------------------------------------------------------------------
-    def _acceptance(self, st: Stats) -> tuple[list[float], list[float]]:
-        """(b_d, its lower bound) for d = 0 .. max_depth - 1."""
+    def acceptance(self, st: Stats) -> tuple[list[float], list[float]]:
+        """(b_d, its lower bound) for d = 0 .. max_depth - 1. The bench reports its cost model
+        on the same bound, from a run's summed verdicts."""
         p_acc = list(_get(self.prior, "accepted_by_depth", []))
         p_ver = list(_get(self.prior, "verified_by_depth", []))
         # the prior weighs at most prior_verdicts at depth 0, less as this session's own verdicts
@@ -144,7 +145,7 @@ class SpeculationPolicy:
         return out
 
     def estimate(self, st: Stats) -> Estimate:
-        b, b_low = self._acceptance(st)
+        b, b_low = self.acceptance(st)
         sources: dict = {}
         times = self._target_times(st)
         s = self.batch_slope
