@@ -103,7 +103,10 @@ async def test_lossless_with_exact_verifier(schedule, wrong):
 
 
 async def test_async_cancels_rejected_branches():
-    target = ScriptedEngine(TRUTH, delay=0.02)
+    # The root's target step (50 ms) returns long before the target steps issued under the wrong
+    # first draft (500 ms each), so those are still in flight when the rejection cancels them.
+    # (With 20 ms against 21 ms, a loaded machine let the subtree finish first: flaky.)
+    target = ScriptedEngine(TRUTH, delay=0.5, delay_at={0: 0.05})
     draft = ScriptedEngine(TRUTH, wrong_at={0: True}, delay=0.001)
     result = await run(target, draft, schedule="async", depth=4)
     assert result.text == "".join(TRUTH)
@@ -113,7 +116,8 @@ async def test_async_cancels_rejected_branches():
 
 
 async def test_async_speculates_ahead_while_target_runs():
-    target = ScriptedEngine(TRUTH, delay=0.02)
+    # a target step 100x a drafted one: the draft chain is ahead even when the loop stalls
+    target = ScriptedEngine(TRUTH, delay=0.1)
     draft = ScriptedEngine(TRUTH, delay=0.001)
     result = await run(target, draft, schedule="async", depth=3)
     assert result.text == "".join(TRUTH)
