@@ -20,7 +20,7 @@ from tests.conftest import gsm8k
 from verifier.exact import ExactVerifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-QUESTIONS = [row["question"] for row in gsm8k(10)]
+QUESTIONS = [row["question"] for row in gsm8k(5)]
 MAX_TOKENS = 32
 
 
