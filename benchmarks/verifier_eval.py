@@ -91,7 +91,7 @@ def build_bare(kind: str, scorer=None):
 def guarded_verdicts(pairs, bare, numeric: bool, plan: bool, inner_name: str = "accept"):
     """What GuardedVerifier(inner, numeric=, plan=) rules, from the bare verifier's verdicts: the
     pre-check's ruling, else a guard's rejection, else the inner verdict. Equal to running it
-    (tests/test_step_pairs.py checks one variant end to end) without asking the model twice."""
+    (tests/verifier/test_step_pairs.py checks one variant end to end) without asking the model twice."""
     from orchestrator.types import Verdict
     from verifier.numeric import GuardedVerifier
     from verifier.precheck import ruling

@@ -7,7 +7,7 @@ ChoiceScorer (HFEngine, vLLM, a Serve handle): one `choice_probs` call for the w
 
 Two worked examples (a paraphrase -> Yes, the same step with a changed result -> No) go in
 front as earlier chat turns (`few_shot=True`, the default). Measured with
-Qwen2.5-Coder-0.5B-Instruct on the pairs in tests/test_verifiers.py: zero-shot, P(yes) of
+Qwen2.5-Coder-0.5B-Instruct on the pairs in tests/verifier/test_verifiers.py: zero-shot, P(yes) of
 true paraphrases (0.33-0.52) and of changed-number / unrelated steps (0.27-0.49) overlap
 widely; with the examples they move apart (0.41-0.53 vs 0.30-0.41) and every paraphrase
 beats its own changed-number twin by >= 0.05. The cost is ~250 more prompt tokens, a shared

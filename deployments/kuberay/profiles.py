@@ -2,7 +2,7 @@
 (``deployments/configs/<profile>.yaml``) and KubeRay manifests (``k8s/*.yaml``).
 
 Edit here, then run ``python -m deployments.kuberay.manifests render`` (``lookahead k8s render``);
-``render --check`` (run by tests/test_k8s.py) fails while a committed file is stale.
+``render --check`` (run by tests/k8s/test_k8s.py) fails while a committed file is stale.
 
 * ``cpu-demo``: the packaged demo models on CPU with the transformers engine, the embedding
   verifier behind the numeric and plan guards, and the adaptive depth. ``serve run deployments/configs/cpu-demo.yaml`` on a laptop; on a kind
