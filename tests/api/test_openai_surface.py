@@ -18,7 +18,8 @@ from openai.types import completion_create_params as completion_params
 from openai.types.chat import completion_create_params as chat_params
 
 from deployments.api import openai_api as oa
-from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig
+from deployments.config import AppConfig, LookaheadDefaults, RoleConfig
+from tests.support.engines import hf_config
 from tests.support.local_app import LocalApp
 
 pytestmark = pytest.mark.slow
@@ -36,15 +37,11 @@ EXTRAS = ["top_k", "min_p", "repetition_penalty", "chat_template_kwargs"]
 
 
 @pytest.fixture(scope="module")
-def app():
-    from deployments.serve.engine import EngineDeployment
-    from tests.support.local_app import _replica, _unwrap
-
-    role = RoleConfig(engine=EngineConfig(model=MODEL, batch_invariant=True))
+def app(engines):
+    role = RoleConfig(engine=hf_config(MODEL))
     # "ar" by default keeps this module fast; the tests about steps and speculation ask for "lr"
     cfg = AppConfig(target=role, draft=role, defaults=LookaheadDefaults(mode="ar", depth=2, max_tokens=16))
-    with _replica("TargetEngine"):
-        engine = _unwrap(EngineDeployment)(role.engine.model_dump(mode="json"))
+    engine = engines.deployment(role.engine, role="TargetEngine")
     return LocalApp(cfg, engines={"target": engine, "draft": engine})  # one model in both roles
 
 

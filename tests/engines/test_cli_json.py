@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.cli
 QUESTION = "What is 2 + 3? Answer in one short sentence."
 
 

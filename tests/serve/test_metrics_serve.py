@@ -5,38 +5,29 @@ One Serve application on local Ray (CPU, fake GPUs), real small models: SmolLM2-
 (with prompt-lookup token speculation), draft and judge. A handful of requests end each way a
 request can end (finished, refused, timed out, cancelled by the client, degraded to target-only),
 then the node's Prometheus endpoint (`metrics_export_port`) must show every series of
-deployments/serve/metrics.py with the values those requests imply.
+deployments/serve/metrics.py with the values those requests imply: measured as the increase over
+a scrape taken before them, since the session's other applications export to the same endpoint.
 """
 from __future__ import annotations
 
-import socket
-import tempfile
 import time
 import urllib.request
 from collections import defaultdict
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
+from deployments.config import AppConfig, LookaheadDefaults, ServerConfig, VerifierConfig
 from deployments.serve.metrics import SERIES
 from tests.support.data import gsm8k
-from tests.support.serve_app import HTTP, role
+from tests.support.serve_app import light, role
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 QUESTION = [{"role": "user", "content": gsm8k(1)[0]["question"]}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def metrics_config() -> AppConfig:
-    light = RoleDeployment(num_cpus=0, max_ongoing_requests=64)
     return AppConfig(
         # target and draft are the same model: greedy drafts match, so acceptance moves
         target=role("smollm2-135m", 1, token_speculation="ngram"),
@@ -49,29 +40,20 @@ def metrics_config() -> AppConfig:
         # answer streams in several chunks (time per output token needs a second one)
         defaults=LookaheadDefaults(depth=2, max_tokens=24, max_step_tokens=16),
         # a judge call cannot answer in 0.1 ms: a request asking for the judge degrades
-        server=ServerConfig(orchestrator=light, ingress=light, max_tokens_limit=64, judge_timeout_s=1e-4),
+        server=ServerConfig(orchestrator=light(), ingress=light(), max_tokens_limit=64, judge_timeout_s=1e-4),
     )
 
 
 @pytest.fixture(scope="module")
-def app():
-    import ray
-
-    from tests.support.serve_app import start, stop
-
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    ray.init(num_cpus=4, num_gpus=3, object_store_memory=200 * 1024**2, include_dashboard=False,
-             _temp_dir=temp, log_to_driver=False, _metrics_export_port=_free_port())
-    start(metrics_config())
-    (node,) = ray.nodes()
-    yield {"metrics_url": f"http://127.0.0.1:{node['MetricsExportPort']}/metrics",
-           "serve_logs": Path(temp) / "session_latest" / "logs" / "serve"}
-    stop()
+def app(serve_cluster):
+    deployed = serve_cluster.use(metrics_config())
+    return {"http": deployed.http, "metrics_url": serve_cluster.metrics_url, "serve_logs": serve_cluster.serve_logs,
+            "before": scrape(serve_cluster.metrics_url)}
 
 
 def chat(c: httpx.Client, **body) -> httpx.Response:
     headers = body.pop("headers", {})
-    return c.post(f"{HTTP}/v1/chat/completions", headers=headers,
+    return c.post("/v1/chat/completions", headers=headers,
                   json={"model": "lookahead", "messages": QUESTION, "temperature": 0, **body})
 
 
@@ -88,13 +70,19 @@ def scrape(url: str) -> dict[str, dict[tuple, float]]:
     return out
 
 
+def increase(now: dict, before: dict) -> dict[str, dict[tuple, float]]:
+    """Each sample's growth since `before` (gauges too: the active-sessions gauge starts at 0)."""
+    return {name: {labels: v - before.get(name, {}).get(labels, 0.0) for labels, v in series.items()}
+            for name, series in now.items()}
+
+
 def total(samples: dict[str, dict[tuple, float]], name: str, **match) -> float:
     want = {(k, str(v)) for k, v in match.items()}
     return sum(v for labels, v in samples.get(name, {}).items() if want <= set(labels))
 
 
 def test_every_series_moves_and_each_request_is_logged_once(app):
-    with httpx.Client(timeout=300) as c:
+    with httpx.Client(base_url=app["http"], timeout=300) as c:
         ok = chat(c, max_tokens=64)  # several cycles: a first chunk, then more
         assert ok.status_code == 200, ok.text
         refused = chat(c, max_tokens=100)  # over the server's max_tokens_limit of 64
@@ -105,7 +93,7 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         # reach the judge (identical ones are settled by the equality pre-check), which times out
         degraded = chat(c, max_tokens=48, temperature=1.0, lookahead={"verifier": "llm-judge"})
         assert degraded.status_code == 200, degraded.text
-        with c.stream("POST", f"{HTTP}/v1/chat/completions",
+        with c.stream("POST", "/v1/chat/completions",
                       json={"model": "lookahead", "messages": QUESTION, "max_tokens": 64, "stream": True}) as r:
             assert r.status_code == 200
             next(r.iter_lines())  # the first event, then the client goes away mid-answer
@@ -150,7 +138,7 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
 
     deadline = time.monotonic() + 120  # Ray exports every few seconds
     while True:
-        samples = scrape(app["metrics_url"])
+        samples = increase(scrape(app["metrics_url"]), app["before"])
         short = {f"{n}{dict(lb)}": (total(samples, n, **dict(lb)), lo)
                  for (n, lb), lo in expect.items() if total(samples, n, **dict(lb)) < lo}
         if not short and "ray_lookahead_active_sessions" in samples:
@@ -178,31 +166,3 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
     assert any(rid in t for n, t in logs.items() if "DraftEngine" in n)
     refused_line = [ln for ln in orch.splitlines() if f"chatcmpl-{refused.headers['x-request-id']} " in ln]
     assert len(refused_line) == 1 and "status=bad_request reason=max_tokens" in refused_line[0]
-
-
-@pytest.mark.vllm
-def test_vllm_engine_metrics_through_rays_export(app):
-    """A vLLM engine replica records vLLM's own metrics (vllm:*) with vLLM's RayPrometheusStatLogger,
-    as Ray Serve LLM does: the same endpoint then shows ray_vllm_* series tagged with the replica."""
-    from ray import serve
-
-    from deployments.config import EngineConfig
-    from deployments.serve.engine import EngineDeployment
-    from orchestrator.types import Prompt, SamplingParams, StepRequest
-
-    cfg = EngineConfig(model="smollm2-135m", engine="vllm", engine_kwargs={"max_model_len": 1024})
-    handle = serve.run(EngineDeployment.options(name="DraftEngine", ray_actor_options={"num_cpus": 0})
-                       .bind(cfg.model_dump(mode="json")), name="vllm-metrics", route_prefix=None)
-    request = StepRequest(Prompt(messages=QUESTION), [], SamplingParams(), 32, 64, "vllm-metrics")
-    (step,) = handle.generate_steps.remote([request]).result(timeout_s=600)
-    assert step.token_ids
-    deadline = time.monotonic() + 120
-    while True:
-        samples = scrape(app["metrics_url"])
-        if total(samples, "ray_vllm_generation_tokens_total") >= len(step.token_ids):
-            break
-        assert time.monotonic() < deadline, sorted(n for n in samples if n.startswith("ray_vllm"))
-        time.sleep(3)
-    assert total(samples, "ray_vllm_e2e_request_latency_seconds_count") >= 1
-    assert total(samples, "ray_vllm_prompt_tokens_total") > 0
-    serve.delete("vllm-metrics")

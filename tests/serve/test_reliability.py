@@ -13,29 +13,45 @@ import httpx
 import pytest
 
 from benchmarks.loadtest import kill_one
+from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
-from tests.support.serve_app import API_KEY, GRPC, HTTP
+from tests.support.data import gsm8k, step_messages
+from tests.support.serve_app import API_KEY, light, role
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MSG = [{"role": "user", "content": "List three facts about the Moon, one paragraph each."}]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    from tests.support.serve_app import small_config, start, stop
+def reliability_config(key_file: str) -> AppConfig:
+    """SmolLM2-135M in every role, the judge as verifier, API keys, a tight orchestrator queue.
 
+    The draft is Qwen2.5-0.5B: it never writes SmolLM2's step byte for byte, so every drafted step
+    goes to the judge (the exact verifier, asked per request, then rejects them all and the answer
+    is the target's own). A judge call gives up after 2 s: a replica restarting after a kill takes
+    longer than that, so a judge that is gone degrades the cycle instead of holding the request.
+    """
+    tight = RoleDeployment(num_cpus=0, max_ongoing_requests=2, max_queued_requests=2)
+    return AppConfig(
+        target=role("smollm2-135m"), draft=role("qwen2.5-0.5b"), judge=role("smollm2-135m", 0.5),
+        verifier=VerifierConfig(kind="llm-judge", numeric_guard=False, plan_guard=False),
+        defaults=LookaheadDefaults(depth=2, max_tokens=24),
+        server=ServerConfig(orchestrator=tight, ingress=light(), api_keys_file=key_file, max_tokens_limit=64,
+                            draft_timeout_s=30, judge_timeout_s=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, tmp_path_factory):
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     key_file.write_text(f"{API_KEY}\n")
-    handle, _ = start(small_config(str(key_file)))
-    yield handle
-    stop()
+    return serve_cluster.use(reliability_config(str(key_file)))
 
 
-def post(path: str, body, headers=None, timeout=120) -> httpx.Response:
+def post(app, path: str, body, headers=None, timeout=120) -> httpx.Response:
     raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(f"{HTTP}{path}", content=raw, timeout=timeout,
+    return httpx.post(f"{app.http}{path}", content=raw, timeout=timeout,
                       headers={"Content-Type": "application/json", **AUTH, **(headers or {})})
 
 
@@ -59,14 +75,14 @@ def wait_ready(deployment: str, timeout: float = 180) -> None:
     raise AssertionError(f"{deployment} did not come back")
 
 
-def stream_and_kill(body: dict, deployment: str) -> dict:
+def stream_and_kill(app, body: dict, deployment: str) -> dict:
     """Stream a request and kill a replica of `deployment` as soon as the session is live.
 
     The first event comes before the first cycle's draft (and judge) calls return, so the
     kill lands while the request is using the replica.
     """
     text, stats, killed = "", {}, False
-    with httpx.stream("POST", f"{HTTP}/v1/chat/completions", json={**body, "stream": True,
+    with httpx.stream("POST", f"{app.http}/v1/chat/completions", json={**body, "stream": True,
                       "stream_options": {"include_usage": True}}, headers=AUTH, timeout=300) as resp:
         assert resp.status_code == 200
         for line in resp.iter_lines():
@@ -84,38 +100,45 @@ def stream_and_kill(body: dict, deployment: str) -> dict:
     return {"text": text, "stats": stats}
 
 
-def ar_text(max_tokens: int) -> str:
-    r = post("/v1/chat/completions", chat(max_tokens=max_tokens, lookahead={"mode": "ar"}))
+def ar_text(app, max_tokens: int) -> str:
+    r = post(app, "/v1/chat/completions", chat(max_tokens=max_tokens, lookahead={"mode": "ar"}))
     assert r.status_code == 200, r.text
     return r.json()["choices"][0]["message"]["content"]
 
 
 def test_draft_killed_mid_request_completes_as_target_only(app):
-    expected = ar_text(60)
-    got = stream_and_kill(chat(max_tokens=60, lookahead={"mode": "lr", "verifier": "exact"}), "DraftEngine")
+    expected = ar_text(app, 60)
+    got = stream_and_kill(app, chat(max_tokens=60, lookahead={"mode": "lr", "verifier": "exact"}), "DraftEngine")
     assert got["text"] == expected  # exact verifier: lossless before the kill, target-only after
     assert any(d.startswith("draft") for d in got["stats"]["degraded"]), got["stats"]
     wait_ready("DraftEngine")
 
 
-def test_judge_killed_mid_request_completes_as_target_only(app):
-    expected = ar_text(60)
-    got = stream_and_kill(chat(max_tokens=60, lookahead={"mode": "lr", "verifier": "llm-judge"}), "JudgeEngine")
-    assert got["text"] == expected
-    # Either the judge call failed (degraded to target-only, noted) or Serve routed it to the
-    # restarted replica; both must end in the target's own answer, which is asserted above.
-    assert got["stats"]["verified_steps"] >= 1 or got["stats"]["degraded"], got["stats"]
+def test_a_dead_judge_degrades_its_cycles_and_judging_resumes_when_it_is_back(app):
+    """With the judge replica gone (killed; Serve takes longer to restart it than a judge call may
+    wait), every cycle that needs a verdict runs target-only and says so in `degraded`, and the
+    request completes. Once Serve has replaced the replica, the judge rules again."""
+    body = chat(max_tokens=64, messages=step_messages(gsm8k(1)[0]["question"]),
+                lookahead={"mode": "lr", "verifier": "llm-judge", "depth": 1})
+    kill_replica("JudgeEngine")
+    r = post(app, "/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    stats = r.json()["usage"]["lookahead"]
+    assert r.json()["usage"]["completion_tokens"] == stats["tokens"] > 0
+    assert stats["cycles"] >= 2 and any(d.startswith("verifier") for d in stats["degraded"]), stats
     wait_ready("JudgeEngine")
+    again = post(app, "/v1/chat/completions", body).json()["usage"]["lookahead"]
+    assert again["verified_steps"] >= 1 and not again["degraded"], again
 
 
-def test_overload_answers_fast_503(app):
-    """Orchestrator: 2 ongoing + 2 queued. A burst of 12 long requests gets quick 503s, the rest complete."""
+def test_overload_is_refused_at_once_with_503(app):
+    """Orchestrator: 2 ongoing + 2 queued. Of a burst of 12 long requests some complete and the rest
+    are refused with 503 `overloaded` at once: every refusal arrives before the first answer."""
     results: list[tuple[int, float]] = []
 
     def one():
-        t0 = time.time()
-        r = post("/v1/chat/completions", chat(max_tokens=40, lookahead={"mode": "ar"}), timeout=300)
-        results.append((r.status_code, time.time() - t0))
+        r = post(app, "/v1/chat/completions", chat(max_tokens=40, lookahead={"mode": "ar"}), timeout=300)
+        results.append((r.status_code, time.monotonic()))
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "overloaded"
 
@@ -127,7 +150,8 @@ def test_overload_answers_fast_503(app):
     codes = sorted(c for c, _ in results)
     assert codes.count(200) >= 2 and codes.count(503) >= 4, codes
     assert set(codes) <= {200, 503}
-    assert max(dt for c, dt in results if c == 503) < 5.0  # refused at once, not after waiting
+    first_answer = min(t for c, t in results if c == 200)
+    assert all(t < first_answer for c, t in results if c == 503)  # refused, not queued behind the work
 
 
 @pytest.mark.parametrize("body, status, field", [
@@ -148,7 +172,7 @@ def test_overload_answers_fast_503(app):
     (chat(messages=[{"role": "user", "content": "word " * 9000}], max_tokens=64), 400, "messages"),
 ])
 def test_bad_http_input_gets_4xx_with_field(app, body, status, field):
-    r = post("/v1/chat/completions", body)
+    r = post(app, "/v1/chat/completions", body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["message"] and err["type"]
@@ -157,29 +181,29 @@ def test_bad_http_input_gets_4xx_with_field(app, body, status, field):
 
 
 def test_oversized_body_413(app):
-    r = post("/v1/chat/completions", chat(messages=[{"role": "user", "content": "x" * (2 << 20)}]))
+    r = post(app, "/v1/chat/completions", chat(messages=[{"role": "user", "content": "x" * (2 << 20)}]))
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
 
 
 def test_replica_survives_bad_input(app):
     for _ in range(3):
-        post("/v1/chat/completions", b"\x00\x01garbage")
-    r = post("/v1/chat/completions", chat(max_tokens=4))
+        post(app, "/v1/chat/completions", b"\x00\x01garbage")
+    r = post(app, "/v1/chat/completions", chat(max_tokens=4))
     assert r.status_code == 200
 
 
 def test_api_keys_http(app):
     body = chat(max_tokens=4)
-    assert post("/v1/chat/completions", body, headers={"Authorization": ""}).status_code == 401
-    r = post("/v1/chat/completions", body, headers={"Authorization": "Bearer wrong"})
+    assert post(app, "/v1/chat/completions", body, headers={"Authorization": ""}).status_code == 401
+    r = post(app, "/v1/chat/completions", body, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-    assert httpx.get(f"{HTTP}/v1/models").status_code == 401
-    assert httpx.get(f"{HTTP}/health").status_code == 200  # health stays open
-    assert httpx.get(f"{HTTP}/v1/models", headers=AUTH).status_code == 200
+    assert httpx.get(f"{app.http}/v1/models").status_code == 401
+    assert httpx.get(f"{app.http}/health").status_code == 200  # health stays open
+    assert httpx.get(f"{app.http}/v1/models", headers=AUTH).status_code == 200
 
 
 def test_grpc_auth_and_invalid_argument(app):
-    with grpc.insecure_channel(GRPC) as channel:
+    with grpc.insecure_channel(app.grpc) as channel:
         stub = pb_grpc.LookaheadServiceStub(channel)
         assert stub.Health(pb.HealthRequest()).status == "SERVING"  # open without a key
         ok = pb.GenerateRequest(prompt="The sky is", max_tokens=4)
@@ -200,14 +224,14 @@ def test_grpc_auth_and_invalid_argument(app):
 
 
 def test_deadline_exceeded(app):
-    r = post("/v1/chat/completions", chat(max_tokens=64, lookahead={"mode": "lr"}),
+    r = post(app, "/v1/chat/completions", chat(max_tokens=64, lookahead={"mode": "lr"}),
              headers={"x-request-timeout": "0.5"})
     assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
 
 
 def test_fuzz_openapi_no_5xx(app):
     """Schemathesis over the OpenAPI schema: bounded cases, no server errors."""
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{HTTP}/openapi.json", "--checks",
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{app.http}/openapi.json", "--checks",
            "not_a_server_error", "--max-examples", "15", "-H", f"Authorization: Bearer {API_KEY}",
            "--request-timeout", "120", "--generation-deterministic", "--phases", "examples,coverage,fuzzing"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

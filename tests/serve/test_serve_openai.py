@@ -1,7 +1,8 @@
 """The strict OpenAI surface through the real Ray Serve application (HTTP proxy and gRPC proxy):
 the parameter policy, stop strings, the usage chunk and the error bodies hold there too, not
 only in-process (tests/api/test_openai_surface.py covers every parameter; this module checks the
-paths Serve's proxies add). SmolLM2-135M in both roles keeps the start-up short."""
+paths Serve's proxies add). It shares `smol_app` (SmolLM2-135M in both roles) with the other API
+modules."""
 from __future__ import annotations
 
 import json
@@ -12,10 +13,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
-from tests.support.serve_app import GRPC, HTTP, role
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 STEPS_PROMPT = "Step 1: add 2 and 3.\n\nStep 2:"  # SmolLM2 continues it in several short steps
@@ -23,26 +22,16 @@ MSG = [{"role": "user", "content": "Name three colours."}]
 
 
 @pytest.fixture(scope="module")
-def app():
-    from tests.support.serve_app import start, stop
-
-    light = RoleDeployment(num_cpus=0, max_ongoing_requests=64)
-    cfg = AppConfig(target=role("smollm2-135m", 1), draft=role("smollm2-135m", 1),
-                    defaults=LookaheadDefaults(mode="lr", depth=2, max_tokens=24),
-                    server=ServerConfig(orchestrator=light, ingress=light))
-    handle, _ = start(cfg)
-    yield handle
-    stop()
+def app(smol_app):
+    return smol_app
 
 
-def client() -> OpenAI:
-    return OpenAI(base_url=f"{HTTP}/v1", api_key="unused", max_retries=0, timeout=300)
+def client(app) -> OpenAI:
+    return OpenAI(base_url=f"{app.http}/v1", api_key="unused", max_retries=0, timeout=300)
 
 
 def test_stop_across_steps_and_usage_chunk(app):
-    from ray import serve
-
-    c = client()
+    c = client(app)
     full = c.completions.create(model="lookahead", prompt=STEPS_PROMPT, max_tokens=30, temperature=0)
     steps = [s["text"] for s in full.model_extra["lookahead"]["steps"]]
     assert len(steps) >= 2, steps
@@ -57,12 +46,12 @@ def test_stop_across_steps_and_usage_chunk(app):
     assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == want
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0  # OpenAI's usage chunk
-    orch = serve.get_deployment_handle("Orchestrator", app_name="lookahead")
+    orch = app.deployment("Orchestrator")
     assert orch.active_sessions.remote().result() == []  # the stop ended the session
 
 
 def test_sampling_extras_and_refusals(app):
-    c = client()
+    c = client(app)
     from transformers import AutoTokenizer
 
     from deployments.model_cache import resolve_model
@@ -96,7 +85,7 @@ def test_sampling_extras_and_refusals(app):
     ("GET", "/v1/models/gpt-17", None, 404, "model_not_found"),
 ])
 def test_error_bodies_through_the_proxy(app, method, path, body, status, code):
-    r = httpx.request(method, f"{HTTP}{path}", content=body, headers={"content-type": "application/json"},
+    r = httpx.request(method, f"{app.http}{path}", content=body, headers={"content-type": "application/json"},
                       timeout=60)
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -104,7 +93,7 @@ def test_error_bodies_through_the_proxy(app, method, path, body, status, code):
 
 
 def test_grpc_stop_seed_and_codes(app):
-    with grpc.insecure_channel(GRPC) as channel:
+    with grpc.insecure_channel(app.grpc) as channel:
         stub = pb_grpc.LookaheadServiceStub(channel)
         base = stub.Generate(pb.GenerateRequest(prompt=STEPS_PROMPT, max_tokens=30, temperature=0.0), timeout=300)
         stop = base.text[4:7]
@@ -129,7 +118,7 @@ def test_stream_events_are_json_to_the_end(app):
     the usage chunk with empty choices, then [DONE]."""
     body = {"model": "lookahead", "messages": MSG, "max_tokens": 8, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", f"{HTTP}/v1/chat/completions", json=body, timeout=300) as r:
+    with httpx.stream("POST", f"{app.http}/v1/chat/completions", json=body, timeout=300) as r:
         data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     chunks = [json.loads(x) for x in data[:-1]]

@@ -11,31 +11,44 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.paths import ROOT
+from tests.support.processes import free_port
 
-pytestmark = [pytest.mark.serve, pytest.mark.slow]
+pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
 
 
-def test_serve_run_cpu_demo_yaml():
+def on_free_ports(path: Path, out: Path) -> str:
+    """The committed Serve YAML with its HTTP and gRPC ports moved to free ones (nothing else
+    changed), so the run cannot collide with another server on this machine."""
+    doc = yaml.safe_load(path.read_text())
+    doc["http_options"]["port"], doc["grpc_options"]["port"] = free_port(), free_port()
+    out.write_text(yaml.safe_dump(doc))
+    return f"http://127.0.0.1:{doc['http_options']['port']}"
+
+
+def test_serve_run_cpu_demo_yaml(tmp_path):
     serve_bin = Path(sys.executable).with_name("serve")
+    config = tmp_path / "cpu-demo.yaml"
+    base = on_free_ports(ROOT / "deployments/configs/cpu-demo.yaml", config)
     # a short temp dir: Ray's unix socket paths must stay under 107 bytes
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
-    proc = subprocess.Popen([str(serve_bin), "run", "deployments/configs/cpu-demo.yaml"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([str(serve_bin), "run", str(config)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 400
         while time.time() < deadline:
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             try:
-                if httpx.get("http://127.0.0.1:8000/v1/models", timeout=5).status_code == 200:
+                if httpx.get(f"{base}/v1/models", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(2)
         else:
             pytest.fail("serve run did not come up in time")
-        r = httpx.post("http://127.0.0.1:8000/v1/chat/completions", timeout=300, json={
+        r = httpx.post(f"{base}/v1/chat/completions", timeout=300, json={
             "model": "lookahead", "messages": [{"role": "user", "content": "What is 6 times 7?"}],
             "max_tokens": 12, "temperature": 0})
         assert r.status_code == 200, r.text

@@ -10,12 +10,11 @@ seconds, not a Serve start-up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import pickle
-from types import SimpleNamespace
 from typing import Any
 
 from deployments.config import AppConfig
+from tests.support.engines import replica_context
 
 _END = object()
 
@@ -101,17 +100,6 @@ class LocalHandle:
         return _Method(self, name)
 
 
-@contextlib.contextmanager
-def _replica(deployment: str):
-    """What `serve.get_replica_context()` tells a replica while it starts: its deployment's name."""
-    from unittest import mock
-
-    context = SimpleNamespace(deployment=deployment, app_name="lookahead", replica_tag=f"{deployment}#local",
-                              replica_id=SimpleNamespace(unique_id="local", deployment_id=None))
-    with mock.patch("ray.serve.get_replica_context", return_value=context):
-        yield
-
-
 def _unwrap(deployment):
     """The user class behind a Serve deployment (under @serve.ingress, the wrapper's base)."""
     cls = getattr(deployment, "func_or_class", deployment)
@@ -131,13 +119,13 @@ class LocalApp:
         for role in ("target", "draft", "judge"):
             rc = getattr(cfg, role)
             if rc is not None and role not in self.engines:
-                with _replica(f"{role.capitalize()}Engine"):
+                with replica_context(f"{role.capitalize()}Engine"):
                     self.engines[role] = _unwrap(EngineDeployment)(rc.engine.model_dump(mode="json"))
         handles = {role: LocalHandle(e) for role, e in self.engines.items()}
-        with _replica("Orchestrator"):
+        with replica_context("Orchestrator"):
             self.orchestrator = _unwrap(Orchestrator)(raw, handles["target"], handles.get("draft"),
                                                       handles.get("judge"))
-        with _replica("Ingress"):
+        with replica_context("Ingress"):
             self.ingress = _unwrap(Ingress)(raw, LocalHandle(self.orchestrator))
             self.asgi = self.ingress.__serve_build_asgi_app__()
 

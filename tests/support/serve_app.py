@@ -1,73 +1,172 @@
-"""Start the real application on local Ray (CPU, fake GPUs) for end-to-end tests."""
+"""One Ray cluster and one Serve instance for the whole test session, running one application at a
+time.
+
+Ray and Serve start once (about 15 s and 1 GB on this machine) on free ports, with a Prometheus
+metrics port, and fake GPUs so `num_gpus: 1` roles schedule on a CPU box exactly as on a GPU
+node. A module asks for the application of its config (`ServeCluster.use`): consecutive modules
+whose configs agree share one application and its start-up; a different config replaces it, and
+the replaced application's replicas and engine cores must have exited before the next one starts.
+tests/conftest.py checks again after every module and at the end of the session.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment, ServerConfig
+from tests.support import processes
 
-HTTP = "http://127.0.0.1:8000"
-GRPC = "127.0.0.1:9000"
+APP = "lookahead"  # the application name every test app uses (one at a time)
+FAKE_GPUS = 8
+API_KEY = "test-key-7f3a"
 
 
-def role(model: str, gpus: float, **engine) -> RoleConfig:
+def role(model: str, gpus: float = 1, **engine) -> RoleConfig:
     # num_gpus=1 per role, as on a GPU cluster; ray.init fakes the GPUs on this CPU box
     return RoleConfig(engine=EngineConfig(model=model, batch_invariant=True, **engine),
                       deployment=RoleDeployment(num_gpus=gpus, num_cpus=0, max_ongoing_requests=32))
 
 
-def test_config(**defaults) -> AppConfig:
-    light = RoleDeployment(num_cpus=0, max_ongoing_requests=64)
-    return AppConfig(target=role("qwen2.5-0.5b", 1), draft=role("smollm2-135m", 1),
-                     defaults=LookaheadDefaults(**{"depth": 2, "max_tokens": 24, **defaults}),
-                     server=ServerConfig(orchestrator=light, ingress=light))
+def light() -> RoleDeployment:
+    """Orchestrator and ingress: no CPU reserved (a 2-core machine runs everything)."""
+    return RoleDeployment(num_cpus=0, max_ongoing_requests=64)
 
 
-def start(cfg: AppConfig, name: str = "lookahead"):
-    import ray
-    from ray import serve
-
-    from deployments.app import build_app
-    from deployments.serve_config import serve_config
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, num_gpus=3, object_store_memory=200 * 1024**2, include_dashboard=False,
-                 _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"), log_to_driver=False)
-    sc = serve_config(cfg)
-    serve.start(http_options={"host": "127.0.0.1", "port": 8000}, grpc_options=sc["grpc_options"])
-    t0 = time.time()
-    handle = serve.run(build_app(cfg), name=name, route_prefix="/")
-    return handle, time.time() - t0
+def smol_config(**defaults) -> AppConfig:
+    """SmolLM2-135M in the draft and target roles (the transformers engine): drafts equal the target's
+    steps under greedy decoding, so speculation is accepted, and the application starts in seconds."""
+    return AppConfig(target=role("smollm2-135m"), draft=role("smollm2-135m"),
+                     defaults=LookaheadDefaults(**{"mode": "lr", "depth": 3, "max_tokens": 48, **defaults}),
+                     server=ServerConfig(orchestrator=light(), ingress=light()))
 
 
-def stop() -> None:
-    import ray
-    from ray import serve
+@dataclass
+class DeployedApp:
+    """An application running on the session's Serve instance."""
 
-    serve.shutdown()
-    ray.shutdown()
+    handle: object
+    http: str  # base URL, e.g. http://127.0.0.1:41234
+    grpc: str  # host:port
+    config: AppConfig
+    startup_s: float = 0.0
+
+    def deployment(self, name: str):
+        """A handle on one of its deployments (Orchestrator, TargetEngine, ...)."""
+        from ray import serve
+
+        return serve.get_deployment_handle(name, app_name=APP)
 
 
-API_KEY = "test-key-7f3a"
+class ServeCluster:
+    """Ray + Serve for the session, started on first use."""
+
+    def __init__(self) -> None:
+        self.http_port = processes.free_port()
+        self.grpc_port = processes.free_port()
+        self.metrics_port = processes.free_port()
+        self.temp_dir: Path | None = None
+        self.started = False
+        self.current: DeployedApp | None = None
+
+    def ports(self) -> list[int]:
+        return [self.http_port, self.grpc_port, self.metrics_port]
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def serve_logs(self) -> Path:
+        return self.temp_dir / "session_latest" / "logs" / "serve"
+
+    def start(self) -> None:
+        if self.started:
+            return
+        import ray
+        from ray import serve
+
+        from deployments.serve_config import GRPC_SERVICER_FUNCTIONS
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+        try:
+            ray.init(num_cpus=4, num_gpus=FAKE_GPUS, object_store_memory=200 * 1024**2, include_dashboard=False,
+                     _temp_dir=str(self.temp_dir), log_to_driver=False, _metrics_export_port=self.metrics_port)
+            serve.start(http_options={"host": "127.0.0.1", "port": self.http_port},
+                        grpc_options={"port": self.grpc_port,
+                                      "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)})
+        except BaseException:
+            self.shutdown()
+            raise
+        self.started = True
+
+    def use(self, cfg: AppConfig) -> DeployedApp:
+        """The application for `cfg`: the one running when its config is the same (modules whose
+        configs agree share one start-up), else the running one is deleted and this one deployed."""
+        if self.current is not None and self.current.config == cfg:
+            return self.current
+        self.delete()
+        return self.deploy(cfg)
+
+    def deploy(self, cfg: AppConfig) -> DeployedApp:
+        """Run the application; if it fails to start, delete what did start and re-raise."""
+        from ray import serve
+
+        from deployments.app import build_app
+
+        self.start()
+        if self.current is not None:
+            self.delete()
+        t0 = time.time()
+        try:
+            handle = serve.run(build_app(cfg), name=APP, route_prefix="/")
+        except BaseException:
+            self.delete()
+            raise
+        self.current = DeployedApp(handle, self.http, self.grpc, cfg, time.time() - t0)
+        return self.current
+
+    def delete(self, timeout: float = 120) -> None:
+        """Delete the application (if any) and wait until its replicas and their engine cores have exited."""
+        from ray import serve
+
+        self.current = None
+        if not self.started:
+            return
+        with contextlib.suppress(Exception):
+            serve.delete(APP, _blocking=True)
+        left = processes.wait_gone(processes.session_tag(), timeout=timeout,
+                                   keep=lambda p: not (processes.replica_of(p) == APP or processes.orphaned(p)))
+        if left:
+            raise AssertionError(f"application {APP!r} deleted but still running:\n" + "\n".join(map(str, left)))
+
+    def shutdown(self) -> None:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
+        self.started = False
+        self.current = None
 
 
-def small_config(key_file: str) -> AppConfig:
-    """SmolLM2-135M in every role (fast on CPU), a judge, API keys, tight queues, short limits.
+def live_apps() -> set[str]:
+    """The application the session's Serve instance runs now, if any."""
+    return {APP} if CLUSTER.current is not None else set()
 
-    The judge's threshold is above 1 so it never accepts: the judge is really called on every
-    draft, yet the output is exactly the target's, which makes failures comparable to ar.
-    """
-    from deployments.config import VerifierConfig
 
-    light = RoleDeployment(num_cpus=0, max_ongoing_requests=64)
-    tight = RoleDeployment(num_cpus=0, max_ongoing_requests=2, max_queued_requests=2)
-    return AppConfig(
-        target=role("smollm2-135m", 1), draft=role("smollm2-135m", 1, dtype="bfloat16"),
-        judge=role("smollm2-135m", 0.5),
-        verifier=VerifierConfig(kind="llm-judge", threshold=1.01),
-        defaults=LookaheadDefaults(depth=2, max_tokens=24),
-        server=ServerConfig(orchestrator=tight, ingress=light, api_keys_file=key_file, max_tokens_limit=64,
-                            draft_timeout_s=30, judge_timeout_s=30),
-    )
+CLUSTER = ServeCluster()
