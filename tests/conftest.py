@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,6 @@ MODULES: dict[str, str] = {
     "engines/test_engine_contract.py": VLLM,  # last of its tier: it shuts the shared engines down
     "serve/test_serve_openai.py": SERVE_HF,
     "serve/test_serve_e2e.py": SERVE_HF,
-    "serve/test_serve_speculation.py": SERVE_HF,
     "serve/test_metrics_serve.py": SERVE_HF,
     "serve/test_reliability.py": SERVE_HF,
     "serve/test_autoscaling.py": SERVE_HF,
@@ -82,6 +82,10 @@ def pytest_collection_modifyitems(session, config, items):
     unknown = sorted({_module_of(i) for i in items} - set(MODULES))
     if unknown:
         raise pytest.UsageError(f"test modules missing from tests/conftest.py MODULES (give each a tier): {unknown}")
+    here = Path(__file__).parent
+    gone = [m for m in MODULES if not (here / m).exists()]
+    if gone:
+        raise pytest.UsageError(f"tests/conftest.py MODULES names modules that do not exist: {gone}")
     # stable: inside a module pytest's own order (parametrized fixtures grouped) is kept
     items.sort(key=lambda i: _ORDER[_module_of(i)])
 
