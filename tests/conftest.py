@@ -7,16 +7,17 @@ resource is started once and is alive only while its users run:
   -> CLI subprocesses
 
 One Ray cluster and one Serve instance serve the whole session (`serve_cluster`, started by the
-first module that asks), each Serve module deploying and deleting its own application; models are
-loaded once per session (`engines`). Every process the session starts carries the environment
-variable tests.support.processes.TAG; when the session ends, a process still carrying it or a
-port of ours still bound fails the run (and is then killed, so nothing outlives the run).
+first module that asks), each Serve module asking for its own application; models are loaded once
+per session (`engines`). The test process is a child subreaper, so everything it starts stays in its
+process tree (tests/support/processes.py): after each module, a replica of an application no longer
+running or an orphaned Ray or vLLM process fails the module; when the session ends, any process
+still in the tree or a port of ours still bound fails the run (and is then killed, so nothing
+outlives the run). SIGTERM stops every process of the tree, then the run.
 """
 from __future__ import annotations
 
 import os
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,6 @@ from tests.support import processes
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# inherited by every process this session starts (Ray, replicas, engine cores, subprocesses)
-os.environ[processes.TAG] = uuid.uuid4().hex
 
 UNIT, HF, VLLM, SERVE_HF, SERVE_VLLM, CLI = "unit", "in-process transformers", "in-process vLLM", \
     "Serve with transformers", "Serve with vLLM", "CLI subprocesses"
@@ -90,14 +89,9 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda i: _ORDER[_module_of(i)])
 
 
-def _interrupt_on_sigterm(signum, frame):
-    # SIGTERM (CI timeout, `kill`) ends the run like Ctrl-C: fixtures tear down, Ray stops,
-    # engine cores are closed, instead of everything being orphaned mid-run.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def pytest_configure(config):
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    processes.become_subreaper()
+    processes.stop_everything_on_sigterm()
 
 
 # -- shared resources ----------------------------------------------------------------------
@@ -120,18 +114,13 @@ def serve_cluster():
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _module_leaves_no_engine_behind():
-    """After each module: no Serve replica of a deleted application, no orphaned vLLM engine core."""
+def _module_leaves_nothing_behind():
+    """After each module: no Serve replica of an application no longer running, no orphaned Ray
+    worker or vLLM process."""
     yield
-    from tests.support.serve_app import live_apps
+    from tests.support.serve_app import stray
 
-    apps = live_apps()
-
-    def stray(p: processes.Proc) -> bool:
-        app = processes.replica_of(p)
-        return (app is not None and app not in apps) or processes.orphaned(p)
-
-    left = processes.wait_gone(processes.session_tag(), keep=lambda p: not stray(p), timeout=60)
+    left = processes.wait_gone(stray, timeout=60)
     assert not left, "this module left processes running:\n" + "\n".join(map(str, left))
 
 
@@ -142,7 +131,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     ENGINES.close()  # idempotent: normally done by the fixtures' teardown already
     CLUSTER.shutdown()
-    left = processes.wait_gone(processes.session_tag(), timeout=60, keep=processes.ends_with_us)
+    left = processes.wait_gone(lambda procs: [p for p in procs if not processes.ends_with_us(p)], timeout=60)
     ports = [p for p in CLUSTER.ports() if processes.port_in_use(p)]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if not left and not ports:

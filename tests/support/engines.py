@@ -80,6 +80,10 @@ class SharedEngines:
     def vllm(self, model: str, **kw):
         return self.engine(vllm_config(model, **kw))
 
+    def vllm_engine_cores(self) -> int:
+        """Engine core processes the live in-process vLLM engines own (one each)."""
+        return sum(1 for dep in self._deployments.values() if dep.config.engine == "vllm" and _alive(dep))
+
     def close(self) -> None:
         for dep in self._deployments.values():
             dep.__del__()  # what Serve calls when it stops a replica: closes the engine

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment, ServerConfig
 from tests.support import processes
+from tests.support.engines import ENGINES
 
 APP = "lookahead"  # the application name every test app uses (one at a time)
 FAKE_GPUS = 8
@@ -104,6 +105,7 @@ class ServeCluster:
         try:
             ray.init(num_cpus=4, num_gpus=FAKE_GPUS, object_store_memory=200 * 1024**2, include_dashboard=False,
                      _temp_dir=str(self.temp_dir), log_to_driver=False, _metrics_export_port=self.metrics_port)
+            processes.stop_everything_on_sigterm()  # ray.init installed its own SIGTERM handler
             serve.start(http_options={"host": "127.0.0.1", "port": self.http_port},
                         grpc_options={"port": self.grpc_port,
                                       "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)})
@@ -147,8 +149,8 @@ class ServeCluster:
             return
         with contextlib.suppress(Exception):
             serve.delete(APP, _blocking=True)
-        left = processes.wait_gone(processes.session_tag(), timeout=timeout,
-                                   keep=lambda p: not (processes.replica_of(p) == APP or processes.orphaned(p)))
+        left = processes.wait_gone(lambda procs: [p for p in procs if processes.replica_of(p) == APP]
+                                   + processes.orphans(procs, ENGINES.vllm_engine_cores()), timeout=timeout)
         if left:
             raise AssertionError(f"application {APP!r} deleted but still running:\n" + "\n".join(map(str, left)))
 
@@ -164,9 +166,11 @@ class ServeCluster:
         self.current = None
 
 
-def live_apps() -> set[str]:
-    """The application the session's Serve instance runs now, if any."""
-    return {APP} if CLUSTER.current is not None else set()
+def stray(procs: list[processes.Proc]) -> list[processes.Proc]:
+    """Replicas of an application no longer running, and orphaned Ray or vLLM processes."""
+    live = {APP} if CLUSTER.current is not None else set()
+    return ([p for p in procs if (app := processes.replica_of(p)) is not None and app not in live]
+            + processes.orphans(procs, ENGINES.vllm_engine_cores()))
 
 
 CLUSTER = ServeCluster()
