@@ -35,4 +35,4 @@ async def test_steps_crossing_as_text_are_accepted_and_the_answer_is_plain_decod
     assert lr.text == ar.text
     assert [t for s in lr.steps for t in s.token_ids] == [t for s in ar.steps for t in s.token_ids]
     assert lr.stats.accepted_steps >= 2 and lr.stats.accepted_by_depth[1] >= 1, lr.stats.to_dict()
-    assert {s.source for s in lr.steps} == {"draft", "target"}
+    assert "draft" in {s.source for s in lr.steps}
