@@ -35,6 +35,7 @@ TIERS = (UNIT, HF, VLLM, SERVE_HF, SERVE_VLLM, CLI)
 #: every test module, in the order it runs (a module missing here is a collection error)
 MODULES: dict[str, str] = {
     "core/test_layers.py": UNIT,
+    "core/test_suite_rules.py": UNIT,
     "core/test_stop_strings.py": UNIT,
     "core/test_orchestrator.py": UNIT,
     "core/test_rolling_window.py": UNIT,
