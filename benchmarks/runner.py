@@ -62,13 +62,14 @@ class Runner:
         return self._verifiers[kind]
 
     async def run_one(self, spec: ModeSpec, row: dict, order: int) -> dict:
+        from deployments.api.request import RequestOptions
         from deployments.pipeline import lookahead_params
         from orchestrator.lookahead import generate
         from orchestrator.types import Prompt
 
         cfg, target, draft = self.engines(spec)
         verifier = self.verifier(cfg) if spec.lr else None
-        params = lookahead_params(cfg.defaults, seed=self.args.seed)
+        params = lookahead_params(cfg.defaults, RequestOptions(seed=self.args.seed))
         target_m = Metered(target)
         draft_m = Metered(draft) if draft is not None else None
         system = getattr(self.args, "system", None)

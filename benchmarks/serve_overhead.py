@@ -61,7 +61,9 @@ async def run_inprocess(cfg, questions: list[str]) -> list[dict]:
 
 
 def run_serve(cfg, questions: list[str]) -> list[dict]:
+    from deployments.api.request import RequestSpec
     from deployments.app import start_local
+    from orchestrator.types import Prompt
 
     start_local(cfg, fake_gpus=2, quiet=True)
     from ray import serve
@@ -69,7 +71,7 @@ def run_serve(cfg, questions: list[str]) -> list[dict]:
     orch = serve.get_deployment_handle("Orchestrator", app_name="lookahead")
     out = []
     for q in questions:
-        r = orch.generate.remote({"messages": [{"role": "user", "content": q}], "overrides": {}}).result()
+        r = orch.generate.remote(RequestSpec(f"overhead-{len(out)}", Prompt(messages=[{"role": "user", "content": q}]))).result()
         out.append({"text": r["text"], **r["stats"]})
     return out
 

@@ -26,12 +26,13 @@ DATA = Path(__file__).resolve().parent.parent / "tests/fixtures/gsm8k_small.json
 
 
 def in_process(cfg, messages: list[dict], mode: str, repeats: int) -> tuple[list[float], str]:
+    from deployments.api.request import RequestOptions
     from deployments.pipeline import Pipeline, lookahead_params
     from orchestrator.lookahead import generate
     from orchestrator.types import Prompt
 
     pipe = Pipeline.build(cfg)
-    params = lookahead_params(cfg.defaults, mode=mode)
+    params = lookahead_params(cfg.defaults, RequestOptions(mode=mode))
     try:
         async def once() -> tuple[float, str]:
             t0 = time.perf_counter()

@@ -204,15 +204,6 @@ class _Common(BaseModel):
             return "stream_options", "stream_options is only allowed when stream is true"
         return None
 
-    def overrides(self) -> dict[str, Any]:
-        la = self.lookahead or LookaheadRequestOptions()
-        return {"mode": la.mode, "depth": la.depth, "width": la.width, "schedule": la.schedule,
-                "verifier": la.verifier, "max_tokens": self.max_completion_tokens or self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed,
-                "repetition_penalty": self.repetition_penalty, "min_p": self.min_p,
-                "logit_bias": tuple(sorted((int(t), float(b)) for t, b in self.logit_bias.items()))
-                if self.logit_bias else None}
-
 
 class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)

@@ -41,6 +41,7 @@ def cmd_generate(args) -> int:
 
 def _generate(args, out: dict | None = None) -> int:
     """Answer the prompt; print the steps as they come, or fill `out` with the JSON result."""
+    from deployments.api.request import RequestOptions
     from deployments.model_cache import ModelNotAvailable
     from deployments.pipeline import Pipeline, lookahead_params
     from orchestrator.lookahead import Lookahead
@@ -55,7 +56,7 @@ def _generate(args, out: dict | None = None) -> int:
         print(f"lookahead: {exc}", file=sys.stderr)
         return 2
     prompt = Prompt(text=args.prompt) if args.raw else Prompt(messages=[{"role": "user", "content": args.prompt}])
-    params = lookahead_params(cfg.defaults, seed=args.seed)
+    params = lookahead_params(cfg.defaults, RequestOptions(seed=args.seed))
     session = Lookahead(pipe.target, pipe.draft, pipe.verifier, prompt, params, "cli")
 
     def show(pieces) -> None:

@@ -11,7 +11,7 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     deployments.model_fill   model_cache             (fills a cache volume: packages, archive, hub)
     deployments.engines      config, model_cache, orchestrator
     deployments.api          config, orchestrator, protos; no Ray (OpenAI/HTTP/gRPC mapping)
-    deployments.pipeline     config, engines, model_cache, verifier, orchestrator
+    deployments.pipeline     config, engines, model_cache, api.request (the typed request), verifier, orchestrator
     deployments.serve_config config, orchestrator
     deployments.serve        everything above; Ray Serve lives here
     deployments.app          serve, config, serve_config (build_app, start_local)
@@ -44,7 +44,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "deployments.engines": ("deployments.engines", "deployments.config", "deployments.model_cache", "orchestrator"),
     "deployments.api": ("deployments.api", "deployments.config", "orchestrator", "protos"),
     "deployments.pipeline": ("deployments.pipeline", "deployments.config", "deployments.engines",
-                             "deployments.model_cache", "verifier", "orchestrator"),
+                             "deployments.model_cache", "deployments.api.request", "verifier", "orchestrator"),
     "deployments.serve_config": ("deployments.serve_config", "deployments.config", "orchestrator"),
     "deployments.serve": ("deployments.serve",) + _BELOW_SERVE,
     "deployments.app": ("deployments.app", "deployments.serve", "deployments.config", "deployments.serve_config"),
