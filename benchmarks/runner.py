@@ -39,7 +39,7 @@ class Runner:
             args.verifier = spec.verifier
         if spec.lr and args.verifier == "llm-judge" and not args.judge:
             args.judge = args.target  # the target judges: the same engine, loaded once (EnginePool key)
-        return app_config_from_args(args, spec.cli_mode)
+        return app_config_from_args(args, spec.mode.name)
 
     def engines(self, spec: ModeSpec):
         cfg = self.app_config(spec)
@@ -69,7 +69,8 @@ class Runner:
 
         cfg, target, draft = self.engines(spec)
         verifier = self.verifier(cfg) if spec.lr else None
-        params = lookahead_params(cfg.defaults, RequestOptions(seed=self.args.seed))
+        params = lookahead_params(cfg.defaults, RequestOptions(seed=self.args.seed),
+                                  token_speculation=cfg.target.engine.token_speculation)
         target_m = Metered(target)
         draft_m = Metered(draft) if draft is not None else None
         system = getattr(self.args, "system", None)

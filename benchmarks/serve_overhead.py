@@ -51,7 +51,7 @@ async def run_inprocess(cfg, questions: list[str]) -> list[dict]:
     from orchestrator.types import Prompt
 
     pipe = Pipeline.build(cfg)
-    params = lookahead_params(cfg.defaults)
+    params = lookahead_params(cfg.defaults, token_speculation=cfg.target.engine.token_speculation)
     out = []
     for q in questions:
         r = await generate(pipe.target, Prompt(messages=[{"role": "user", "content": q}]), params,

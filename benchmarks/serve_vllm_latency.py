@@ -32,7 +32,8 @@ def in_process(cfg, messages: list[dict], mode: str, repeats: int) -> tuple[list
     from orchestrator.types import Prompt
 
     pipe = Pipeline.build(cfg)
-    params = lookahead_params(cfg.defaults, RequestOptions(mode=mode))
+    params = lookahead_params(cfg.defaults, RequestOptions(mode=mode),
+                              token_speculation=cfg.target.engine.token_speculation)
     try:
         async def once() -> tuple[float, str]:
             t0 = time.perf_counter()

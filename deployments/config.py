@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.modes import Mode, Schedule, VerifierKind
+from orchestrator.modes import Mode, ModeName, Schedule, VerifierKind
 
 
 #: g, drafted steps per cycle: an integer, or "auto" for the adaptive policy (orchestrator/policy.py)
@@ -93,7 +93,7 @@ class VerifierConfig(_Strict):
 
 
 class LookaheadDefaults(_Strict):
-    mode: Mode = "lr"
+    mode: ModeName = "lr"
     depth: Depth = "auto"
     width: int = Field(1, ge=1, le=8)
     schedule: Schedule = "sync"
@@ -135,6 +135,8 @@ class AppConfig(_Strict):
     def _roles(self) -> "AppConfig":
         if self.verifier.kind == "llm-judge" and self.judge is None:
             raise ValueError("verifier.kind 'llm-judge' needs a judge role")
-        if self.defaults.mode.startswith("lr") and self.draft is None:
-            raise ValueError(f"defaults.mode {self.defaults.mode!r} needs a draft role")
+        mode = Mode.parse(self.defaults.mode)
+        if mode.steps and self.draft is None:
+            raise ValueError(f"defaults.mode {mode.name!r} needs a draft role")
+        mode.run_on(self.target.engine.token_speculation != "none")  # ValueError: sd on a target without it
         return self

@@ -11,7 +11,7 @@ from deployments.api.request import RequestOptions
 from deployments.config import AppConfig, LookaheadDefaults, VerifierConfig
 from deployments.engines.factory import build_engine
 from orchestrator.lookahead import LookaheadParams
-from orchestrator.modes import core_mode
+from orchestrator.modes import Mode
 from orchestrator.types import SamplingParams
 
 
@@ -20,13 +20,18 @@ from orchestrator.types import SamplingParams
 SAMPLING_EXTRAS = ("repetition_penalty", "min_p", "logit_bias")
 
 
-def lookahead_params(defaults: LookaheadDefaults, options: RequestOptions | None = None) -> LookaheadParams:
-    """Per-request parameters: the config's defaults, overridden by what the request set."""
+def lookahead_params(defaults: LookaheadDefaults, options: RequestOptions | None = None, *,
+                     token_speculation: str = "none") -> LookaheadParams:
+    """Per-request parameters: the config's defaults, overridden by what the request set.
+
+    `token_speculation` is the target engine's setting: the mode runs with the token layer the
+    engine has (ValueError when the mode asks for one it has not; orchestrator/modes.py)."""
     o = options or RequestOptions()
     extras = {k: v for k in SAMPLING_EXTRAS if (v := getattr(o, k)) not in (None, ())}
     d = defaults.model_copy(update={k: v for k in LookaheadDefaults.model_fields if (v := getattr(o, k, None)) is not None})
     sampling = SamplingParams(d.temperature, d.top_p, d.top_k, o.seed, **extras)
-    return LookaheadParams(mode=core_mode(d.mode), depth=d.depth, width=d.width, schedule=d.schedule,
+    mode = Mode.parse(d.mode).run_on(token_speculation != "none")
+    return LookaheadParams(mode=mode.core, tokens=mode.tokens, depth=d.depth, width=d.width, schedule=d.schedule,
                            max_step_tokens=d.max_step_tokens, max_tokens=d.max_tokens,
                            target_sampling=sampling, draft_sampling=sampling,
                            seed=o.seed)  # None: fresh randomness per request

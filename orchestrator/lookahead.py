@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable
 
 from orchestrator.accept import adopt, mark_rejected, stop_mismatch, stop_verdict
-from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Schedule
+from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Mode, Schedule
 from orchestrator.policy import AUTO, SpeculationPolicy
 from orchestrator.protocols import StepEngine, Verifier
 from orchestrator.rolling_window import run_async
@@ -42,6 +42,9 @@ MAX_BACKOFF_CYCLES = 64
 @dataclass
 class LookaheadParams:
     mode: CoreMode = "lr"
+    # the target speculates tokens inside each step: its engine's setting, which no request can
+    # switch (orchestrator/modes.py); the stats report it in their mode (lr+sd, sd)
+    tokens: bool = False
     # g, drafted steps per cycle: an int, or "auto" for the adaptive policy choosing 0..max_depth
     depth: int | str = AUTO
     width: int = 1  # W: sibling drafts per position (distinct seeds)
@@ -100,7 +103,7 @@ class Lookahead:
         self.target, self.draft, self.verifier = target, draft, verifier
         self.prompt, self.params, self.request_id = prompt, params, request_id
         self.steps: list[Step] = []
-        self.stats = Stats(mode=params.mode)
+        self.stats = Stats(mode=Mode(params.mode == "lr", params.tokens).name)
         self.speculate = (params.mode == "lr" and params.depth != 0 and draft is not None
                           and verifier is not None)
         self.policy = (SpeculationPolicy(params.max_depth, prior)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.config import Depth
-from orchestrator.modes import Mode, Schedule, VerifierKind
+from orchestrator.modes import ModeName, Schedule, VerifierKind
 from orchestrator.stop_strings import normalize_stops
 
 MAX_TOKENS_LIMIT = 32768
@@ -87,7 +87,7 @@ MAX_LOGIT_BIAS = 300
 
 class LookaheadRequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Mode | None = None
+    mode: ModeName | None = None
     depth: Depth | None = None
     width: int | None = Field(None, ge=1, le=8)
     schedule: Schedule | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.modes import VERIFIER_KINDS
+from orchestrator.modes import VERIFIER_KINDS, Mode
 
 DEFAULT_TARGET = "qwen2.5-0.5b"
 DEFAULT_DRAFT = "smollm2-135m"
@@ -44,11 +44,11 @@ def add_lookahead_args(p: argparse.ArgumentParser) -> None:
 def app_config_from_args(args, mode: str):
     from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, VerifierConfig
 
-    sd = mode.endswith("sd")
+    layers = Mode.parse(mode)
     common = dict(engine=args.engine, device=args.device, dtype=args.dtype, batch_invariant=args.batch_invariant)
-    target = EngineConfig(model=args.target, token_speculation="ngram" if sd else "none",
+    target = EngineConfig(model=args.target, token_speculation="ngram" if layers.tokens else "none",
                           num_speculative_tokens=args.sd_tokens, **common)
-    speculate = mode.startswith("lr")
+    speculate = layers.steps
     return AppConfig(
         target=RoleConfig(engine=target),
         draft=RoleConfig(engine=EngineConfig(model=args.draft, **common)) if speculate else None,

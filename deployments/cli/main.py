@@ -56,7 +56,8 @@ def _generate(args, out: dict | None = None) -> int:
         print(f"lookahead: {exc}", file=sys.stderr)
         return 2
     prompt = Prompt(text=args.prompt) if args.raw else Prompt(messages=[{"role": "user", "content": args.prompt}])
-    params = lookahead_params(cfg.defaults, RequestOptions(seed=args.seed))
+    params = lookahead_params(cfg.defaults, RequestOptions(seed=args.seed),
+                              token_speculation=cfg.target.engine.token_speculation)
     session = Lookahead(pipe.target, pipe.draft, pipe.verifier, prompt, params, "cli")
 
     def show(pieces) -> None:

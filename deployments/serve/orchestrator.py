@@ -22,6 +22,7 @@ from deployments.serve.metrics import LookaheadMetrics
 from deployments.serve.remote import RemoteEngine, cancel_quietly, response_result
 from deployments.serve.request_ids import serve_request_id
 from orchestrator.lookahead import Lookahead
+from orchestrator.modes import Mode
 from orchestrator.stop_strings import Piece, StopStrings
 from orchestrator.types import Stats, step_dict
 
@@ -82,20 +83,22 @@ class Orchestrator:
         engines = await self._engines()
         options = spec.options
         kind = options.verifier or self.cfg.verifier.kind
-        mode = options.mode or self.cfg.defaults.mode
-        if mode.startswith("lr") and self.handles["draft"] is None:
-            raise BadRequest(f"mode {mode!r} needs a draft deployment, none is configured", "lookahead.mode")
+        mode = Mode.parse(options.mode or self.cfg.defaults.mode)
+        if mode.steps and self.handles["draft"] is None:
+            raise BadRequest(f"mode {mode.name!r} needs a draft deployment, none is configured", "lookahead.mode")
         if kind == "llm-judge" and self.handles["judge"] is None:
             raise BadRequest("verifier 'llm-judge' needs a judge deployment, none is configured",
                              "lookahead.verifier")
         limit = self.cfg.server.max_tokens_limit
         if (options.max_tokens or 0) > limit:
             raise BadRequest(f"max_tokens must be <= {limit} on this server", "max_tokens")
-        if mode.endswith("sd") and self.info["target"].get("token_speculation", "none") == "none":
-            raise BadRequest(f"mode {mode!r} needs token-level speculation on the target engine "
-                             "(engine.token_speculation in the config)", "lookahead.mode")
+        token_speculation = self.info["target"].get("token_speculation", "none")
+        try:  # the token layer is the target engine's: asked of one without it, refused
+            mode.run_on(token_speculation != "none")
+        except ValueError as exc:
+            raise BadRequest(str(exc), "lookahead.mode") from None
         try:
-            params = lookahead_params(self.cfg.defaults, options)
+            params = lookahead_params(self.cfg.defaults, options, token_speculation=token_speculation)
         except ValueError as exc:
             raise BadRequest(str(exc), "lookahead") from exc
         self._check_logit_bias(params, engines)
@@ -113,7 +116,6 @@ class Orchestrator:
         # depth "auto" starts from what this replica has measured so far (acceptance by depth, costs)
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid,
                             prior=self.totals.to_dict() if self.totals.cycles else None)
-        session.stats.mode = mode  # the mode asked for (lr+sd, sd), not the core's lr/ar
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
 

@@ -136,7 +136,7 @@ def test_budgets():
     assert ModeSpec("sd", sd_tokens=3).budget == 3
     assert ModeSpec("lr", lr=True, depth=3).budget == 3
     assert ModeSpec("x", lr=True, depth=2, sd_tokens=1, width=2).budget == 5
-    assert [s.cli_mode for s in main_specs(["ar", "sd", "lr", "lr+sd"], 4, 1, 4)] == ["ar", "sd", "lr", "lr+sd"]
+    assert [s.mode.name for s in main_specs(["ar", "sd", "lr", "lr+sd"], 4, 1, 4)] == ["ar", "sd", "lr", "lr+sd"]
     with pytest.raises(ValueError):
         main_specs(["ar", "bogus"], 4, 1, 4)
 
