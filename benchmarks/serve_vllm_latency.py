@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out/serve_vllm_latency.json")
     args = p.parse_args(argv)
 
-    from deployments.kuberay.profiles import PROFILES
+    from deployments.profiles import PROFILES
 
     cfg = PROFILES["cpu-vllm"].model_copy(deep=True)
     cfg.defaults = cfg.defaults.model_copy(update={"max_tokens": args.max_tokens, "depth": 4})

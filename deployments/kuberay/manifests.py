@@ -1,6 +1,6 @@
 """KubeRay manifests (RayService ray.io/v1, model-cache PVC, gRPC Service) generated from an
 :class:`~deployments.config.AppConfig`. :mod:`deployments.kuberay.render` writes them to ``k8s/*.yaml``
-from :mod:`deployments.kuberay.profiles`.
+from :mod:`deployments.profiles` and :mod:`deployments.kuberay.profiles`.
 
 Roles, worker groups and the replica rule
 -----------------------------------------

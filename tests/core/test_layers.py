@@ -15,7 +15,8 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     deployments.serve_config config, orchestrator
     deployments.serve        everything above; Ray Serve lives here
     deployments.app          serve, config, serve_config (build_app, start_local)
-    deployments.kuberay      config, serve_config, orchestrator
+    deployments.profiles     config                  (the shipped AppConfigs)
+    deployments.kuberay      config, serve_config, profiles, orchestrator
     deployments.cli          everything in deployments/, benchmarks
     benchmarks/              everything but tests
 
@@ -49,7 +50,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "deployments.serve": ("deployments.serve",) + _BELOW_SERVE,
     "deployments.app": ("deployments.app", "deployments.serve", "deployments.config", "deployments.serve_config"),
     "deployments.model_fill": ("deployments.model_fill", "deployments.model_cache"),
-    "deployments.kuberay": ("deployments.kuberay", "deployments.config", "deployments.serve_config", "orchestrator"),
+    "deployments.profiles": ("deployments.profiles", "deployments.config"),
+    "deployments.kuberay": ("deployments.kuberay", "deployments.config", "deployments.serve_config", "deployments.profiles",
+                            "orchestrator"),
     "deployments.cli": ("deployments", "benchmarks", "verifier", "orchestrator", "protos"),
     "benchmarks": PACKAGES,
 }

@@ -22,7 +22,7 @@ import pytest
 from openai import OpenAI
 
 from deployments.config import EngineConfig
-from deployments.kuberay.profiles import PROFILES
+from deployments.profiles import PROFILES
 from orchestrator.lookahead import LookaheadParams, generate
 from orchestrator.types import Prompt
 from protos.lookahead.v1 import lookahead_pb2 as pb

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.verifier_eval import DROPPED, build_bare, guarded_verdicts, load_pairs, score, verify_pairs
-from deployments.kuberay.profiles import PROFILES
+from deployments.profiles import PROFILES
 
 PAIRS = load_pairs()
 #: the quality run answers the first rows of the train file (`lookahead bench --data
