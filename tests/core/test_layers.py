@@ -14,7 +14,7 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     deployments.pipeline     config, engines, model_cache, api.request (the typed request), verifier, orchestrator
     deployments.serve_config config, orchestrator
     deployments.serve        everything above; Ray Serve lives here
-    deployments.app          serve, config, serve_config (build_app, start_local)
+    deployments.app          serve, config, serve_config, profiles (build_app, start_local)
     deployments.profiles     config                  (the shipped AppConfigs)
     deployments.kuberay      config, serve_config, profiles, orchestrator
     deployments.cli          everything in deployments/, benchmarks
@@ -48,7 +48,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                              "deployments.model_cache", "deployments.api.request", "verifier", "orchestrator"),
     "deployments.serve_config": ("deployments.serve_config", "deployments.config", "orchestrator"),
     "deployments.serve": ("deployments.serve",) + _BELOW_SERVE,
-    "deployments.app": ("deployments.app", "deployments.serve", "deployments.config", "deployments.serve_config"),
+    "deployments.app": ("deployments.app", "deployments.serve", "deployments.config", "deployments.serve_config",
+                        "deployments.profiles"),
     "deployments.model_fill": ("deployments.model_fill", "deployments.model_cache"),
     "deployments.profiles": ("deployments.profiles", "deployments.config"),
     "deployments.kuberay": ("deployments.kuberay", "deployments.config", "deployments.serve_config", "deployments.profiles",

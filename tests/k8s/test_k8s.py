@@ -38,6 +38,7 @@ from deployments.config import (
     VerifierConfig,
 )
 from deployments.serve_config import (
+    app_config_from_data,
     DEPLOYMENT_ROLES,
     load_app_config,
     serve_config,
@@ -356,7 +357,11 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
         "grpc_servicer_functions": ["protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server"]}
     (app,) = data["applications"]
     assert app["import_path"] == "deployments.app:build_app_from_args"
-    assert AppConfig.model_validate(app["args"]["config"]) == cfg
+    # one copy of placement and scaling: the deployments list, not the args
+    args = app["args"]["config"]
+    assert all("deployment" not in (args.get(role) or {}) for role in ("target", "draft", "judge"))
+    assert not {"orchestrator", "ingress"} & set(args["server"])
+    assert app_config_from_data(data) == cfg
     names = [d["name"] for d in app["deployments"]]
     expected = ["TargetEngine"] + (["DraftEngine"] if cfg.draft else []) + (["JudgeEngine"] if cfg.judge else [])
     assert names == expected + ["Orchestrator", "Ingress"]
@@ -664,4 +669,4 @@ def app_configs(draw):
 def test_any_config_gives_a_consistent_manifest(cfg):
     rs = kuberay.rayservice(cfg, "prop", image="example.com/lookahead:1.2.3")
     assert all_checks(rs) == []
-    assert AppConfig.model_validate(serve_cfg_of(rs)["applications"][0]["args"]["config"]) == cfg
+    assert app_config_from_data(serve_cfg_of(rs)) == cfg

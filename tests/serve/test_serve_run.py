@@ -1,4 +1,5 @@
-"""`serve run <the generated YAML>` serves the same application as `lookahead serve`."""
+"""`serve run <the generated YAML>` serves the same application as `lookahead serve`, and so
+does `serve run` of what `serve build deployments.app:cpu_demo` writes."""
 from __future__ import annotations
 
 import os
@@ -17,11 +18,18 @@ from tests.support.paths import ROOT
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
-def test_serve_run_cpu_demo_yaml():
+@pytest.mark.parametrize("source", ["rendered", "serve build"])
+def test_serve_run_cpu_demo_yaml(source, tmp_path):
     serve_bin = Path(sys.executable).with_name("serve")
+    config = "deployments/configs/cpu-demo.yaml"
+    if source == "serve build":
+        config = str(tmp_path / "built.yaml")
+        built = subprocess.run([str(serve_bin), "build", "deployments.app:cpu_demo", "-o", config], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+        assert built.returncode == 0, built.stderr[-3000:]
     # a short temp dir: Ray's unix socket paths must stay under 107 bytes
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
-    proc = subprocess.Popen([str(serve_bin), "run", "deployments/configs/cpu-demo.yaml"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([str(serve_bin), "run", config], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 400
