@@ -14,6 +14,7 @@ from benchmarks.engines import EnginePool, Metered
 from benchmarks.grading import extract_answer, is_correct
 from benchmarks.modes import ModeSpec
 from benchmarks.strict_check import strict_review
+from verifier.kinds import needs
 
 
 class Runner:
@@ -37,7 +38,7 @@ class Runner:
             args.verifier = "exact"  # unused without drafts; avoids needing a judge role
         elif spec.verifier:
             args.verifier = spec.verifier
-        if spec.lr and args.verifier == "llm-judge" and not args.judge:
+        if spec.lr and "judge" in needs(args.verifier).roles and not args.judge:
             args.judge = args.target  # the target judges: the same engine, loaded once (EnginePool key)
         return app_config_from_args(args, spec.mode.name)
 

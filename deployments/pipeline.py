@@ -40,11 +40,12 @@ def lookahead_params(defaults: LookaheadDefaults, options: RequestOptions | None
 def build_verifier(cfg: VerifierConfig, target=None, judge=None):
     from deployments.model_cache import resolve_model
     from verifier.factory import build_verifier as build
+    from verifier.kinds import needs
 
-    # verifier/ sits below the model cache: it gets a resolved path, never a short name
-    embedding = resolve_model(cfg.embedding_model) if cfg.kind == "embedding" else None
+    # verifier/ sits below the model cache: it gets resolved paths, never short names
+    models = {field: resolve_model(getattr(cfg, field)) for field in needs(cfg.kind).models}
     return build(cfg.kind, threshold=cfg.threshold, numeric_guard=cfg.numeric_guard, plan_guard=cfg.plan_guard,
-                 embedding_model=embedding, judge=judge, target=target)
+                 judge=judge, target=target, **models)
 
 
 @dataclass

@@ -38,9 +38,17 @@ from orchestrator.types import (
 #: consecutive draft/verifier failures back speculation off for 1, 2, 4, ... up to this many cycles
 MAX_BACKOFF_CYCLES = 64
 
+#: the allowed range of each bounded session parameter, stated once: the config, the OpenAI
+#: request model and the CLI read it from here
+BOUNDS: dict[str, tuple[int, int]] = {"depth": (0, 16), "width": (1, 8), "max_step_tokens": (1, 4096),
+                                      "max_depth": (1, 16)}
+
 
 @dataclass
 class LookaheadParams:
+    """One session's parameters; the defaults here are the server's too (deployments/config.py
+    reads them)."""
+
     mode: CoreMode = "lr"
     # the target speculates tokens inside each step: its engine's setting, which no request can
     # switch (orchestrator/modes.py); the stats report it in their mode (lr+sd, sd)
@@ -66,10 +74,9 @@ class LookaheadParams:
             raise ValueError(f"schedule must be 'sync' or 'async', got {self.schedule!r}")
         if isinstance(self.depth, str) and self.depth != AUTO:
             raise ValueError(f"depth must be 'auto' or an integer, got {self.depth!r}")
-        checks = [("width", 1, 8), ("max_step_tokens", 1, 4096), ("max_depth", 1, 16)]
-        if self.depth != AUTO:
-            checks.append(("depth", 0, 16))
-        for name, lo, hi in checks:
+        for name, (lo, hi) in BOUNDS.items():
+            if name == "depth" and self.depth == AUTO:
+                continue
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")

@@ -17,11 +17,10 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments.config import Depth
+from deployments.config import Depth, bounded
 from orchestrator.modes import ModeName, Schedule, VerifierKind
 from orchestrator.stop_strings import normalize_stops
 
-MAX_TOKENS_LIMIT = 32768
 MAX_STOPS = 16
 # chat_template_kwargs may not set what the server renders with, nor smuggle in refused features
 # (the named parameters of transformers' apply_chat_template): only template variables pass
@@ -89,7 +88,7 @@ class LookaheadRequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: ModeName | None = None
     depth: Depth | None = None
-    width: int | None = Field(None, ge=1, le=8)
+    width: int | None = bounded("width")
     schedule: Schedule | None = None
     verifier: VerifierKind | None = None
 
@@ -146,8 +145,9 @@ class StreamOptions(BaseModel):
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    # the upper limit is the server's (server.max_tokens_limit), checked by the orchestrator
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)

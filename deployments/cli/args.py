@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from deployments.config import ENGINES
 from orchestrator.modes import VERIFIER_KINDS, Mode
 
 DEFAULT_TARGET = "qwen2.5-0.5b"
@@ -14,7 +15,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET, help="target model: short name, path or cached hub id")
     p.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model")
     p.add_argument("--judge", default=None, help="judge model for --verifier llm-judge")
-    p.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    p.add_argument("--engine", choices=ENGINES, default="hf")
     p.add_argument("--verifier", choices=VERIFIER_KINDS, default="exact")
     p.add_argument("--threshold", type=float, default=None, help="verifier threshold (per-kind default)")
     p.add_argument("--no-numeric-guard", action="store_true", help="embedding verifier without the guard")

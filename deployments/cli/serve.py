@@ -51,12 +51,11 @@ def demo_config():
 
 def cmd_demo(args) -> int:
     from deployments import model_cache as models
+    from verifier import kinds
 
     t_start = time.time()
     cfg = demo_config()
-    needed = [cfg.target.engine.model, cfg.draft.engine.model]
-    if cfg.verifier.kind == "embedding":
-        needed.append(cfg.verifier.embedding_model)
+    needed = [cfg.target.engine.model, cfg.draft.engine.model, *kinds.models_of(cfg.verifier)]
     try:
         models.prepare(needed, progress=True)
     except models.ModelError as exc:

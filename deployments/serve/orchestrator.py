@@ -25,6 +25,7 @@ from orchestrator.lookahead import Lookahead
 from orchestrator.modes import Mode
 from orchestrator.stop_strings import Piece, StopStrings
 from orchestrator.types import Stats, step_dict
+from verifier.kinds import needs
 
 log = logging.getLogger("ray.serve")
 
@@ -86,9 +87,10 @@ class Orchestrator:
         mode = Mode.parse(options.mode or self.cfg.defaults.mode)
         if mode.steps and self.handles["draft"] is None:
             raise BadRequest(f"mode {mode.name!r} needs a draft deployment, none is configured", "lookahead.mode")
-        if kind == "llm-judge" and self.handles["judge"] is None:
-            raise BadRequest("verifier 'llm-judge' needs a judge deployment, none is configured",
-                             "lookahead.verifier")
+        for role in needs(kind).roles:
+            if self.handles[role] is None:
+                raise BadRequest(f"verifier {kind!r} needs a {role} deployment, none is configured",
+                                 "lookahead.verifier")
         limit = self.cfg.server.max_tokens_limit
         if (options.max_tokens or 0) > limit:
             raise BadRequest(f"max_tokens must be <= {limit} on this server", "max_tokens")
@@ -109,7 +111,7 @@ class Orchestrator:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
                              f"model's context of {limit} tokens", "messages" if prompt.messages else "prompt")
         # A configured draft/judge that cannot answer right now: this request runs target-only.
-        needed = ("draft", "judge") if kind == "llm-judge" else ("draft",)
+        needed = ("draft", *needs(kind).roles)
         missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
         rid = spec.request_id or serve_request_id()

@@ -6,7 +6,7 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     orchestrator/            the core: standard library only (no Ray, no torch)
     protos/                  generated gRPC stubs
     verifier/                orchestrator
-    deployments.config       orchestrator            (pydantic config)
+    deployments.config       orchestrator, verifier.kinds (pydantic config; what each verifier kind needs)
     deployments.model_cache  -                       (local model cache)
     deployments.model_fill   model_cache             (fills a cache volume: packages, archive, hub)
     deployments.engines      config, model_cache, orchestrator
@@ -16,7 +16,7 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     deployments.serve        everything above; Ray Serve lives here
     deployments.app          serve, config, serve_config, profiles (build_app, start_local)
     deployments.profiles     config                  (the shipped AppConfigs)
-    deployments.kuberay      config, serve_config, profiles, orchestrator
+    deployments.kuberay      config, serve_config, profiles, orchestrator, verifier.kinds
     deployments.cli          everything in deployments/, benchmarks
     benchmarks/              everything but tests
 
@@ -40,7 +40,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "orchestrator": ("orchestrator",),
     "protos": ("protos",),
     "verifier": ("verifier", "orchestrator"),
-    "deployments.config": ("deployments.config", "orchestrator"),
+    "deployments.config": ("deployments.config", "orchestrator", "verifier.kinds"),
     "deployments.model_cache": ("deployments.model_cache",),
     "deployments.engines": ("deployments.engines", "deployments.config", "deployments.model_cache", "orchestrator"),
     "deployments.api": ("deployments.api", "deployments.config", "orchestrator", "protos"),
@@ -53,7 +53,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "deployments.model_fill": ("deployments.model_fill", "deployments.model_cache"),
     "deployments.profiles": ("deployments.profiles", "deployments.config"),
     "deployments.kuberay": ("deployments.kuberay", "deployments.config", "deployments.serve_config", "deployments.profiles",
-                            "orchestrator"),
+                            "orchestrator", "verifier.kinds"),
     "deployments.cli": ("deployments", "benchmarks", "verifier", "orchestrator", "protos"),
     "benchmarks": PACKAGES,
 }
