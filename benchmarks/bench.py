@@ -10,10 +10,13 @@ synchronous cost model's predicted speedup next to the realized one (benchmarks/
 defines c, r and b). Writes bench.json, bench.md and PNGs to --out. --sweep adds a bounded
 sweep: speedup vs depth (sd alone vs lr+sd) and an equal-budget grid over g x W x K.
 
-    lookahead bench                                  # 3 questions, 128 tokens, ar,sd,lr,lr+sd
-    lookahead bench --limit 1 --max-tokens 32        # smoke test
-    lookahead bench --modes ar,lr --verifiers embedding,llm-judge,target-score   # verifiers side by side
-    python -m benchmarks.bench --sweep --sweep-only  # the sweep alone
+    lookahead bench run                              # 3 questions, 128 tokens, ar,sd,lr,lr+sd
+    lookahead bench run --limit 1 --max-tokens 32    # smoke test
+    lookahead bench run --modes ar,lr --verifiers embedding,llm-judge,target-score   # verifiers side by side
+    lookahead bench run --sweep --sweep-only         # the sweep alone
+
+The command line (models, engines, sampling) is the CLI's (deployments/cli/bench.py); this
+module adds the benchmark's own options and runs it.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from deployments.cli.args import add_lookahead_args, add_model_args
+from deployments.config import EngineConfig, LookaheadDefaults, VerifierConfig
+from orchestrator.modes import SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "out"
@@ -37,7 +41,19 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def defaults() -> dict:
+    """What `lookahead bench run` sets unlike `lookahead generate`: the bench's own choices, and
+    the config's defaults for what the bench reads itself (spec names, calibration, the report)."""
+    engine, session = EngineConfig(model="-"), LookaheadDefaults()
+    # a fixed g by default, so the cost model is checked at that g; --depth auto runs the adaptive policy
+    # and reports the cost model at its best g next to the depths the policy chose
+    return {"verifier": "embedding", "max_tokens": 128, "depth": 4, "engine": engine.engine,
+            "sd_tokens": engine.num_speculative_tokens, "width": session.width, "schedule": session.schedule,
+            "func": cmd_bench}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's own options (the CLI adds the model and sampling ones)."""
     from benchmarks.data import DEFAULT_DATA
 
     p.add_argument("--data", default=str(DEFAULT_DATA), help="GSM8K-format JSONL (question, answer '#### N')")
@@ -47,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "benchmarks/merge.py joins the two bench.json)")
     p.add_argument("--modes", default="ar,sd,lr,lr+sd", help="comma-separated: ar, sd, lr, lr+sd")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="directory for bench.json, bench.md, PNGs")
-    p.add_argument("--schedule", choices=("sync", "async"), dest="schedule", help="lr schedule (default sync)")
+    p.add_argument("--schedule", choices=SCHEDULES, dest="schedule", help="lr schedule (as --sync / --async)")
     p.add_argument("--verifiers", default=None, metavar="A,B,...",
                    help="compare verifiers in one run: each lr mode once per verifier, named lr[A], lr[B] "
                         "(default: --verifier alone). llm-judge asks --judge, or the target without one")
@@ -74,17 +90,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sweep-depths", type=_ints, default=[1, 2], help="equal-budget grid: depths g")
     s.add_argument("--sweep-widths", type=_ints, default=[1, 2], help="equal-budget grid: widths W")
     s.add_argument("--sweep-sd-tokens", type=_ints, default=[0, 1], help="equal-budget grid: sd tokens K (0 = lr)")
-    add_model_args(p)
-    add_lookahead_args(p)
-    # a fixed g by default, so the cost model is checked at that g; --depth auto runs the adaptive policy
-    # and reports the cost model at its best g next to the depths the policy chose
-    p.set_defaults(verifier="embedding", max_tokens=128, depth=4, func=cmd_bench)
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="benchmark ar / sd / lr / lr+sd on GSM8K (accuracy, speed, cost model)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
 
 
 def environment(args) -> dict:
@@ -105,7 +110,8 @@ def environment(args) -> dict:
         "torch": torch.__version__, "transformers": transformers.__version__,
         "engine": args.engine, "git_commit": commit,
         "models": {"target": args.target, "draft": args.draft, "judge": args.judge,
-                   "embedding": "minilm-l6" if "embedding" in (args.verifiers or args.verifier) else None},
+                   "embedding": VerifierConfig().embedding_model if "embedding" in (args.verifiers or args.verifier)
+                   else None},
     }
 
 
@@ -294,19 +300,8 @@ def cmd_bench(args) -> int:
     try:
         result = asyncio.run(run_bench(args))
     except (ModelNotAvailable, ValueError, FileNotFoundError) as exc:
-        print(f"lookahead bench: {exc}", file=sys.stderr)
+        print(f"lookahead bench run: {exc}", file=sys.stderr)
         return 2
     publish(result, args.out)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,18 +29,19 @@ class Runner:
 
     def app_config(self, spec: ModeSpec):
         """The AppConfig `lookahead generate` would build for this configuration."""
-        from deployments.cli.args import app_config_from_args
+        from deployments.config import AppConfig
 
-        args = argparse.Namespace(**vars(self.args))
-        args.depth, args.width = spec.depth or self.args.depth, spec.width
-        args.sd_tokens = spec.sd_tokens or self.args.sd_tokens
-        if not spec.lr:
-            args.verifier = "exact"  # unused without drafts; avoids needing a judge role
-        elif spec.verifier:
-            args.verifier = spec.verifier
-        if spec.lr and "judge" in needs(args.verifier).roles and not args.judge:
-            args.judge = args.target  # the target judges: the same engine, loaded once (EnginePool key)
-        return app_config_from_args(args, spec.mode.name)
+        a = self.args
+        verifier = spec.verifier or a.verifier
+        judge = a.judge
+        if spec.lr and "judge" in needs(verifier).roles and not judge:
+            judge = a.target  # the target judges: the same engine, loaded once (EnginePool key)
+        return AppConfig.for_models(
+            a.target, a.draft, judge, mode=spec.mode.name, engine=a.engine, device=a.device, dtype=a.dtype,
+            batch_invariant=a.batch_invariant, sd_tokens=spec.sd_tokens or a.sd_tokens, verifier=verifier,
+            threshold=a.threshold, numeric_guard=False if a.no_numeric_guard else None,
+            depth=spec.depth or a.depth, width=spec.width, schedule=a.schedule, max_step_tokens=a.max_step_tokens,
+            max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k)
 
     def engines(self, spec: ModeSpec):
         cfg = self.app_config(spec)

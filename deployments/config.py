@@ -167,3 +167,31 @@ class AppConfig(Strict):
             raise ValueError(f"defaults.mode {mode.name!r} needs a draft role")
         mode.run_on(self.target.engine.token_speculation != "none")  # ValueError: sd on a target without it
         return self
+
+    @classmethod
+    def for_models(cls, target: str, draft: str | None = None, judge: str | None = None, *, mode: str | None = None,
+                   engine: str | None = None, device: str | None = None, dtype: str | None = None,
+                   batch_invariant: bool = False, sd_tokens: int | None = None, verifier: str | None = None,
+                   threshold: float | None = None, numeric_guard: bool | None = None,
+                   **defaults: Any) -> "AppConfig":
+        """The config of an in-process run of one mode (`lookahead generate`, the benchmarks): the
+        target speculates tokens when the mode has a token layer (n-gram, `sd_tokens` per step),
+        the draft and judge are there only when the mode drafts steps. `defaults` are
+        LookaheadDefaults fields; every argument left None takes this config's default. Without
+        drafts the verifier is never asked, so it is the plain exact one (needing no judge)."""
+        layers = Mode.parse(mode or LookaheadDefaults().mode)
+        common = _given(engine=engine, device=device, dtype=dtype, batch_invariant=batch_invariant)
+        speculation = {"token_speculation": "ngram", **_given(num_speculative_tokens=sd_tokens)} if layers.tokens else {}
+        return cls(
+            target=RoleConfig(engine=EngineConfig(model=target, **speculation, **common)),
+            draft=RoleConfig(engine=EngineConfig(model=draft, **common)) if layers.steps and draft else None,
+            judge=RoleConfig(engine=EngineConfig(model=judge, **common)) if layers.steps and judge else None,
+            verifier=VerifierConfig(**_given(kind=verifier, threshold=threshold, numeric_guard=numeric_guard))
+            if layers.steps else VerifierConfig(),
+            defaults=LookaheadDefaults(mode=layers.name, **_given(**defaults)),
+        )
+
+
+def _given(**kw: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (None: take the model's default)."""
+    return {k: v for k, v in kw.items() if v is not None}

@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 from deployments.cli.args import add_lookahead_args, add_model_args, app_config_from_args  # noqa: E402
+from deployments.config import LookaheadDefaults  # noqa: E402
 from orchestrator.modes import MODES  # noqa: E402
 
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="answer one prompt in-process, step by step")
     g.add_argument("prompt")
-    g.add_argument("--mode", choices=MODES, default="lr")
+    g.add_argument("--mode", choices=MODES, default=None, help=f"default {LookaheadDefaults().mode}")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--raw", action="store_true", help="send the prompt as-is, without the chat template")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
@@ -155,7 +156,7 @@ def _k8s_cli():
 
 
 def _bench_cli():
-    from benchmarks import bench
+    from deployments.cli import bench
 
     return bench
 
