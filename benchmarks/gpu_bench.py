@@ -132,11 +132,11 @@ def build(key: str, shape, args, clock: Clock):
 def _rows(n: int, prompt: int, limit: int, vocab: int, salt: int):
     import torch
 
-    from benchmarks.replay import _Row
+    from deployments.engines.rows import StepRow
     from orchestrator.types import SamplingParams
 
     g = torch.Generator().manual_seed(salt)
-    return [_Row(torch.randint(2, vocab, (prompt,), generator=g).tolist(), SamplingParams(), limit, False)
+    return [StepRow(torch.randint(2, vocab, (prompt,), generator=g).tolist(), SamplingParams(), limit, False)
             for _ in range(n)]
 
 
@@ -422,14 +422,14 @@ def preflight(device: str, capture: str) -> dict:
     import torch
 
     from benchmarks.model_shapes import SMOKE, random_model
-    from benchmarks.replay import _Row
+    from deployments.engines.rows import StepRow
     from deployments.engines.static_decode import StaticDecoder, StopTables
     from orchestrator.types import SamplingParams
 
     model = random_model(SMOKE["0.5b"], device, torch.float32, seed=5)
     dec = StaticDecoder(model, StopTables.none(2048), max_rows=2, max_len=64, buckets=[2], capture=capture)
     try:
-        rows = [_Row([3, 4, 5, 6], SamplingParams(), 6, False), _Row([7, 8], SamplingParams(), 6, False)]
+        rows = [StepRow([3, 4, 5, 6], SamplingParams(), 6, False), StepRow([7, 8], SamplingParams(), 6, False)]
         dec.run(rows)
         ref = []
         with torch.inference_mode():

@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from deployments.engines.rows import cut_reason
 from deployments.engines.static_attention import install_static_attention
 from deployments.engines.static_lookup import Verify, run_lookup, verify_for
 from deployments.engines.static_step import Bucket, Cache, advance, choose, decode_step
@@ -69,7 +70,7 @@ def _lcp(a: list[int], b: list[int]) -> int:
 
 # -- the decoder ------------------------------------------------------------------------------
 class StaticDecoder:
-    """Decodes rows (hf's `_Row`: ids, sampling, limit, budget_cut, out, reason, cancelled) on a
+    """Decodes rows (deployments.engines.rows.StepRow) on a
     static cache. `capture`: "none" (eager), "graph" (explicit CUDA graphs, CUDA only) or
     "compile" (torch.compile, fullgraph; reduce-overhead CUDA graphs on CUDA)."""
 
@@ -250,7 +251,7 @@ class StaticDecoder:
             elif code == DELIMITER:
                 r.reason = "delimiter"
             elif code == LIMIT:
-                r.reason = "budget" if r.budget_cut else "step_limit"
+                r.reason = cut_reason(r.budget_cut)
             else:
                 r.reason = "step_limit"
 

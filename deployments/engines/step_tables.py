@@ -9,6 +9,8 @@ from typing import Sequence
 
 import torch
 
+from deployments.engines.rows import cut_reason
+
 # reason codes written by the device
 RUNNING, EOS, DELIMITER, LIMIT = 0, 1, 2, 3
 # token flag bits
@@ -69,7 +71,7 @@ class HostRule:
             row.reason = "delimiter"
             return False
         if len(row.out) >= row.limit:
-            row.reason = "budget" if row.budget_cut else "step_limit"
+            row.reason = cut_reason(row.budget_cut)
             return False
         return True
 
