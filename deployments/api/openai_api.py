@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from deployments.config import Depth, bounded
 from orchestrator.modes import ModeName, Schedule, VerifierKind
@@ -142,7 +142,14 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool = False  # accepted, see IGNORED_METADATA
 
 
-class _Common(BaseModel):
+def _refusable(name: str, *params: str) -> type[BaseModel]:
+    """A base declaring `params` (each in REFUSED) as fields of any value: declared, so a request
+    naming one is refused with its reason (`refusal`), not as an unknown field."""
+    assert all(p in REFUSED for p in params), params
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **{p: (Any, None) for p in params})
+
+
+class _Common(_refusable("_CommonRefusable", "n", "logprobs", "presence_penalty", "frequency_penalty")):
     model_config = ConfigDict(extra="forbid")
     model: str
     # the upper limit is the server's (server.max_tokens_limit), checked by the orchestrator
@@ -160,10 +167,6 @@ class _Common(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0, le=10)  # vLLM extra
     min_p: float | None = Field(None, ge=0, le=1)  # vLLM extra
     logit_bias: dict[str, float] | None = None  # token id (target vocabulary) -> bias in [-100, 100]
-    n: Any = None
-    logprobs: Any = None
-    presence_penalty: Any = None
-    frequency_penalty: Any = None
     user: str | None = None
     safety_identifier: str | None = None
     metadata: dict[str, str] | None = None
@@ -205,22 +208,11 @@ class _Common(BaseModel):
         return None
 
 
-class ChatCompletionRequest(_Common):
+class ChatCompletionRequest(_Common, _refusable(
+        "_ChatRefusable", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "response_format",
+        "audio", "modalities", "prediction", "web_search_options", "reasoning_effort", "verbosity", "moderation")):
     messages: list[ChatMessage] = Field(min_length=1)
     chat_template_kwargs: dict[str, Any] | None = None
-    top_logprobs: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    functions: Any = None
-    function_call: Any = None
-    response_format: Any = None
-    audio: Any = None
-    modalities: Any = None
-    prediction: Any = None
-    web_search_options: Any = None
-    reasoning_effort: Any = None
-    verbosity: Any = None
-    moderation: Any = None
     parallel_tool_calls: bool | None = None
 
     @field_validator("messages")
@@ -249,11 +241,9 @@ class ChatCompletionRequest(_Common):
         return super().refusal()
 
 
-class CompletionRequest(_Common):
+class CompletionRequest(_Common, _refusable("_CompletionRefusable", "best_of", "suffix")):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
-    best_of: Any = None
-    suffix: Any = None
 
     @field_validator("prompt")
     @classmethod

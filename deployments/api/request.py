@@ -21,19 +21,19 @@ class RequestOptions:
 
     # the `lookahead` object (HTTP) / LookaheadOptions (gRPC)
     mode: str | None = None
-    depth: int | str | None = None
-    width: int | None = None
     schedule: str | None = None
     verifier: str | None = None
-    # sampling and length
-    max_tokens: int | None = None
+    width: int | None = None  # W, sibling drafts per position
+    depth: int | str | None = None  # g, or "auto"
+    # how each token is chosen, in vLLM's order: the distribution, the bias, the penalties
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
-    seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (target token id, bias), sorted by id
     repetition_penalty: float | None = None
     min_p: float | None = None
-    logit_bias: tuple[tuple[int, float], ...] = ()  # (target token id, bias), sorted by id
+    seed: int | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)

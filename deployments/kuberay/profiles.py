@@ -31,6 +31,26 @@ class K8sProfile:
                                                                               memory_limit="8Gi"))
 
 
+def _group(name: str, *roles: str, gpu: bool = False, slots: dict[str, int] | None = None,
+           **resources: str) -> WorkerGroupPlan:
+    """A worker group hosting `roles` (the role it is named after by default); a GPU group's pods
+    tolerate the GPU taint."""
+    return WorkerGroupPlan(name=name, roles=list(roles or [name]), slots=slots or {},
+                           tolerations=[GPU_TOLERATION] if gpu else [], resources=PodResources(**resources))
+
+
+def _frontend(**resources: str) -> WorkerGroupPlan:
+    return _group("frontend", "orchestrator", "ingress", **resources)
+
+
+def _gpu_profile(name: str, description: str, *, head: PodResources, groups: list[WorkerGroupPlan],
+                 idle_timeout_s: int) -> K8sProfile:
+    """A GPU profile: the CUDA image, its RayService and model-fill Job named after it."""
+    return K8sProfile(manifest=f"rayservice-{name}.yaml", image=GPU_IMAGE, fill_manifest=f"model-fill-{name}.yaml",
+                      description=description,
+                      sizing=ClusterSizing(head=head, groups=groups, idle_timeout_s=idle_timeout_s))
+
+
 K8S_PROFILES: dict[str, K8sProfile] = {
     "cpu-demo": K8sProfile(
         manifest="rayservice-cpu.yaml",
@@ -42,57 +62,28 @@ K8S_PROFILES: dict[str, K8sProfile] = {
         sizing=ClusterSizing(
             head=PodResources(cpu="500m", memory="1536Mi", cpu_limit="1", memory_limit="3Gi"),
             autoscaler=PodResources(cpu="200m", memory="256Mi", cpu_limit="500m", memory_limit="512Mi"),
-            groups=[
-                WorkerGroupPlan(name="target", roles=["target"],
-                                resources=PodResources(cpu="1", memory="3Gi", cpu_limit="2", memory_limit="4Gi")),
-                WorkerGroupPlan(name="draft", roles=["draft"],
-                                resources=PodResources(cpu="500m", memory="1536Mi", cpu_limit="1", memory_limit="2Gi")),
-                WorkerGroupPlan(name="frontend", roles=["orchestrator", "ingress"],
-                                resources=PodResources(cpu="500m", memory="1Gi", cpu_limit="1", memory_limit="2Gi")),
-            ],
+            groups=[_group("target", cpu="1", memory="3Gi", cpu_limit="2", memory_limit="4Gi"),
+                    _group("draft", cpu="500m", memory="1536Mi", cpu_limit="1", memory_limit="2Gi"),
+                    _frontend(cpu="500m", memory="1Gi", cpu_limit="1", memory_limit="2Gi")],
             idle_timeout_s=60,
         ),
     ),
-    "gpu-dev": K8sProfile(
-        manifest="rayservice-gpu-dev.yaml",
-        image=GPU_IMAGE,
-        fill_manifest="model-fill-gpu-dev.yaml",
-        description="one GPU node: target, draft and judge share one 1-GPU worker pod",
-        sizing=ClusterSizing(
-            head=PodResources(cpu="2", memory="8Gi"),
-            groups=[
-                # 0.5 + 0.25 + 0.25 GPU: one replica of each engine role per 1-GPU pod.
-                WorkerGroupPlan(name="gpu", roles=["target", "draft", "judge"],
-                                slots={"target": 1, "draft": 1, "judge": 1}, tolerations=[GPU_TOLERATION],
-                                resources=PodResources(cpu="8", memory="48Gi")),
-                WorkerGroupPlan(name="frontend", roles=["orchestrator", "ingress"],
-                                resources=PodResources(cpu="2", memory="4Gi")),
-            ],
-            idle_timeout_s=300,
-        ),
-    ),
-    "gpu-prod": K8sProfile(
-        manifest="rayservice-gpu-prod.yaml",
-        image=GPU_IMAGE,
-        fill_manifest="model-fill-gpu-prod.yaml",
-        description="target on 4-GPU pods (tensor parallel 4), draft and judge on 1-GPU pods, all autoscaled",
-        sizing=ClusterSizing(
-            head=PodResources(cpu="4", memory="16Gi"),
-            groups=[
-                WorkerGroupPlan(name="target", roles=["target"], tolerations=[GPU_TOLERATION],
-                                resources=PodResources(cpu="16", memory="160Gi")),
-                WorkerGroupPlan(name="draft", roles=["draft"], tolerations=[GPU_TOLERATION],
-                                resources=PodResources(cpu="8", memory="32Gi")),
-                WorkerGroupPlan(name="judge", roles=["judge"], tolerations=[GPU_TOLERATION],
-                                resources=PodResources(cpu="8", memory="48Gi")),
-                WorkerGroupPlan(name="frontend", roles=["orchestrator", "ingress"],
-                                slots={"orchestrator": 2, "ingress": 2},
-                                resources=PodResources(cpu="4", memory="8Gi")),
-            ],
-            # Engine replicas take minutes to load: do not give their pods back too eagerly.
-            idle_timeout_s=600,
-        ),
-    ),
+    # 0.5 + 0.25 + 0.25 GPU: one replica of each engine role per 1-GPU pod.
+    "gpu-dev": _gpu_profile(
+        "gpu-dev", "one GPU node: target, draft and judge share one 1-GPU worker pod",
+        head=PodResources(cpu="2", memory="8Gi"), idle_timeout_s=300,
+        groups=[_group("gpu", "target", "draft", "judge", gpu=True, slots={"target": 1, "draft": 1, "judge": 1},
+                       cpu="8", memory="48Gi"),
+                _frontend(cpu="2", memory="4Gi")]),
+    # Engine replicas take minutes to load: do not give their pods back too eagerly.
+    "gpu-prod": _gpu_profile(
+        "gpu-prod", "target on 4-GPU pods (tensor parallel 4), draft and judge on 1-GPU pods, all autoscaled",
+        head=PodResources(cpu="4", memory="16Gi"), idle_timeout_s=600,
+        groups=[_group("target", gpu=True, cpu="16", memory="160Gi"),
+                _group("draft", gpu=True, cpu="8", memory="32Gi"),
+                _group("judge", gpu=True, cpu="8", memory="48Gi"),
+                _group("frontend", "orchestrator", "ingress", slots={"orchestrator": 2, "ingress": 2},
+                       cpu="4", memory="8Gi")]),
 }
 
 PVC_MANIFESTS: dict[str, dict] = {
