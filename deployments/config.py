@@ -140,7 +140,7 @@ class ServerConfig(Strict):
     target_retries: int = Field(1, ge=0, le=5)  # a dead target replica is retried on another one
     max_tokens_limit: int = Field(MAX_TOKENS_LIMIT, ge=1)
     # Orchestrator -> engine handles: results through the object store (True) or Serve's
-    # interdeployment gRPC transport (False); see benchmarks/serve_overhead.py for the measurement.
+    # interdeployment gRPC transport (False); see benchmarks/serving/serve_overhead.py for the measurement.
     handle_by_reference: bool = True
     api_keys_env: str = "LOOKAHEAD_API_KEYS"
     api_keys_file: str | None = None

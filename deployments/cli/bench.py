@@ -1,7 +1,7 @@
 """`lookahead bench {run, merge, gpu, verifiers, load}`: the benchmarks, from the one command line.
 
 `run` composes the shared model and sampling options (deployments/cli/args.py) with the
-benchmark's own (benchmarks.bench); the others hand their arguments to the benchmark's own
+benchmark's own (benchmarks.bench.run); the others hand their arguments to the benchmark's own
 parser, so `lookahead bench gpu --help` shows the GPU benchmark's options.
 """
 from __future__ import annotations
@@ -13,15 +13,15 @@ from deployments.cli.args import add_lookahead_args, add_model_args
 
 #: subcommand -> (benchmark module with main(argv), what it measures)
 FORWARDED = {
-    "merge": ("benchmarks.merge", "one report from the bench.json parts of a time-boxed run"),
-    "gpu": ("benchmarks.gpu_bench", "GPU: static decode vs the bandwidth bound, replayed LR vs the cost model"),
-    "verifiers": ("benchmarks.verifier_eval", "each verifier's precision and recall on the labelled step pairs"),
-    "load": ("benchmarks.loadtest", "concurrent streaming clients (HTTP and gRPC) against the Serve app"),
+    "merge": ("benchmarks.bench.merge", "one report from the bench.json parts of a time-boxed run"),
+    "gpu": ("benchmarks.gpu.gpu_bench", "GPU: static decode vs the bandwidth bound, replayed LR vs the cost model"),
+    "verifiers": ("benchmarks.verifiers.verifier_eval", "each verifier's precision and recall on the labelled step pairs"),
+    "load": ("benchmarks.serving.loadtest", "concurrent streaming clients (HTTP and gRPC) against the Serve app"),
 }
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    from benchmarks import bench
+    from benchmarks.bench import run as bench
 
     parser = subparsers.add_parser("bench", help="benchmarks: run, merge, gpu, verifiers, load")
     parser.set_defaults(func=lambda args: parser.print_help() or 2)

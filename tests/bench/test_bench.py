@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from benchmarks.calibrate import Calibration
+from benchmarks.bench.calibrate import Calibration
 from benchmarks.cost_model import lr_inputs, predicted_speedup, steps_per_cycle
 from benchmarks.data import DEFAULT_DATA, load_questions
 from benchmarks.grading import extract_answer, gold_answer, is_correct
-from benchmarks.modes import ModeSpec, main_specs
-from benchmarks.report import write_report
-from benchmarks.summary import percentile, summarize
-from benchmarks.sweep import sweep_result, sweep_specs
+from benchmarks.bench.modes import ModeSpec, main_specs
+from benchmarks.bench.report import write_report
+from benchmarks.bench.summary import percentile, summarize
+from benchmarks.bench.sweep import sweep_result, sweep_specs
 from orchestrator.types import Prompt
 from tests.support.data import gsm8k
 
@@ -306,7 +306,7 @@ class _Clock:
 
 
 async def test_calibration_times_batches(monkeypatch):
-    import benchmarks.calibrate as calib_mod
+    import benchmarks.bench.calibrate as calib_mod
     from orchestrator.types import Step
 
     clock = _Clock()
@@ -335,7 +335,7 @@ async def test_calibration_times_batches(monkeypatch):
 
 
 def test_estimate():
-    from benchmarks.bench import estimate_s
+    from benchmarks.bench.run import estimate_s
 
     cal = synthetic_calibration()  # target: 2.0 s per 24 tokens, batch 5 = 1.5x; draft 0.025 s/token
     ar, lr = main_specs(["ar", "lr"], 4, 1, 4)
@@ -346,8 +346,8 @@ def test_estimate():
 
 
 async def test_runner_interleaves_rotates_and_respects_the_deadline(monkeypatch):
-    import benchmarks.runner as runner_mod
-    from benchmarks.runner import Runner
+    import benchmarks.bench.runner as runner_mod
+    from benchmarks.bench.runner import Runner
 
     clock = _Clock()
     monkeypatch.setattr(runner_mod.time, "perf_counter", clock.perf_counter)
@@ -388,7 +388,7 @@ def test_cli_registration_and_defaults():
 
 
 def test_skip_starts_after_the_first_questions(tmp_path):
-    from benchmarks.bench import question_rows
+    from benchmarks.bench.run import question_rows
     from deployments.cli.main import build_parser, main
 
     parser = build_parser()
@@ -403,7 +403,7 @@ def test_skip_starts_after_the_first_questions(tmp_path):
 
 
 def test_import_is_cheap():
-    code = "import sys, benchmarks.bench; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
+    code = "import sys, benchmarks.bench.run; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

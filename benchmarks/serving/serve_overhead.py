@@ -1,6 +1,6 @@
 """Orchestration overhead per LR cycle: through Ray Serve vs the in-process core, same engines.
 
-    python -m benchmarks.serve_overhead [--requests 12] [--transport both]
+    python -m benchmarks.serving.serve_overhead [--requests 12] [--transport both]
 
 Both paths run identical greedy requests (same models, batch-invariant engines, so the same
 steps and cycles), and the orchestrator-side wall time per cycle is compared. The difference is
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.data import load_questions
 
-DATA = Path(__file__).resolve().parent.parent / "tests/fixtures/gsm8k_small.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "tests/fixtures/gsm8k_small.jsonl"
 
 
 def overhead_config(by_reference: bool):

@@ -10,10 +10,10 @@ import argparse
 import sys
 import time
 
-from benchmarks.engines import EnginePool, Metered
+from benchmarks.bench.engines import EnginePool, Metered
 from benchmarks.grading import extract_answer, is_correct
-from benchmarks.modes import ModeSpec
-from benchmarks.strict_check import strict_review
+from benchmarks.bench.modes import ModeSpec
+from benchmarks.bench.strict_check import strict_review
 from verifier.kinds import needs
 
 
@@ -52,10 +52,10 @@ class Runner:
     def verifier(self, cfg):
         """One verifier per kind, shared by the lr configurations that use it. target-score
         rates with the plain target; llm-judge asks --judge, or the plain target without one.
-        Each is wrapped to record the pairs it ruled on (benchmarks/strict_check.py)."""
+        Each is wrapped to record the pairs it ruled on (benchmarks/bench/strict_check.py)."""
         kind = cfg.verifier.kind
         if kind not in self._verifiers:
-            from benchmarks.strict_check import RecordingVerifier
+            from benchmarks.bench.strict_check import RecordingVerifier
             from deployments.pipeline import build_verifier
 
             plain = self.pool.get(self.app_config(ModeSpec("ar")).target.engine)

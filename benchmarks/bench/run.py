@@ -4,7 +4,7 @@ Each engine is loaded once; every question runs every mode before the next quest
 (order rotated per question), so machine drift falls on all modes alike. Per mode: accuracy
 (last number of the answer vs the "#### N" gold), latency mean/p50/p90, output tokens/s,
 speedup over ar, answer quality (same final answer as ar; accepted drafts that equality or
-the numeric guard would have rejected, benchmarks/strict_check.py), step acceptance overall
+the numeric guard would have rejected, benchmarks/bench/strict_check.py), step acceptance overall
 and by depth, where lr's time goes, and the
 synchronous cost model's predicted speedup next to the realized one (benchmarks/cost_model.py
 defines c, r and b). Writes bench.json, bench.md and PNGs to --out. --sweep adds a bounded
@@ -33,7 +33,7 @@ from pathlib import Path
 from deployments.config import EngineConfig, LookaheadDefaults, VerifierConfig
 from orchestrator.modes import SCHEDULES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "out"
 
 
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=3, help="questions to run")
     p.add_argument("--skip", type=int, default=0, metavar="N",
                    help="start after the first N questions (the rest of a time-boxed run; "
-                        "benchmarks/merge.py joins the two bench.json)")
+                        "benchmarks/bench/merge.py joins the two bench.json)")
     p.add_argument("--modes", default="ar,sd,lr,lr+sd", help="comma-separated: ar, sd, lr, lr+sd")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="directory for bench.json, bench.md, PNGs")
     p.add_argument("--schedule", choices=SCHEDULES, dest="schedule", help="lr schedule (as --sync / --async)")
@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "speedup needs ar in the same run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-traces", metavar="DIR", help="write each lr configuration's step trace (verdicts and "
-                   "step lengths per position, benchmarks/traces.py) as JSON to DIR, for benchmarks/replay.py")
+                   "step lengths per position, benchmarks/bench/traces.py) as JSON to DIR, for benchmarks/gpu/replay.py")
     p.add_argument("--time-budget", type=float, default=14.0, metavar="MIN",
                    help="main run: start no new question that would end past MIN minutes from start "
                         "(skipped questions are reported; 0 = no limit)")
@@ -118,7 +118,7 @@ def environment(args) -> dict:
 def main_run_specs(args) -> tuple[list[str], list]:
     """The main run's modes and ModeSpecs from --modes, --verifiers, --depth, --width, --sd-tokens
     (a bench's args or a bench.json's config)."""
-    from benchmarks.modes import main_specs
+    from benchmarks.bench.modes import main_specs
     from orchestrator.modes import VERIFIER_KINDS
 
     modes = [] if getattr(args, "sweep_only", False) else [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -159,12 +159,12 @@ def estimate_s(specs, calib, n_questions: int, max_tokens: int, b: float) -> flo
 
 
 async def run_bench(args) -> dict:
-    from benchmarks.calibrate import Calibration
-    from benchmarks.engines import EnginePool
-    from benchmarks.modes import ModeSpec
-    from benchmarks.runner import Runner
-    from benchmarks.summary import summarize
-    from benchmarks.sweep import sweep_result, sweep_specs
+    from benchmarks.bench.calibrate import Calibration
+    from benchmarks.bench.engines import EnginePool
+    from benchmarks.bench.modes import ModeSpec
+    from benchmarks.bench.runner import Runner
+    from benchmarks.bench.summary import summarize
+    from benchmarks.bench.sweep import sweep_result, sweep_specs
     from orchestrator.types import Prompt
 
     t_start = time.perf_counter()
@@ -178,7 +178,7 @@ async def run_bench(args) -> dict:
     if getattr(args, "ar_from", None):
         if "ar" in modes:
             raise ValueError("--ar-from compares with an earlier run's ar: leave ar out of --modes")
-        from benchmarks.ar_reference import load_ar_reference
+        from benchmarks.bench.ar_reference import load_ar_reference
 
         ar_reference = load_ar_reference(args.ar_from, args, main_rows)
 
@@ -225,7 +225,7 @@ async def run_bench(args) -> dict:
                   {k: r[k] for k in ("index", "question", "gold")} for r in rows]}
     recorder = None
     if getattr(args, "record_traces", None):
-        from benchmarks.traces import TraceRecorder
+        from benchmarks.bench.traces import TraceRecorder
 
         recorder = TraceRecorder(args.record_traces)
         recorder.attach(runner)  # after calibration: only the benchmarked runs are recorded
@@ -287,7 +287,7 @@ def _x(v) -> str:
 
 def publish(result: dict, out: str) -> None:
     """bench.json, bench.md and the figures written under `out`; the summary and the paths printed."""
-    from benchmarks.report import write_report
+    from benchmarks.bench.report import write_report
 
     paths = write_report(result, out)
     print_summary(result)

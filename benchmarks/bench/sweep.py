@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from itertools import product
 
-from benchmarks.modes import ModeSpec
+from benchmarks.bench.modes import ModeSpec
 
 MAX_SD_TOKENS = 16  # EngineConfig.num_speculative_tokens
 

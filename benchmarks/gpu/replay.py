@@ -6,7 +6,7 @@ forced-length decoder (a StaticDecoder with `StopTables.none`: every row runs ex
 token limit), so a 14B-class target really decodes each step's tokens, batched as the
 orchestrator asks (sync: one call of g+1 rows; async: concurrent calls micro-batched);
 `ReplayVerifier` rules by the script. Scripts come from recorded traces
-(`benchmarks/traces.py`) or from a seeded Bernoulli(b) draw per position.
+(`benchmarks/bench/traces.py`) or from a seeded Bernoulli(b) draw per position.
 
 The token ids are whatever the decoding model produces (random weights in the GPU benchmark);
 steps carry them, so the context grows exactly as in a real run.

@@ -1,6 +1,6 @@
 """Latency of one lossless request on the vLLM engines: through Ray Serve vs in-process.
 
-    python -m benchmarks.serve_vllm_latency [--repeats 3] [--max-tokens 112] [--mode lr+sd]
+    python -m benchmarks.serving.serve_vllm_latency [--repeats 3] [--max-tokens 112] [--mode lr+sd]
 
 The same application config (the `cpu-vllm` profile: vLLM target with n-gram token speculation,
 vLLM draft, exact verifier, greedy) runs first in-process (`deployments.pipeline.Pipeline`, the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.data import load_questions
 
-DATA = Path(__file__).resolve().parent.parent / "tests/fixtures/gsm8k_small.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "tests/fixtures/gsm8k_small.jsonl"
 
 
 def in_process(cfg, messages: list[dict], mode: str, repeats: int) -> tuple[list[float], str]:
