@@ -89,6 +89,7 @@ class LookaheadRequestOptions(BaseModel):
     mode: ModeName | None = None
     depth: Depth | None = None
     width: int | None = bounded("width")
+    max_step_tokens: int | None = bounded("max_step_tokens")  # a step is cut after this many tokens
     schedule: Schedule | None = None
     verifier: VerifierKind | None = None
 

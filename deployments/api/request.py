@@ -25,6 +25,7 @@ class RequestOptions:
     verifier: str | None = None
     width: int | None = None  # W, sibling drafts per position
     depth: int | str | None = None  # g, or "auto"
+    max_step_tokens: int | None = None
     # how each token is chosen, in vLLM's order: the distribution, the bias, the penalties
     temperature: float | None = None
     top_p: float | None = None

@@ -648,7 +648,8 @@ async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, ht
 
     from protos.lookahead.v1 import lookahead_pb2 as pb
 
-    options = {"mode": "lr", "depth": 1, "width": 2, "schedule": "async", "verifier": "normalized"}
+    options = {"mode": "lr", "depth": 1, "width": 2, "schedule": "async", "verifier": "normalized",
+               "max_step_tokens": 8}
     sampling = {"max_tokens": 4, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "seed": 11,
                 "repetition_penalty": 1.1, "min_p": 0.05}
     orchestrator = app.orchestrator
@@ -677,6 +678,7 @@ async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, ht
     over_http, over_grpc = opened
     assert over_http.params == over_grpc.params
     assert over_http.params.target_sampling.logit_bias == ((17, 2.5),) and over_http.params.width == 2
+    assert over_http.params.max_step_tokens == 8
     assert over_http.prompt == over_grpc.prompt
     assert over_http.verifier.name == over_grpc.verifier.name == "normalized"
     assert over_http.stats.mode == over_grpc.stats.mode == "lr"

@@ -16,7 +16,8 @@ from deployments.api.request import RequestOptions, RequestSpec
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 # every per-request option set away from its default
-LOOKAHEAD = {"mode": "lr+sd", "depth": 3, "width": 2, "schedule": "async", "verifier": "normalized"}
+LOOKAHEAD = {"mode": "lr+sd", "depth": 3, "width": 2, "schedule": "async", "verifier": "normalized",
+             "max_step_tokens": 40}
 SAMPLING = {"max_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "seed": 11,
             "repetition_penalty": 1.1, "min_p": 0.05}
 BIAS = {"17": 2.5, "5": -1.0}
@@ -95,6 +96,7 @@ def test_a_bad_value_is_refused_alike_over_both_protocols(field, value):
     (pb.LookaheadOptions(verifier="cosine"), "lookahead.verifier"),
     (pb.LookaheadOptions(width=0), "lookahead.width"),
     (pb.LookaheadOptions(schedule="later"), "lookahead.schedule"),
+    (pb.LookaheadOptions(max_step_tokens=0), "lookahead.max_step_tokens"),
 ])
 def test_bad_lookahead_options_name_their_field(options, param):
     with pytest.raises(HTTPError) as err:
