@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.lookahead import AUTO, BOUNDS, LookaheadParams
-from orchestrator.modes import Mode, ModeName, Schedule, VerifierKind
+from orchestrator.modes import Mode, ModeName, Schedule
 from verifier import kinds
+from verifier.kinds import VerifierKind
 
 _SESSION = LookaheadParams()  # the session defaults, as the core states them
 

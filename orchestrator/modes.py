@@ -1,7 +1,7 @@
-"""The names every layer shares: request modes, schedules and verifier kinds, defined once.
+"""The names every layer shares: request modes and schedules, defined once.
 
-Config (pydantic), the OpenAI request model, the CLI, the benchmarks and the verifier factory
-all import these instead of listing the values again.
+Config (pydantic), the OpenAI request model, the CLI and the benchmarks import these instead
+of listing the values again (verifier kinds: verifier/kinds.py).
 """
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ CORE_MODES: tuple[str, ...] = get_args(CoreMode)
 
 Schedule = Literal["sync", "async"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
-
-VerifierKind = Literal["exact", "normalized", "embedding", "llm-judge", "target-score"]
-VERIFIER_KINDS: tuple[str, ...] = get_args(VerifierKind)
 
 
 @dataclass(frozen=True)

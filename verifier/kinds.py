@@ -1,12 +1,14 @@
-"""What each verifier kind needs, declared once: the config, the Serve orchestrator, the
-pipeline, the Kubernetes manifests, the CLI and the demo ask here instead of naming kinds.
-Standard library only, so the config layer may read it.
+"""The verifier kinds and what each needs, declared once: the config, the OpenAI request model,
+the Serve orchestrator, the pipeline, the Kubernetes manifests, the CLI and the demo ask here
+instead of naming kinds. Standard library only, so the config and API layers may read it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-from orchestrator.modes import VERIFIER_KINDS
+VerifierKind = Literal["exact", "normalized", "embedding", "llm-judge", "target-score"]
+VERIFIER_KINDS: tuple[str, ...] = get_args(VerifierKind)
 
 
 @dataclass(frozen=True)

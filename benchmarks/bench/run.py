@@ -119,7 +119,7 @@ def main_run_specs(args) -> tuple[list[str], list]:
     """The main run's modes and ModeSpecs from --modes, --verifiers, --depth, --width, --sd-tokens
     (a bench's args or a bench.json's config)."""
     from benchmarks.bench.modes import main_specs
-    from orchestrator.modes import VERIFIER_KINDS
+    from verifier.kinds import VERIFIER_KINDS
 
     modes = [] if getattr(args, "sweep_only", False) else [m.strip() for m in args.modes.split(",") if m.strip()]
     verifiers = [v.strip() for v in args.verifiers.split(",") if v.strip()] if args.verifiers else None

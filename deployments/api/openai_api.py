@@ -18,8 +18,9 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from deployments.config import Depth, bounded
-from orchestrator.modes import ModeName, Schedule, VerifierKind
+from orchestrator.modes import ModeName, Schedule
 from orchestrator.stop_strings import normalize_stops
+from verifier.kinds import VerifierKind
 
 MAX_STOPS = 16
 # chat_template_kwargs may not set what the server renders with, nor smuggle in refused features

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from deployments.config import ENGINES, AppConfig, EngineConfig, LookaheadDefaults, VerifierConfig
-from orchestrator.modes import VERIFIER_KINDS
+from verifier.kinds import VERIFIER_KINDS
 
 DEFAULT_TARGET = "qwen2.5-0.5b"
 DEFAULT_DRAFT = "smollm2-135m"

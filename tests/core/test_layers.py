@@ -10,7 +10,7 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     deployments.model_cache  -                       (local model cache)
     deployments.model_fill   model_cache             (fills a cache volume: packages, archive, hub)
     deployments.engines      config, model_cache, orchestrator
-    deployments.api          config, orchestrator, protos; no Ray (OpenAI/HTTP/gRPC mapping)
+    deployments.api          config, orchestrator, protos, verifier.kinds; no Ray (OpenAI/HTTP/gRPC mapping)
     deployments.pipeline     config, engines, model_cache, api.request (the typed request), verifier, orchestrator
     deployments.serve_config config, orchestrator
     deployments.serve        everything above; Ray Serve lives here
@@ -43,7 +43,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "deployments.config": ("deployments.config", "orchestrator", "verifier.kinds"),
     "deployments.model_cache": ("deployments.model_cache",),
     "deployments.engines": ("deployments.engines", "deployments.config", "deployments.model_cache", "orchestrator"),
-    "deployments.api": ("deployments.api", "deployments.config", "orchestrator", "protos"),
+    "deployments.api": ("deployments.api", "deployments.config", "orchestrator", "protos", "verifier.kinds"),
     "deployments.pipeline": ("deployments.pipeline", "deployments.config", "deployments.engines",
                              "deployments.model_cache", "deployments.api.request", "verifier", "orchestrator"),
     "deployments.serve_config": ("deployments.serve_config", "deployments.config", "orchestrator"),

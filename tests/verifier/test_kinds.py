@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.modes import VERIFIER_KINDS
 from verifier.factory import build_verifier
-from verifier.kinds import KINDS, needs
+from verifier.kinds import KINDS, VERIFIER_KINDS, needs
 
 
 class Scorer:

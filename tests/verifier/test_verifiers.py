@@ -14,8 +14,8 @@ import pytest
 from orchestrator.protocols import Verifier
 from orchestrator.types import Prompt, Step, Verdict, VerifyPair
 from verifier.exact import ExactVerifier, NormalizedVerifier
-from orchestrator.modes import VERIFIER_KINDS
 from verifier.factory import DEFAULT_THRESHOLDS, build_verifier
+from verifier.kinds import VERIFIER_KINDS
 from verifier.judge import LLMJudgeVerifier
 from verifier.numeric import GuardedVerifier, NumericGuard, extract_numbers
 from verifier.target_score import TargetScoreVerifier
