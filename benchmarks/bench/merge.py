@@ -1,4 +1,4 @@
-"""`python -m benchmarks.bench.merge PART.json PART.json ... --out DIR`: one report from the parts of a run.
+"""`lookahead bench merge PART.json PART.json ... --out DIR`: one report from the parts of a run.
 
 A long run stopped by --time-budget is finished by running the same command again with
 --skip N (the questions it did not reach). This joins the parts' records and summarizes them
@@ -68,7 +68,7 @@ def merge(parts: list[dict], names: list[str], ar_from: str | None = None) -> di
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench.run import publish
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench.merge", description=__doc__,
+    p = argparse.ArgumentParser(prog="lookahead bench merge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("parts", nargs="+", metavar="BENCH_JSON", help="the parts, the first run first")
     p.add_argument("--out", required=True, help="directory for the merged bench.json and bench.md")

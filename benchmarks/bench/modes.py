@@ -61,7 +61,7 @@ class ModeSpec:
 
 def main_specs(modes: list[str], depth: int | str, width: int, sd_tokens: int,
                verifiers: list[str] | None = None) -> list[ModeSpec]:
-    """The four named modes of `lookahead bench --modes`; with `verifiers` (`--verifiers a,b`),
+    """The four named modes of `lookahead bench run --modes`; with `verifiers` (`--verifiers a,b`),
     each lr mode once per verifier, named "lr[a]", "lr[b]", so one run compares them on the
     same questions."""
     table = {

@@ -1,4 +1,4 @@
-"""`lookahead bench`: accuracy and speed of ar / sd / lr / lr+sd on GSM8K, in one run.
+"""`lookahead bench run`: accuracy and speed of ar / sd / lr / lr+sd on GSM8K, in one run.
 
 Each engine is loaded once; every question runs every mode before the next question starts
 (order rotated per question), so machine drift falls on all modes alike. Per mode: accuracy

@@ -1,6 +1,6 @@
 """Step traces of real lr runs: per answer position, the verdict and the step lengths.
 
-`lookahead bench --record-traces DIR` records one JSON file per lr configuration (lr, lr+sd):
+`lookahead bench run --record-traces DIR` records one JSON file per lr configuration (lr, lr+sd):
 for every question, each position of the final answer with
 
 - `verdict`: "accepted" (a draft was kept), "rejected" (the target's own step replaced the
