@@ -1,5 +1,11 @@
 """config -> `build_app(config)` -> draft/target/judge/orchestrator/ingress deployments; `start_local`
-runs that application on local Ray (`lookahead serve`, `lookahead demo`, benchmarks, tests)."""
+runs that application on local Ray (`lookahead serve`, `lookahead demo`, benchmarks, tests).
+
+Serve entry points: `build_app_from_args` (the import path of every generated Serve config and
+manifest, and of `serve run deployments.app:build_app_from_args config=FILE`), and one
+application per shipped profile, `deployments.app:cpu_demo`, `:cpu_vllm`, `:gpu_dev`,
+`:gpu_prod`, for `serve build` (which takes only an application) and `serve run`.
+"""
 from __future__ import annotations
 
 import os
@@ -8,44 +14,45 @@ from typing import Any
 
 from ray.serve import Application
 
-from deployments.config import AppConfig, RoleDeployment
+from deployments.config import AppConfig
 from deployments.serve.engine import EngineDeployment
 from deployments.serve.ingress import Ingress
 from deployments.serve.orchestrator import Orchestrator
-
-
-def _options(name: str, role: RoleDeployment) -> dict[str, Any]:
-    # Always an autoscaling_config (min == max for a fixed size), as the Serve YAML has it:
-    # mixing num_replicas here with autoscaling_config there would conflict.
-    a = role.autoscaling
-    return {
-        "name": name,
-        "ray_actor_options": {"num_gpus": role.num_gpus, "num_cpus": role.num_cpus},
-        "max_ongoing_requests": role.max_ongoing_requests,
-        "max_queued_requests": role.max_queued_requests,
-        "autoscaling_config": a.serve_options(),
-        "health_check_period_s": role.health_check_period_s,
-        "health_check_timeout_s": role.health_check_timeout_s,
-    }
+from deployments.serve_config import ENGINE_ROLES, ROLE_DEPLOYMENTS, deployment_entry, load_app_config, role_deployments
 
 
 def build_app(config: AppConfig | dict) -> Application:
     cfg = config if isinstance(config, AppConfig) else AppConfig(**config)
     raw = cfg.model_dump(mode="json")
+    placement = role_deployments(cfg)
 
-    def engine(name: str, role):
-        return EngineDeployment.options(**_options(name, role.deployment)).bind(role.engine.model_dump(mode="json"))
+    def bind(role: str, deployment, *args: Any):
+        # the same options the generated Serve YAML lists (serve_config.deployment_entry)
+        return deployment.options(**deployment_entry(ROLE_DEPLOYMENTS[role], placement[role])).bind(*args)
 
-    target = engine("TargetEngine", cfg.target)
-    draft = engine("DraftEngine", cfg.draft) if cfg.draft else None
-    judge = engine("JudgeEngine", cfg.judge) if cfg.judge else None
-    orch = Orchestrator.options(**_options("Orchestrator", cfg.server.orchestrator)).bind(raw, target, draft, judge)
-    return Ingress.options(**_options("Ingress", cfg.server.ingress)).bind(raw, orch)
+    engines = {role: bind(role, EngineDeployment, getattr(cfg, role).engine.model_dump(mode="json"))
+               for role in ENGINE_ROLES if role in placement}
+    orch = bind("orchestrator", Orchestrator, raw, engines["target"], engines.get("draft"), engines.get("judge"))
+    return bind("ingress", Ingress, raw, orch)
 
 
 def build_app_from_args(args: dict) -> Application:
-    """Serve application builder for `serve run` / `serve deploy` (import_path ... args: {config: ...})."""
-    return build_app(args["config"])
+    """Serve application builder for `serve run` / `serve deploy`: `args.config` is an AppConfig
+    mapping (as the generated Serve configs carry it) or the path of a YAML file holding one
+    (a plain AppConfig, a Serve config or a RayService manifest): on the command line,
+    `serve run deployments.app:build_app_from_args config=FILE`, where every arg is a string."""
+    config = args["config"]
+    return build_app(load_app_config(config) if isinstance(config, str) else config)
+
+
+def __getattr__(name: str) -> Application:
+    """`deployments.app:<profile>` (the profile's name with `_` for `-`): its application."""
+    from deployments.profiles import PROFILES
+
+    profile = name.replace("_", "-")
+    if profile not in PROFILES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r} (profiles: {', '.join(PROFILES)})")
+    return build_app(PROFILES[profile])
 
 
 def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False):

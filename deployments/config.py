@@ -1,23 +1,48 @@
 """Pydantic configuration for the whole application: one YAML drives `lookahead serve`,
-`serve run`/`serve deploy` (as the application's args) and the KubeRay manifests."""
+`serve run`/`serve deploy` (as the application's args) and the KubeRay manifests.
+
+Every default and limit a request or a command line can meet is stated here, or read from the
+layer below that owns it (the session's defaults and bounds: orchestrator/lookahead.py; what a
+verifier kind needs and its guards: verifier/kinds.py); the API, the CLI and the benchmarks
+read them from here.
+"""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.modes import Mode, Schedule, VerifierKind
+from orchestrator.lookahead import AUTO, BOUNDS, LookaheadParams
+from orchestrator.modes import Mode, ModeName, Schedule
+from verifier import kinds
+from verifier.kinds import VerifierKind
 
+_SESSION = LookaheadParams()  # the session defaults, as the core states them
 
 #: g, drafted steps per cycle: an integer, or "auto" for the adaptive policy (orchestrator/policy.py)
-Depth = Union[Literal["auto"], Annotated[int, Field(ge=0, le=16)]]
+Depth = Union[Literal["auto"], Annotated[int, Field(ge=BOUNDS["depth"][0], le=BOUNDS["depth"][1])]]
+
+EngineName = Literal["hf", "vllm"]
+ENGINES: tuple[str, ...] = get_args(EngineName)
+TokenSpeculation = Literal["none", "ngram", "draft_model", "eagle"]
+
+#: the largest max_tokens a request may ask for, unless server.max_tokens_limit says otherwise
+MAX_TOKENS_LIMIT = 32768
 
 
-class _Strict(BaseModel):
+def bounded(name: str, default: Any = None, **kw: Any) -> Any:
+    """A pydantic Field over the core's range for `name` (orchestrator.lookahead.BOUNDS)."""
+    lo, hi = BOUNDS[name]
+    return Field(default, ge=lo, le=hi, **kw)
+
+
+class Strict(BaseModel):
+    """A model that refuses unknown fields (a typo in a config is an error, not a default)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class AutoscalingConfig(_Strict):
+class AutoscalingConfig(Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
@@ -41,15 +66,15 @@ class AutoscalingConfig(_Strict):
         return self
 
 
-class EngineConfig(_Strict):
+class EngineConfig(Strict):
     """One model behind one engine. `model` is a short name, a local path or a hub id."""
 
     model: str
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: EngineName = "hf"
     dtype: str = "auto"
     device: str = "auto"
     # token-level speculation inside each step: none, ngram (prompt lookup), draft_model, eagle
-    token_speculation: Literal["none", "ngram", "draft_model", "eagle"] = "none"
+    token_speculation: TokenSpeculation = "none"
     num_speculative_tokens: int = Field(4, ge=1, le=16)
     speculative_model: str | None = None
     # Override the tokenizer key (normally a hash of the vocabulary). Engines with equal keys pass
@@ -63,7 +88,7 @@ class EngineConfig(_Strict):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
 
 
-class RoleDeployment(_Strict):
+class RoleDeployment(Strict):
     """Ray Serve placement and scaling for one role (draft, target, judge)."""
 
     num_gpus: float = Field(0, ge=0)
@@ -77,34 +102,36 @@ class RoleDeployment(_Strict):
     health_check_timeout_s: float = Field(30, gt=0)
 
 
-class RoleConfig(_Strict):
+class RoleConfig(Strict):
     engine: EngineConfig
     deployment: RoleDeployment = Field(default_factory=RoleDeployment)
 
 
-class VerifierConfig(_Strict):
+class VerifierConfig(Strict):
     kind: VerifierKind = "exact"
     threshold: float | None = None  # per-kind default when unset
     # guards in front of every semantic verifier (embedding, llm-judge, target-score), measured
     # on the labelled step pairs (docs/verifiers.md): a changed number, a plan step missing an item
-    numeric_guard: bool = True
-    plan_guard: bool = True
+    numeric_guard: bool = kinds.NUMERIC_GUARD
+    plan_guard: bool = kinds.PLAN_GUARD
     embedding_model: str = "minilm-l6"
 
 
-class LookaheadDefaults(_Strict):
-    mode: Mode = "lr"
-    depth: Depth = "auto"
-    width: int = Field(1, ge=1, le=8)
-    schedule: Schedule = "sync"
-    max_step_tokens: int = Field(100, ge=1, le=4096)
-    max_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
+class LookaheadDefaults(Strict):
+    """Per-request defaults: what a request that does not set an option gets."""
+
+    mode: ModeName = _SESSION.mode
+    depth: Depth = AUTO
+    width: int = bounded("width", _SESSION.width)
+    schedule: Schedule = _SESSION.schedule
+    max_step_tokens: int = bounded("max_step_tokens", _SESSION.max_step_tokens)
+    max_tokens: int = Field(_SESSION.max_tokens, ge=1)
+    temperature: float = Field(_SESSION.target_sampling.temperature, ge=0)
+    top_p: float = Field(_SESSION.target_sampling.top_p, gt=0, le=1)
+    top_k: int = Field(_SESSION.target_sampling.top_k, ge=0)
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     served_model_name: str = "lookahead"
     http_port: int = 8000
     grpc_port: int = 9000
@@ -112,9 +139,9 @@ class ServerConfig(_Strict):
     draft_timeout_s: float = Field(120, gt=0)  # a slower draft/judge call degrades to target-only
     judge_timeout_s: float = Field(120, gt=0)
     target_retries: int = Field(1, ge=0, le=5)  # a dead target replica is retried on another one
-    max_tokens_limit: int = Field(32768, ge=1)
+    max_tokens_limit: int = Field(MAX_TOKENS_LIMIT, ge=1)
     # Orchestrator -> engine handles: results through the object store (True) or Serve's
-    # interdeployment gRPC transport (False); see benchmarks/serve_overhead.py for the measurement.
+    # interdeployment gRPC transport (False); see benchmarks/serving/serve_overhead.py for the measurement.
     handle_by_reference: bool = True
     api_keys_env: str = "LOOKAHEAD_API_KEYS"
     api_keys_file: str | None = None
@@ -123,7 +150,7 @@ class ServerConfig(_Strict):
     ingress: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=128))
 
 
-class AppConfig(_Strict):
+class AppConfig(Strict):
     target: RoleConfig
     draft: RoleConfig | None = None
     judge: RoleConfig | None = None
@@ -133,8 +160,39 @@ class AppConfig(_Strict):
 
     @model_validator(mode="after")
     def _roles(self) -> "AppConfig":
-        if self.verifier.kind == "llm-judge" and self.judge is None:
-            raise ValueError("verifier.kind 'llm-judge' needs a judge role")
-        if self.defaults.mode.startswith("lr") and self.draft is None:
-            raise ValueError(f"defaults.mode {self.defaults.mode!r} needs a draft role")
+        for role in kinds.needs(self.verifier.kind).roles:
+            if getattr(self, role) is None:
+                raise ValueError(f"verifier.kind {self.verifier.kind!r} needs a {role} role")
+        mode = Mode.parse(self.defaults.mode)
+        if mode.steps and self.draft is None:
+            raise ValueError(f"defaults.mode {mode.name!r} needs a draft role")
+        mode.run_on(self.target.engine.token_speculation != "none")  # ValueError: sd on a target without it
         return self
+
+    @classmethod
+    def for_models(cls, target: str, draft: str | None = None, judge: str | None = None, *, mode: str | None = None,
+                   engine: str | None = None, device: str | None = None, dtype: str | None = None,
+                   batch_invariant: bool = False, sd_tokens: int | None = None, verifier: str | None = None,
+                   threshold: float | None = None, numeric_guard: bool | None = None,
+                   **defaults: Any) -> "AppConfig":
+        """The config of an in-process run of one mode (`lookahead generate`, the benchmarks): the
+        target speculates tokens when the mode has a token layer (n-gram, `sd_tokens` per step),
+        the draft and judge are there only when the mode drafts steps. `defaults` are
+        LookaheadDefaults fields; every argument left None takes this config's default. Without
+        drafts the verifier is never asked, so it is the plain exact one (needing no judge)."""
+        layers = Mode.parse(mode or LookaheadDefaults().mode)
+        common = _given(engine=engine, device=device, dtype=dtype, batch_invariant=batch_invariant)
+        speculation = {"token_speculation": "ngram", **_given(num_speculative_tokens=sd_tokens)} if layers.tokens else {}
+        return cls(
+            target=RoleConfig(engine=EngineConfig(model=target, **speculation, **common)),
+            draft=RoleConfig(engine=EngineConfig(model=draft, **common)) if layers.steps and draft else None,
+            judge=RoleConfig(engine=EngineConfig(model=judge, **common)) if layers.steps and judge else None,
+            verifier=VerifierConfig(**_given(kind=verifier, threshold=threshold, numeric_guard=numeric_guard))
+            if layers.steps else VerifierConfig(),
+            defaults=LookaheadDefaults(mode=layers.name, **_given(**defaults)),
+        )
+
+
+def _given(**kw: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (None: take the model's default)."""
+    return {k: v for k, v in kw.items() if v is not None}

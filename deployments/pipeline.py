@@ -7,36 +7,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deployments.api.request import RequestOptions
 from deployments.config import AppConfig, LookaheadDefaults, VerifierConfig
 from deployments.engines.factory import build_engine
 from orchestrator.lookahead import LookaheadParams
-from orchestrator.modes import core_mode
+from orchestrator.modes import Mode
 from orchestrator.types import SamplingParams
 
 
-#: per-request sampling options with no server default (OpenAI/vLLM request extras)
+#: per-request sampling options with no server default (OpenAI/vLLM request extras): unset, the
+#: SamplingParams defaults (no penalty, no min_p, no bias)
 SAMPLING_EXTRAS = ("repetition_penalty", "min_p", "logit_bias")
 
 
-def lookahead_params(defaults: LookaheadDefaults, **overrides: Any) -> LookaheadParams:
-    """Per-request parameters: config defaults overridden by what the request set (None = unset)."""
-    extras = {k: overrides.pop(k) for k in SAMPLING_EXTRAS if overrides.get(k) is not None}
-    d = defaults.model_copy(update={k: v for k, v in overrides.items() if v is not None and k != "seed"})
-    sampling = SamplingParams(d.temperature, d.top_p, d.top_k, overrides.get("seed"), **extras)
-    return LookaheadParams(mode=core_mode(d.mode), depth=d.depth, width=d.width, schedule=d.schedule,
+def lookahead_params(defaults: LookaheadDefaults, options: RequestOptions | None = None, *,
+                     token_speculation: str = "none") -> LookaheadParams:
+    """Per-request parameters: the config's defaults, overridden by what the request set.
+
+    `token_speculation` is the target engine's setting: the mode runs with the token layer the
+    engine has (ValueError when the mode asks for one it has not; orchestrator/modes.py)."""
+    o = options or RequestOptions()
+    extras = {k: v for k in SAMPLING_EXTRAS if (v := getattr(o, k)) not in (None, ())}
+    d = defaults.model_copy(update={k: v for k in LookaheadDefaults.model_fields if (v := getattr(o, k, None)) is not None})
+    sampling = SamplingParams(d.temperature, d.top_p, d.top_k, o.seed, **extras)
+    mode = Mode.parse(d.mode).run_on(token_speculation != "none")
+    return LookaheadParams(mode=mode.core, tokens=mode.tokens, depth=d.depth, width=d.width, schedule=d.schedule,
                            max_step_tokens=d.max_step_tokens, max_tokens=d.max_tokens,
                            target_sampling=sampling, draft_sampling=sampling,
-                           seed=overrides.get("seed"))  # None: fresh randomness per request
+                           seed=o.seed)  # None: fresh randomness per request
 
 
 def build_verifier(cfg: VerifierConfig, target=None, judge=None):
     from deployments.model_cache import resolve_model
     from verifier.factory import build_verifier as build
+    from verifier.kinds import needs
 
-    # verifier/ sits below the model cache: it gets a resolved path, never a short name
-    embedding = resolve_model(cfg.embedding_model) if cfg.kind == "embedding" else None
+    # verifier/ sits below the model cache: it gets resolved paths, never short names
+    models = {field: resolve_model(getattr(cfg, field)) for field in needs(cfg.kind).models}
     return build(cfg.kind, threshold=cfg.threshold, numeric_guard=cfg.numeric_guard, plan_guard=cfg.plan_guard,
-                 embedding_model=embedding, judge=judge, target=target)
+                 judge=judge, target=target, **models)
 
 
 @dataclass

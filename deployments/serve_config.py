@@ -2,9 +2,11 @@
 generated from one :class:`~deployments.config.AppConfig`.
 
 The output follows ``ray.serve.schema.ServeDeploySchema``: HTTP and gRPC proxy options and one
-application whose ``args`` carry the whole AppConfig (``deployments.app:build_app_from_args``
-rebuilds it from there) and whose ``deployments`` list sets each Serve deployment's placement
-and autoscaling from the matching :class:`~deployments.config.RoleDeployment`.
+application whose ``args`` carry the AppConfig without its placement (``deployments.app:build_app_from_args``
+rebuilds the application from there) and whose ``deployments`` list is the one copy of each Serve
+deployment's placement and scaling (the matching :class:`~deployments.config.RoleDeployment`):
+Serve applies that list over whatever the code binds, so a second copy under ``args`` would be
+one nobody reads. :func:`app_config_from_data` puts the two back together.
 
 With ``role_resources=True`` (the Kubernetes flavour) every replica also asks for one unit of
 a custom Ray resource named after its role (``lookahead_target``, ``lookahead_draft``, ...).
@@ -37,6 +39,9 @@ DEPLOYMENT_ROLES: dict[str, str] = {
 }
 ROLE_DEPLOYMENTS: dict[str, str] = {role: name for name, role in DEPLOYMENT_ROLES.items()}
 ROLES: tuple[str, ...] = tuple(DEPLOYMENT_ROLES.values())
+#: the roles that run a model engine (EngineDeployment), each an optional RoleConfig of AppConfig
+#: but the target
+ENGINE_ROLES: tuple[str, ...] = ("target", "draft", "judge")
 RESOURCE_PREFIX = "lookahead_"
 
 
@@ -49,14 +54,27 @@ def role_resource(role: str) -> str:
 
 def role_deployments(cfg: AppConfig) -> dict[str, RoleDeployment]:
     """The roles present in ``cfg`` and their Serve placement/scaling, in deployment order."""
-    out: dict[str, RoleDeployment] = {"target": cfg.target.deployment}
-    if cfg.draft is not None:
-        out["draft"] = cfg.draft.deployment
-    if cfg.judge is not None:
-        out["judge"] = cfg.judge.deployment
-    out["orchestrator"] = cfg.server.orchestrator
-    out["ingress"] = cfg.server.ingress
-    return out
+    out = {role: getattr(cfg, role).deployment for role in ENGINE_ROLES if getattr(cfg, role) is not None}
+    return {**out, "orchestrator": cfg.server.orchestrator, "ingress": cfg.server.ingress}
+
+
+def with_role_deployments(cfg: AppConfig, deps: dict[str, RoleDeployment]) -> AppConfig:
+    """``cfg`` with the given roles' placement/scaling replaced (the inverse of role_deployments)."""
+    update: dict[str, Any] = {role: getattr(cfg, role).model_copy(update={"deployment": deps[role]})
+                              for role in ENGINE_ROLES if role in deps and getattr(cfg, role) is not None}
+    server = {role: deps[role] for role in ("orchestrator", "ingress") if role in deps}
+    if server:
+        update["server"] = cfg.server.model_copy(update=server)
+    return cfg.model_copy(update=update)
+
+
+#: what ``args.config`` leaves out: the placement the ``deployments`` list carries
+PLACEMENT: dict[str, Any] = {**{role: {"deployment"} for role in ENGINE_ROLES}, "server": {"orchestrator", "ingress"}}
+
+
+def app_args(cfg: AppConfig) -> dict[str, Any]:
+    """The application's ``args``: the AppConfig without its placement."""
+    return {"config": cfg.model_dump(mode="json", exclude=PLACEMENT)}
 
 
 def _num(x: float) -> int | float:
@@ -78,6 +96,21 @@ def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, flo
         "health_check_timeout_s": _num(dep.health_check_timeout_s),
         "ray_actor_options": actor,
     }
+
+
+def role_deployment(entry: dict) -> RoleDeployment:
+    """The RoleDeployment of one ``deployments`` entry (the inverse of deployment_entry; the
+    role's custom resource, a Kubernetes detail, is left out). A fixed ``num_replicas`` is read
+    as autoscaling from and to that count."""
+    actor = entry.get("ray_actor_options") or {}
+    fields = {k: entry[k] for k in ("max_ongoing_requests", "max_queued_requests", "health_check_period_s",
+                                     "health_check_timeout_s") if k in entry}
+    fields.update({k: actor[k] for k in ("num_gpus", "num_cpus") if k in actor})
+    if "autoscaling_config" in entry:
+        fields["autoscaling"] = entry["autoscaling_config"]
+    elif isinstance(entry.get("num_replicas"), int):
+        fields["autoscaling"] = {"min_replicas": entry["num_replicas"], "max_replicas": entry["num_replicas"]}
+    return RoleDeployment.model_validate(fields)
 
 
 def serve_config(
@@ -110,7 +143,7 @@ def serve_config(
                 "name": app_name,
                 "route_prefix": route_prefix,
                 "import_path": IMPORT_PATH,
-                "args": {"config": cfg.model_dump(mode="json")},
+                "args": app_args(cfg),
                 "deployments": deployments,
             }
         ],
@@ -162,8 +195,9 @@ def write_serve_yaml(cfg: AppConfig, path: str | Path, *, header: str | None = N
 
 def app_config_from_data(data: Any, *, app_name: str | None = None) -> AppConfig:
     """AppConfig from parsed YAML: a plain AppConfig mapping, a Serve deploy config (the
-    config is ``applications[i].args.config``; the first application unless ``app_name``) or a
-    KubeRay RayService manifest (its ``spec.serveConfigV2``)."""
+    config is ``applications[i].args.config`` with the placement of its ``deployments`` list;
+    the first application unless ``app_name``) or a KubeRay RayService manifest (its
+    ``spec.serveConfigV2``)."""
     if not isinstance(data, dict):
         raise ValueError("expected a YAML mapping")
     if data.get("kind") == "RayService":
@@ -183,7 +217,10 @@ def app_config_from_data(data: Any, *, app_name: str | None = None) -> AppConfig
         args = app.get("args") or {}
         if "config" not in args:
             raise ValueError(f"application {app.get('name')!r} has no args.config")
-        return AppConfig.model_validate(args["config"])
+        cfg = AppConfig.model_validate(args["config"])
+        deps = {DEPLOYMENT_ROLES[d["name"]]: role_deployment(d) for d in app.get("deployments") or []
+                if d.get("name") in DEPLOYMENT_ROLES}
+        return with_role_deployments(cfg, deps)
     return AppConfig.model_validate(data)
 
 
@@ -196,7 +233,8 @@ def load_app_config(path: str | Path, *, app_name: str | None = None) -> AppConf
 
 
 __all__ = [
-    "DEPLOYMENT_ROLES", "GRPC_SERVICER_FUNCTIONS", "IMPORT_PATH", "ROLES", "ROLE_DEPLOYMENTS",
-    "app_config_from_data", "deployment_entry", "dump_yaml", "dump_yaml_all", "load_app_config",
-    "role_deployments", "role_resource", "serve_config", "serve_yaml", "write_serve_yaml",
+    "DEPLOYMENT_ROLES", "ENGINE_ROLES", "GRPC_SERVICER_FUNCTIONS", "IMPORT_PATH", "ROLES", "ROLE_DEPLOYMENTS",
+    "app_args", "app_config_from_data", "deployment_entry", "dump_yaml", "dump_yaml_all", "load_app_config",
+    "role_deployment", "role_deployments", "role_resource", "serve_config", "serve_yaml", "with_role_deployments",
+    "write_serve_yaml",
 ]

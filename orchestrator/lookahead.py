@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable
 
 from orchestrator.accept import adopt, mark_rejected, stop_mismatch, stop_verdict
-from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Schedule
+from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Mode, Schedule
 from orchestrator.policy import AUTO, SpeculationPolicy
 from orchestrator.protocols import StepEngine, Verifier
 from orchestrator.rolling_window import run_async
@@ -38,10 +38,21 @@ from orchestrator.types import (
 #: consecutive draft/verifier failures back speculation off for 1, 2, 4, ... up to this many cycles
 MAX_BACKOFF_CYCLES = 64
 
+#: the allowed range of each bounded session parameter, stated once: the config, the OpenAI
+#: request model and the CLI read it from here
+BOUNDS: dict[str, tuple[int, int]] = {"depth": (0, 16), "width": (1, 8), "max_step_tokens": (1, 4096),
+                                      "max_depth": (1, 16)}
+
 
 @dataclass
 class LookaheadParams:
+    """One session's parameters; the defaults here are the server's too (deployments/config.py
+    reads them)."""
+
     mode: CoreMode = "lr"
+    # the target speculates tokens inside each step: its engine's setting, which no request can
+    # switch (orchestrator/modes.py); the stats report it in their mode (lr+sd, sd)
+    tokens: bool = False
     # g, drafted steps per cycle: an int, or "auto" for the adaptive policy choosing 0..max_depth
     depth: int | str = AUTO
     width: int = 1  # W: sibling drafts per position (distinct seeds)
@@ -63,10 +74,9 @@ class LookaheadParams:
             raise ValueError(f"schedule must be 'sync' or 'async', got {self.schedule!r}")
         if isinstance(self.depth, str) and self.depth != AUTO:
             raise ValueError(f"depth must be 'auto' or an integer, got {self.depth!r}")
-        checks = [("width", 1, 8), ("max_step_tokens", 1, 4096), ("max_depth", 1, 16)]
-        if self.depth != AUTO:
-            checks.append(("depth", 0, 16))
-        for name, lo, hi in checks:
+        for name, (lo, hi) in BOUNDS.items():
+            if name == "depth" and self.depth == AUTO:
+                continue
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
@@ -100,7 +110,7 @@ class Lookahead:
         self.target, self.draft, self.verifier = target, draft, verifier
         self.prompt, self.params, self.request_id = prompt, params, request_id
         self.steps: list[Step] = []
-        self.stats = Stats(mode=params.mode)
+        self.stats = Stats(mode=Mode(params.mode == "lr", params.tokens).name)
         self.speculate = (params.mode == "lr" and params.depth != 0 and draft is not None
                           and verifier is not None)
         self.policy = (SpeculationPolicy(params.max_depth, prior)

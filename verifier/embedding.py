@@ -12,13 +12,14 @@ import asyncio
 import threading
 
 from orchestrator.types import Verdict, VerifyPair
+from verifier.kinds import KINDS
 from verifier.precheck import prechecked
 
 
 class EmbeddingVerifier:
     name = "embedding"
 
-    def __init__(self, model_path: str, threshold: float = 0.97, device: str = "cpu",
+    def __init__(self, model_path: str, threshold: float = KINDS["embedding"].threshold, device: str = "cpu",
                  batch_size: int = 64) -> None:
         """`model_path`: a sentence-transformers model directory (callers resolve short names)."""
         from sentence_transformers import SentenceTransformer

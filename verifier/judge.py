@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from orchestrator.protocols import ChoiceScorer
 from orchestrator.types import Prompt, Verdict, VerifyPair
+from verifier.kinds import KINDS
 from verifier.precheck import prechecked
 
 YES = ("Yes", "yes")
@@ -84,7 +85,7 @@ def context_block(pair: VerifyPair, question_chars: int = 600, prefix_chars: int
 class LLMJudgeVerifier:
     name = "llm-judge"
 
-    def __init__(self, scorer: ChoiceScorer, threshold: float = 0.5, *, step_chars: int = 800,
+    def __init__(self, scorer: ChoiceScorer, threshold: float = KINDS["llm-judge"].threshold, *, step_chars: int = 800,
                  with_context: bool = True, few_shot: bool = True) -> None:
         self.scorer = scorer
         self.threshold = float(threshold)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from orchestrator.protocols import ChoiceScorer
 from orchestrator.types import Prompt, Verdict, VerifyPair
 from verifier.judge import NO_THINKING, clip, question_text
+from verifier.kinds import KINDS
 from verifier.precheck import prechecked
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -46,7 +47,7 @@ SCORE_EXAMPLES = (
 class TargetScoreVerifier:
     name = "target-score"
 
-    def __init__(self, scorer: ChoiceScorer, threshold: float = 7, *, expected: bool = True,
+    def __init__(self, scorer: ChoiceScorer, threshold: float = KINDS["target-score"].threshold, *, expected: bool = True,
                  question_chars: int = 1000, prefix_chars: int = 1500, step_chars: int = 800,
                  few_shot: bool = True) -> None:
         self.scorer = scorer

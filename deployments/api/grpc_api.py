@@ -31,21 +31,6 @@ def grpc_fail(context, err: HTTPError) -> None:
     grpc_error(context, grpc_code(err), err.body["error"]["message"])
 
 
-def first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors) and errors():
-        e = errors()[0]
-        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return str(exc)
-
-
-def first_param(exc: ValueError) -> str | None:
-    errors = getattr(exc, "errors", None)
-    if callable(errors) and errors():
-        return ".".join(str(p) for p in errors()[0]["loc"]) or None
-    return None
-
-
 def pb_steps(steps: list[dict]) -> list[pb.Step]:
     return [pb.Step(text=s["text"], source=s["source"], tokens=s.get("tokens", 0)) for s in steps]
 

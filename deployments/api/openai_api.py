@@ -15,13 +15,13 @@ import time
 import uuid
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from deployments.config import Depth
-from orchestrator.modes import Mode, Schedule, VerifierKind
+from deployments.config import Depth, bounded
+from orchestrator.modes import ModeName, Schedule
 from orchestrator.stop_strings import normalize_stops
+from verifier.kinds import VerifierKind
 
-MAX_TOKENS_LIMIT = 32768
 MAX_STOPS = 16
 # chat_template_kwargs may not set what the server renders with, nor smuggle in refused features
 # (the named parameters of transformers' apply_chat_template): only template variables pass
@@ -87,9 +87,10 @@ MAX_LOGIT_BIAS = 300
 
 class LookaheadRequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mode: Mode | None = None
+    mode: ModeName | None = None
     depth: Depth | None = None
-    width: int | None = Field(None, ge=1, le=8)
+    width: int | None = bounded("width")
+    max_step_tokens: int | None = bounded("max_step_tokens")  # a step is cut after this many tokens
     schedule: Schedule | None = None
     verifier: VerifierKind | None = None
 
@@ -143,11 +144,19 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool = False  # accepted, see IGNORED_METADATA
 
 
-class _Common(BaseModel):
+def _refusable(name: str, *params: str) -> type[BaseModel]:
+    """A base declaring `params` (each in REFUSED) as fields of any value: declared, so a request
+    naming one is refused with its reason (`refusal`), not as an unknown field."""
+    assert all(p in REFUSED for p in params), params
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **{p: (Any, None) for p in params})
+
+
+class _Common(_refusable("_CommonRefusable", "n", "logprobs", "presence_penalty", "frequency_penalty")):
     model_config = ConfigDict(extra="forbid")
     model: str
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    # the upper limit is the server's (server.max_tokens_limit), checked by the orchestrator
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
@@ -160,10 +169,6 @@ class _Common(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0, le=10)  # vLLM extra
     min_p: float | None = Field(None, ge=0, le=1)  # vLLM extra
     logit_bias: dict[str, float] | None = None  # token id (target vocabulary) -> bias in [-100, 100]
-    n: Any = None
-    logprobs: Any = None
-    presence_penalty: Any = None
-    frequency_penalty: Any = None
     user: str | None = None
     safety_identifier: str | None = None
     metadata: dict[str, str] | None = None
@@ -204,32 +209,12 @@ class _Common(BaseModel):
             return "stream_options", "stream_options is only allowed when stream is true"
         return None
 
-    def overrides(self) -> dict[str, Any]:
-        la = self.lookahead or LookaheadRequestOptions()
-        return {"mode": la.mode, "depth": la.depth, "width": la.width, "schedule": la.schedule,
-                "verifier": la.verifier, "max_tokens": self.max_completion_tokens or self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed,
-                "repetition_penalty": self.repetition_penalty, "min_p": self.min_p,
-                "logit_bias": tuple(sorted((int(t), float(b)) for t, b in self.logit_bias.items()))
-                if self.logit_bias else None}
 
-
-class ChatCompletionRequest(_Common):
+class ChatCompletionRequest(_Common, _refusable(
+        "_ChatRefusable", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "response_format",
+        "audio", "modalities", "prediction", "web_search_options", "reasoning_effort", "verbosity", "moderation")):
     messages: list[ChatMessage] = Field(min_length=1)
     chat_template_kwargs: dict[str, Any] | None = None
-    top_logprobs: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    functions: Any = None
-    function_call: Any = None
-    response_format: Any = None
-    audio: Any = None
-    modalities: Any = None
-    prediction: Any = None
-    web_search_options: Any = None
-    reasoning_effort: Any = None
-    verbosity: Any = None
-    moderation: Any = None
     parallel_tool_calls: bool | None = None
 
     @field_validator("messages")
@@ -258,11 +243,9 @@ class ChatCompletionRequest(_Common):
         return super().refusal()
 
 
-class CompletionRequest(_Common):
+class CompletionRequest(_Common, _refusable("_CompletionRefusable", "best_of", "suffix")):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool = False
-    best_of: Any = None
-    suffix: Any = None
 
     @field_validator("prompt")
     @classmethod

@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 from deployments.cli.args import add_lookahead_args, add_model_args, app_config_from_args  # noqa: E402
+from deployments.config import LookaheadDefaults  # noqa: E402
 from orchestrator.modes import MODES  # noqa: E402
 
 
@@ -41,6 +42,7 @@ def cmd_generate(args) -> int:
 
 def _generate(args, out: dict | None = None) -> int:
     """Answer the prompt; print the steps as they come, or fill `out` with the JSON result."""
+    from deployments.api.request import RequestOptions
     from deployments.model_cache import ModelNotAvailable
     from deployments.pipeline import Pipeline, lookahead_params
     from orchestrator.lookahead import Lookahead
@@ -55,7 +57,8 @@ def _generate(args, out: dict | None = None) -> int:
         print(f"lookahead: {exc}", file=sys.stderr)
         return 2
     prompt = Prompt(text=args.prompt) if args.raw else Prompt(messages=[{"role": "user", "content": args.prompt}])
-    params = lookahead_params(cfg.defaults, seed=args.seed)
+    params = lookahead_params(cfg.defaults, RequestOptions(seed=args.seed),
+                              token_speculation=cfg.target.engine.token_speculation)
     session = Lookahead(pipe.target, pipe.draft, pipe.verifier, prompt, params, "cli")
 
     def show(pieces) -> None:
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="answer one prompt in-process, step by step")
     g.add_argument("prompt")
-    g.add_argument("--mode", choices=MODES, default="lr")
+    g.add_argument("--mode", choices=MODES, default=None, help=f"default {LookaheadDefaults().mode}")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--raw", action="store_true", help="send the prompt as-is, without the chat template")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT",
@@ -153,7 +156,7 @@ def _k8s_cli():
 
 
 def _bench_cli():
-    from benchmarks import bench
+    from deployments.cli import bench
 
     return bench
 

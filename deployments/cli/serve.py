@@ -19,7 +19,7 @@ DEMO_QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she
 
 
 def cmd_serve(args) -> int:
-    from deployments.kuberay.profiles import PROFILES
+    from deployments.profiles import PROFILES
     from deployments.serve_config import load_app_config
 
     cfg = load_app_config(args.config) if args.config else PROFILES["cpu-demo"]
@@ -39,7 +39,7 @@ def cmd_serve(args) -> int:
 def demo_config():
     """The demo pair, one fake GPU per role as on a real cluster."""
     from deployments.config import RoleDeployment
-    from deployments.kuberay.profiles import PROFILES
+    from deployments.profiles import PROFILES
 
     cfg = PROFILES["cpu-demo"].model_copy(deep=True)
     for role in (cfg.target, cfg.draft):
@@ -51,12 +51,11 @@ def demo_config():
 
 def cmd_demo(args) -> int:
     from deployments import model_cache as models
+    from verifier import kinds
 
     t_start = time.time()
     cfg = demo_config()
-    needed = [cfg.target.engine.model, cfg.draft.engine.model]
-    if cfg.verifier.kind == "embedding":
-        needed.append(cfg.verifier.embedding_model)
+    needed = [cfg.target.engine.model, cfg.draft.engine.model, *kinds.models_of(cfg.verifier)]
     try:
         models.prepare(needed, progress=True)
     except models.ModelError as exc:

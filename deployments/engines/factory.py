@@ -1,7 +1,7 @@
 """Engine construction from config: the one place that knows every engine class."""
 from __future__ import annotations
 
-from deployments.config import EngineConfig
+from deployments.config import ENGINES, EngineConfig
 from deployments.engines.protocol import Engine
 
 
@@ -15,4 +15,4 @@ def build_engine(cfg: EngineConfig) -> Engine:
         from deployments.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(cfg)
-    raise ValueError(f"unknown engine {cfg.engine!r}: use 'hf' or 'vllm'")
+    raise ValueError(f"unknown engine {cfg.engine!r}: use one of {', '.join(ENGINES)}")

@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
 
 import torch
 
 from deployments.config import EngineConfig
 from deployments.engines.microbatch import MicroBatcher
 from deployments.engines.protocol import Engine, EngineUnhealthy
+from deployments.engines.rows import StepRow, cut_reason, step_limit
 from deployments.engines.static_decode import STATIC_KWARGS, engine_decoder
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
-
-
-@dataclass
-class _Row:
-    ids: list[int]  # the full context to continue
-    sampling: SamplingParams
-    limit: int  # new tokens allowed in this step
-    budget_cut: bool  # the limit comes from the total budget, not the step size
-    out: list[int] = field(default_factory=list)
-    reason: str = ""
-    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 HF_ENGINE_KWARGS = frozenset({"max_batch"}) | STATIC_KWARGS
@@ -93,7 +82,7 @@ class HFEngine(Engine):
         self._lock = threading.Lock()  # one forward loop at a time on this model
         self._batcher = MicroBatcher(self._run_rows, self.max_batch)
         self._closed = False
-        self._live: list[_Row] = []  # rows submitted and not yet finished (num_unfinished_requests)
+        self._live: list[StepRow] = []  # rows submitted and not yet finished (num_unfinished_requests)
 
     @property
     def max_context(self) -> int:
@@ -143,18 +132,17 @@ class HFEngine(Engine):
         self._live = [r for r in self._live if not r.reason and not r.cancelled.is_set()]
         return len(self._live)
 
-    def _row(self, req: StepRequest) -> _Row:
+    def _row(self, req: StepRequest) -> StepRow:
         prompt_ids = self.renderer.ids(req.prompt)
         ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
-        remaining = req.max_total_tokens - (len(ids) - len(prompt_ids))
-        limit = max(0, min(req.max_step_tokens, remaining))
-        return _Row(ids, req.sampling, limit, budget_cut=remaining <= req.max_step_tokens)
+        limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - (len(ids) - len(prompt_ids)))
+        return StepRow(ids, req.sampling, limit, budget_cut)
 
-    def _step(self, row: _Row) -> Step:
+    def _step(self, row: StepRow) -> Step:
         text = self.tokenizer.decode(row.out, skip_special_tokens=True)
         return Step(text, list(row.out), self.tokenizer_key, row.reason or "budget")
 
-    def _run_rows(self, rows: list[_Row]) -> None:
+    def _run_rows(self, rows: list[StepRow]) -> None:
         with self._lock:
             todo = [r for r in rows if r.limit > 0 and not r.cancelled.is_set()]
             for r in rows:
@@ -179,7 +167,7 @@ class HFEngine(Engine):
 
     # -- the decode loop -----------------------------------------------------------------
     @torch.inference_mode()
-    def _decode(self, rows: list[_Row]) -> None:
+    def _decode(self, rows: list[StepRow]) -> None:
         width = max(len(r.ids) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -208,7 +196,7 @@ class HFEngine(Engine):
             past, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
 
     @torch.inference_mode()
-    def _decode_lookup(self, row: _Row) -> None:
+    def _decode_lookup(self, row: StepRow) -> None:
         """Greedy decoding with prompt-lookup token speculation (token-level SD inside a step).
 
         Proposals are copied from the context after the latest match of its last n-gram and
@@ -241,7 +229,7 @@ class HFEngine(Engine):
             past.crop(len(context))  # drop the rejected proposals' keys and values
             logits = verify[accepted:accepted + 1]
 
-    def _advance(self, row: _Row, token: int) -> bool:
+    def _advance(self, row: StepRow, token: int) -> bool:
         """Append a token; return False when the row's step is over."""
         if row.cancelled.is_set():
             row.reason = "step_limit"
@@ -255,7 +243,7 @@ class HFEngine(Engine):
             row.reason = "delimiter"  # the whole token stays: steps concatenate to the AR ids
             return False
         if len(row.out) >= row.limit:
-            row.reason = "budget" if row.budget_cut else "step_limit"
+            row.reason = cut_reason(row.budget_cut)
             return False
         return True
 
@@ -296,7 +284,7 @@ def _generator(sampling: SamplingParams, device: str) -> torch.Generator | None:
     return g
 
 
-def _choose(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None, row: _Row | None = None) -> int:
+def _choose(logits: torch.Tensor, s: SamplingParams, gen: torch.Generator | None, row: StepRow | None = None) -> int:
     """The next token, in vLLM's order: logit bias, repetition penalty, then greedy; or
     temperature, min_p, top_k, top_p and a draw."""
     if s.shapes_logits:

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, TypeVar
 
 from deployments.config import EngineConfig
 from deployments.engines.protocol import Engine, EngineUnhealthy
+from deployments.engines.rows import cut_reason, step_limit
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, Step, StepRequest
 
@@ -232,9 +233,7 @@ class VLLMEngine(Engine):
 
         prompt_ids = self.renderer.ids(req.prompt)
         ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
-        remaining = req.max_total_tokens - (len(ids) - len(prompt_ids))
-        limit = max(0, min(req.max_step_tokens, remaining))
-        budget_cut = remaining <= req.max_step_tokens
+        limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - (len(ids) - len(prompt_ids)))
         room = self.max_model_len - len(ids)  # the context window is a budget too
         if room < limit:
             limit, budget_cut = max(0, room), True
@@ -296,7 +295,7 @@ class VLLMEngine(Engine):
                 ids.pop()
             reason = "eos"
         elif o.finish_reason == "length":
-            reason = "budget" if row.budget_cut else "step_limit"
+            reason = cut_reason(row.budget_cut)
         else:
             raise RuntimeError(f"vLLM request {row.request_id} ended with finish_reason={o.finish_reason!r}")
         m = getattr(o, "spec_decode_metrics", None)

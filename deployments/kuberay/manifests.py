@@ -1,6 +1,6 @@
 """KubeRay manifests (RayService ray.io/v1, model-cache PVC, gRPC Service) generated from an
 :class:`~deployments.config.AppConfig`. :mod:`deployments.kuberay.render` writes them to ``k8s/*.yaml``
-from :mod:`deployments.kuberay.profiles`.
+from :mod:`deployments.profiles` and :mod:`deployments.kuberay.profiles`.
 
 Roles, worker groups and the replica rule
 -----------------------------------------
@@ -36,10 +36,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from deployments.config import AppConfig
+from deployments.config import AppConfig, Strict
+from verifier import kinds
 from deployments.serve_config import (
+    ENGINE_ROLES,
     ROLES,
     role_deployments,
     role_resource,
@@ -60,11 +62,7 @@ _EPS = 1e-9
 
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PodResources(_Strict):
+class PodResources(Strict):
     """Kubernetes container requests; limits default to the requests."""
 
     cpu: str
@@ -79,7 +77,7 @@ class PodResources(_Strict):
         return {"cpu": self.cpu_limit or self.cpu, "memory": self.memory_limit or self.memory}
 
 
-class WorkerGroupPlan(_Strict):
+class WorkerGroupPlan(Strict):
     """One KubeRay worker group: which roles its pods host and how big the pods are."""
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -91,7 +89,7 @@ class WorkerGroupPlan(_Strict):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class ClusterSizing(_Strict):
+class ClusterSizing(Strict):
     """Pod sizes and worker groups of one RayService."""
 
     head: PodResources
@@ -123,14 +121,13 @@ WAIT_RESOURCES = PodResources(cpu="100m", memory="256Mi", cpu_limit="500m", memo
 
 def role_models(cfg: AppConfig) -> dict[str, list[str]]:
     """The models each role's replicas load when they start (engine roles: the model and a
-    speculative model; the orchestrator: the embedding model when the embedding verifier is
-    the default)."""
+    speculative model; the orchestrator: what the default verifier kind loads itself)."""
     out: dict[str, list[str]] = {}
-    for role in ("target", "draft", "judge"):
+    for role in ENGINE_ROLES:
         rc = getattr(cfg, role)
         if rc is not None:
             out[role] = [rc.engine.model] + ([rc.engine.speculative_model] if rc.engine.speculative_model else [])
-    out["orchestrator"] = [cfg.verifier.embedding_model] if cfg.verifier.kind == "embedding" else []
+    out["orchestrator"] = kinds.models_of(cfg.verifier)
     out["ingress"] = []
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from deployments.config import AppConfig
+from verifier import kinds
 from deployments.kuberay.manifests import (
     MODEL_PVC,
     MODELS_MOUNT,
@@ -36,9 +37,9 @@ SCRATCH = "/scratch"
 
 
 def models_to_fill(cfg: AppConfig) -> list[str]:
-    """Every model the application may load: what each role loads at start, plus the embedding
-    model, since a request may pick the embedding verifier. Local paths are left to the user."""
-    names = [m for ms in role_models(cfg).values() for m in ms] + [cfg.verifier.embedding_model]
+    """Every model the application may load: what each role loads at start, plus what any
+    verifier kind loads itself, since a request may pick any kind. Local paths are left to the user."""
+    names = [m for ms in role_models(cfg).values() for m in ms] + kinds.any_kind_models(cfg.verifier)
     return [m for m in dict.fromkeys(names) if not m.startswith(("/", "./", "~"))]
 
 

@@ -11,7 +11,6 @@ import json
 import logging
 
 from fastapi.responses import StreamingResponse
-from google.protobuf import json_format
 from ray import serve
 
 from deployments.api import grpc_api
@@ -19,6 +18,7 @@ from deployments.api import openai_api as oa
 from deployments.api.auth import ApiKeys
 from deployments.api.errors import HTTPError, internal_error, internal_error_body, new_error_id
 from deployments.api.http_app import build_http_app
+from deployments.api.request import RequestSpec
 from deployments.config import AppConfig
 from deployments.serve.errors import http_error_of
 from deployments.serve.remote import cancel_quietly, response_result
@@ -84,7 +84,7 @@ class Ingress:
             raise HTTPError(404, f"The model '{model}' does not exist; this server serves "
                                  f"'{self.cfg.server.served_model_name}'", param="model", code="model_not_found")
 
-    async def _open_stream(self, spec: dict):
+    async def _open_stream(self, spec: RequestSpec):
         """Start the orchestrator stream and take its first chunk, so bad requests fail before any SSE."""
         gen = None
         try:
@@ -99,7 +99,7 @@ class Ingress:
             raise
         return gen, first["prompt_tokens"]
 
-    async def _run(self, spec: dict) -> tuple[dict, int]:
+    async def _run(self, spec: RequestSpec) -> tuple[dict, int]:
         gen, prompt_tokens = await self._open_stream(spec)
         result: dict = {}
         try:
@@ -152,15 +152,8 @@ class Ingress:
             param, reason = refused
             raise HTTPError(400, f"{param}: {reason}", param=param, code="unsupported_parameter")
         rid = response_id("chatcmpl" if chat else "cmpl")  # embeds Serve's request id: one id in every log
-        spec = {"overrides": body.overrides(), "request_id": rid, "timeout_s": self._timeout(timeout_header),
-                "stop": body.stop}
-        echo = ""
-        if chat:
-            spec["messages"] = [m.as_dict() for m in body.messages]
-            spec["chat_template_kwargs"] = body.chat_template_kwargs
-        else:
-            spec["prompt"] = body.prompt
-            echo = body.prompt if body.echo else ""
+        spec = RequestSpec.from_openai(body, rid, self._timeout(timeout_header))
+        echo = body.prompt if not chat and body.echo else ""
         if not body.stream:
             result, prompt_tokens = await self._run(spec)
             if chat:
@@ -172,47 +165,13 @@ class Ingress:
         return StreamingResponse(events, media_type="text/event-stream")
 
     # -- gRPC (method names are the RPC names) ---------------------------------------
-    def _grpc_spec(self, request: pb.GenerateRequest, context) -> dict:
+    def _grpc_spec(self, request: pb.GenerateRequest, context) -> RequestSpec:
         """The orchestrator spec for a gRPC request, validated like HTTP's; raises HTTPError."""
         metadata = dict(context.invocation_metadata()) if context is not None else {}
         if not self.keys.allows_grpc(metadata):
             raise HTTPError(401, "invalid or missing api key (metadata 'authorization')", "authentication_error")
         self._check_model(request.model)
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        if bool(messages) == bool(request.prompt) or not (request.prompt or any(m["content"].strip() for m in messages)):
-            raise HTTPError(400, "messages/prompt: give exactly one, non-empty", param="messages")
-        kwargs = json_format.MessageToDict(request.chat_template_kwargs) if request.HasField("chat_template_kwargs") else None
-        if kwargs is not None and not messages:
-            raise HTTPError(400, "chat_template_kwargs: only with messages (a raw prompt has no chat template)",
-                            param="chat_template_kwargs")
-        la = request.lookahead
-        overrides = {
-            "mode": la.mode or None, "schedule": la.schedule or None,
-            "depth": la.depth if la.HasField("depth") else None,
-            "width": la.width if la.HasField("width") else None,
-            "max_tokens": request.max_tokens if request.HasField("max_tokens") else None,
-            "temperature": request.temperature if request.HasField("temperature") else None,
-            "top_p": request.top_p if request.HasField("top_p") else None,
-            "top_k": request.top_k if request.HasField("top_k") else None,
-            "seed": request.seed if request.HasField("seed") else None,
-            "repetition_penalty": request.repetition_penalty if request.HasField("repetition_penalty") else None,
-            "min_p": request.min_p if request.HasField("min_p") else None,
-        }
-        try:  # the same validation as the HTTP API, field names included
-            opts = oa.LookaheadRequestOptions(**{k: overrides[k] for k in ("mode", "schedule", "depth", "width")})
-            checked = oa.CompletionRequest(model="x", prompt="x", max_tokens=overrides["max_tokens"],
-                                           temperature=overrides["temperature"], top_p=overrides["top_p"],
-                                           top_k=overrides["top_k"], seed=overrides["seed"], lookahead=opts,
-                                           stop=list(request.stop) or None,
-                                           repetition_penalty=overrides["repetition_penalty"],
-                                           min_p=overrides["min_p"],
-                                           logit_bias={str(k): v for k, v in request.logit_bias.items()} or None)
-        except ValueError as exc:
-            raise HTTPError(400, grpc_api.first_error(exc), param=grpc_api.first_param(exc)) from None
-        overrides["logit_bias"] = checked.overrides()["logit_bias"]
-        return {"messages": messages or None, "prompt": request.prompt or None, "overrides": overrides,
-                "stop": checked.stop, "chat_template_kwargs": kwargs,
-                "request_id": response_id("grpc"), "timeout_s": self._timeout(metadata.get("x-request-timeout"))}
+        return RequestSpec.from_grpc(request, response_id("grpc"), self._timeout(metadata.get("x-request-timeout")))
 
     def _grpc_status(self, context, exc: Exception, rpc: str) -> None:
         """Every failure becomes a status: client errors as HTTP would map them, anything else
@@ -231,7 +190,7 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001 - mapped to a status code
             self._grpc_status(grpc_context, exc, "Generate")
             return pb.GenerateResponse()
-        return pb.GenerateResponse(id=spec["request_id"], text=result["text"], steps=grpc_api.pb_steps(result["steps"]),
+        return pb.GenerateResponse(id=spec.request_id, text=result["text"], steps=grpc_api.pb_steps(result["steps"]),
                                    finish_reason=result["finish_reason"], stats=grpc_api.pb_stats(result["stats"]))
 
     async def GenerateStream(self, request: pb.GenerateRequest, grpc_context=None):
@@ -241,10 +200,10 @@ class Ingress:
             gen, _ = await self._open_stream(spec)
             async for chunk in gen:
                 if chunk.get("done"):
-                    yield pb.GenerateChunk(id=spec["request_id"], done=True, finish_reason=chunk["finish_reason"],
+                    yield pb.GenerateChunk(id=spec.request_id, done=True, finish_reason=chunk["finish_reason"],
                                            stats=grpc_api.pb_stats(chunk["stats"]))
                 elif chunk.get("steps"):
-                    yield pb.GenerateChunk(id=spec["request_id"], steps=grpc_api.pb_steps(chunk["steps"]))
+                    yield pb.GenerateChunk(id=spec.request_id, steps=grpc_api.pb_steps(chunk["steps"]))
         except Exception as exc:  # noqa: BLE001 - mapped to a status code
             self._grpc_status(grpc_context, exc, "GenerateStream")
         finally:

@@ -15,14 +15,17 @@ import time
 from ray import serve
 
 from deployments.api.errors import BadRequest, DeadlineExceeded
+from deployments.api.request import RequestSpec
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
 from deployments.serve.metrics import LookaheadMetrics
 from deployments.serve.remote import RemoteEngine, cancel_quietly, response_result
 from deployments.serve.request_ids import serve_request_id
 from orchestrator.lookahead import Lookahead
+from orchestrator.modes import Mode
 from orchestrator.stop_strings import Piece, StopStrings
-from orchestrator.types import Prompt, Stats, step_dict
+from orchestrator.types import Stats, step_dict
+from verifier.kinds import needs
 
 log = logging.getLogger("ray.serve")
 
@@ -77,43 +80,44 @@ class Orchestrator:
             self.verifiers[kind] = build_verifier(vcfg, target=self.engines["target"], judge=self.engines.get("judge"))
         return self.verifiers[kind]
 
-    async def _session(self, spec: dict) -> tuple[Lookahead, int]:
+    async def _session(self, spec: RequestSpec) -> tuple[Lookahead, int]:
         engines = await self._engines()
-        overrides = dict(spec.get("overrides") or {})
-        kind = overrides.pop("verifier", None) or self.cfg.verifier.kind
-        mode = overrides.get("mode") or self.cfg.defaults.mode
-        if mode.startswith("lr") and self.handles["draft"] is None:
-            raise BadRequest(f"mode {mode!r} needs a draft deployment, none is configured", "lookahead.mode")
-        if kind == "llm-judge" and self.handles["judge"] is None:
-            raise BadRequest("verifier 'llm-judge' needs a judge deployment, none is configured",
-                             "lookahead.verifier")
+        options = spec.options
+        kind = options.verifier or self.cfg.verifier.kind
+        mode = Mode.parse(options.mode or self.cfg.defaults.mode)
+        if mode.steps and self.handles["draft"] is None:
+            raise BadRequest(f"mode {mode.name!r} needs a draft deployment, none is configured", "lookahead.mode")
+        for role in needs(kind).roles:
+            if self.handles[role] is None:
+                raise BadRequest(f"verifier {kind!r} needs a {role} deployment, none is configured",
+                                 "lookahead.verifier")
         limit = self.cfg.server.max_tokens_limit
-        if (overrides.get("max_tokens") or 0) > limit:
+        if (options.max_tokens or 0) > limit:
             raise BadRequest(f"max_tokens must be <= {limit} on this server", "max_tokens")
-        if mode.endswith("sd") and self.info["target"].get("token_speculation", "none") == "none":
-            raise BadRequest(f"mode {mode!r} needs token-level speculation on the target engine "
-                             "(engine.token_speculation in the config)", "lookahead.mode")
+        token_speculation = self.info["target"].get("token_speculation", "none")
+        try:  # the token layer is the target engine's: asked of one without it, refused
+            mode.run_on(token_speculation != "none")
+        except ValueError as exc:
+            raise BadRequest(str(exc), "lookahead.mode") from None
         try:
-            params = lookahead_params(self.cfg.defaults, **overrides)
+            params = lookahead_params(self.cfg.defaults, options, token_speculation=token_speculation)
         except ValueError as exc:
             raise BadRequest(str(exc), "lookahead") from exc
         self._check_logit_bias(params, engines)
-        prompt = Prompt(messages=spec.get("messages"), text=spec.get("prompt"),
-                        chat_template_kwargs=spec.get("chat_template_kwargs"))
+        prompt = spec.prompt
         prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
         limit = self.info["target"]["max_context"]
         if prompt_tokens + params.max_tokens > limit:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
                              f"model's context of {limit} tokens", "messages" if prompt.messages else "prompt")
         # A configured draft/judge that cannot answer right now: this request runs target-only.
-        needed = ("draft", "judge") if kind == "llm-judge" else ("draft",)
+        needed = ("draft", *needs(kind).roles)
         missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
-        rid = spec.get("request_id") or serve_request_id()
+        rid = spec.request_id or serve_request_id()
         # depth "auto" starts from what this replica has measured so far (acceptance by depth, costs)
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid,
                             prior=self.totals.to_dict() if self.totals.cycles else None)
-        session.stats.mode = mode  # the mode asked for (lr+sd, sd), not the core's lr/ar
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens
 
@@ -132,13 +136,12 @@ class Orchestrator:
             # verifier rules on its steps as on any draft (with `exact`, the output is the target's).
             params.draft_sampling = dataclasses.replace(params.draft_sampling, logit_bias=())
 
-    async def generate_stream(self, spec: dict):
+    async def generate_stream(self, spec: RequestSpec):
         """:meth:`_generate_stream`, metered: every request is counted once it ends, however it
         ends (finished, refused, timed out, cancelled by the client), and logged in one line."""
-        overrides = spec.get("overrides") or {}
-        meter = self.metrics.request(spec.get("request_id") or serve_request_id(),
-                                     overrides.get("mode") or self.cfg.defaults.mode,
-                                     overrides.get("verifier") or self.cfg.verifier.kind)
+        meter = self.metrics.request(spec.request_id or serve_request_id(),
+                                     spec.options.mode or self.cfg.defaults.mode,
+                                     spec.options.verifier or self.cfg.verifier.kind)
         exc: BaseException | None = None
         try:
             async for chunk in self._generate_stream(spec):
@@ -150,19 +153,19 @@ class Orchestrator:
         finally:
             meter.finish(exc)
 
-    async def _generate_stream(self, spec: dict):
+    async def _generate_stream(self, spec: RequestSpec):
         """Yield {"steps": [...]} per cycle, then {"done": True, ...} with the text and stats.
 
         Stop strings are applied here, over the whole answer: text that could begin a stop
         string waits for the next cycle, and a match ends the session at once.
         """
         try:
-            stops = StopStrings(spec.get("stop"))
+            stops = StopStrings(spec.stop)
         except ValueError as exc:
             raise BadRequest(str(exc), "stop") from exc
         session, prompt_tokens = await self._session(spec)
         rid = session.request_id
-        timeout = min(float(spec.get("timeout_s") or self.cfg.server.request_timeout_s),
+        timeout = min(float(spec.timeout_s or self.cfg.server.request_timeout_s),
                       self.cfg.server.request_timeout_s)
         deadline = time.monotonic() + timeout
         self.sessions[rid] = session
@@ -190,7 +193,7 @@ class Orchestrator:
             await stream.aclose()  # cancels whatever the session still has in flight
             self.sessions.pop(rid, None)
 
-    async def generate(self, spec: dict) -> dict:
+    async def generate(self, spec: RequestSpec) -> dict:
         out: dict = {}
         async for chunk in self.generate_stream(spec):
             out.update(chunk)

@@ -635,3 +635,47 @@ async def test_grpc_stop_seed_and_status_codes(app, baseline):
             assert ctx.code == grpc.StatusCode.INTERNAL and "secret" not in ctx.details and "error id" in ctx.details
     finally:
         engine.generate_steps = original
+
+
+@LOOP
+async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, http):
+    """One request with every per-request option set, once over each protocol: the sessions the
+    orchestrator opens get the same parameters, prompt and verifier."""
+    from google.protobuf import struct_pb2
+
+    from protos.lookahead.v1 import lookahead_pb2 as pb
+
+    options = {"mode": "lr", "depth": 1, "width": 2, "schedule": "async", "verifier": "normalized",
+               "max_step_tokens": 8}
+    sampling = {"max_tokens": 4, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "seed": 11,
+                "repetition_penalty": 1.1, "min_p": 0.05}
+    orchestrator = app.orchestrator
+    opened, original = [], orchestrator._session
+
+    async def spy(spec):
+        session, prompt_tokens = await original(spec)
+        opened.append(session)
+        return session, prompt_tokens
+
+    orchestrator._session = spy
+    try:
+        r = await chat(http, **sampling, lookahead=options, logit_bias={"17": 2.5}, stop=["END"],
+                       chat_template_kwargs={"enable_thinking": False})
+        assert r.status_code == 200, r.text
+        kwargs = struct_pb2.Struct()
+        kwargs.update({"enable_thinking": False})
+        ctx = Context()
+        await app.ingress.Generate(pb.GenerateRequest(
+            model="lookahead", messages=[pb.ChatMessage(**m) for m in MSG], **sampling,
+            lookahead=pb.LookaheadOptions(**options), logit_bias={17: 2.5}, stop=["END"],
+            chat_template_kwargs=kwargs), ctx)
+        assert ctx.code is None, ctx.details
+    finally:
+        del orchestrator._session
+    over_http, over_grpc = opened
+    assert over_http.params == over_grpc.params
+    assert over_http.params.target_sampling.logit_bias == ((17, 2.5),) and over_http.params.width == 2
+    assert over_http.params.max_step_tokens == 8
+    assert over_http.prompt == over_grpc.prompt
+    assert over_http.verifier.name == over_grpc.verifier.name == "normalized"
+    assert over_http.stats.mode == over_grpc.stats.mode == "lr"

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from benchmarks.calibrate import Calibration
+from benchmarks.bench.calibrate import Calibration
 from benchmarks.cost_model import lr_inputs, predicted_speedup, steps_per_cycle
 from benchmarks.data import DEFAULT_DATA, load_questions
 from benchmarks.grading import extract_answer, gold_answer, is_correct
-from benchmarks.modes import ModeSpec, main_specs
-from benchmarks.report import write_report
-from benchmarks.summary import percentile, summarize
-from benchmarks.sweep import sweep_result, sweep_specs
+from benchmarks.bench.modes import ModeSpec, main_specs
+from benchmarks.bench.report import write_report
+from benchmarks.bench.summary import percentile, summarize
+from benchmarks.bench.sweep import sweep_result, sweep_specs
 from orchestrator.types import Prompt
 from tests.support.data import gsm8k
 
@@ -136,7 +136,7 @@ def test_budgets():
     assert ModeSpec("sd", sd_tokens=3).budget == 3
     assert ModeSpec("lr", lr=True, depth=3).budget == 3
     assert ModeSpec("x", lr=True, depth=2, sd_tokens=1, width=2).budget == 5
-    assert [s.cli_mode for s in main_specs(["ar", "sd", "lr", "lr+sd"], 4, 1, 4)] == ["ar", "sd", "lr", "lr+sd"]
+    assert [s.mode.name for s in main_specs(["ar", "sd", "lr", "lr+sd"], 4, 1, 4)] == ["ar", "sd", "lr", "lr+sd"]
     with pytest.raises(ValueError):
         main_specs(["ar", "bogus"], 4, 1, 4)
 
@@ -306,7 +306,7 @@ class _Clock:
 
 
 async def test_calibration_times_batches(monkeypatch):
-    import benchmarks.calibrate as calib_mod
+    import benchmarks.bench.calibrate as calib_mod
     from orchestrator.types import Step
 
     clock = _Clock()
@@ -335,7 +335,7 @@ async def test_calibration_times_batches(monkeypatch):
 
 
 def test_estimate():
-    from benchmarks.bench import estimate_s
+    from benchmarks.bench.run import estimate_s
 
     cal = synthetic_calibration()  # target: 2.0 s per 24 tokens, batch 5 = 1.5x; draft 0.025 s/token
     ar, lr = main_specs(["ar", "lr"], 4, 1, 4)
@@ -346,8 +346,8 @@ def test_estimate():
 
 
 async def test_runner_interleaves_rotates_and_respects_the_deadline(monkeypatch):
-    import benchmarks.runner as runner_mod
-    from benchmarks.runner import Runner
+    import benchmarks.bench.runner as runner_mod
+    from benchmarks.bench.runner import Runner
 
     clock = _Clock()
     monkeypatch.setattr(runner_mod.time, "perf_counter", clock.perf_counter)
@@ -372,34 +372,38 @@ async def test_runner_interleaves_rotates_and_respects_the_deadline(monkeypatch)
 
 
 def test_cli_registration_and_defaults():
-    from benchmarks.bench import add_cli
+    from deployments.cli.main import build_parser
 
-    parser = argparse.ArgumentParser(prog="lookahead")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench"])
+    parser = build_parser()
+    args = parser.parse_args(["bench", "run"])
     assert (args.limit, args.max_tokens, args.verifier, args.modes) == (3, 128, "embedding", "ar,sd,lr,lr+sd")
+    assert (args.engine, args.sd_tokens, args.width, args.schedule) == ("hf", 4, 1, "sync")  # the config's
     assert args.target == "qwen2.5-0.5b" and args.draft == "smollm2-135m" and callable(args.func)
-    args = parser.parse_args(["bench", "--schedule", "async", "--sweep-widths", "1,3", "--verifier", "exact"])
+    args = parser.parse_args(["bench", "run", "--schedule", "async", "--sweep-widths", "1,3", "--verifier", "exact"])
     assert args.schedule == "async" and args.sweep_widths == [1, 3] and args.verifier == "exact"
+    assert parser.parse_args(["bench", "run", "--async"]).schedule == "async"
+    # the other benchmarks get their arguments as given
+    args = parser.parse_args(["bench", "gpu", "--device", "cpu", "--smoke", "--help"])
+    assert args.argv == ["--device", "cpu", "--smoke", "--help"]
 
 
 def test_skip_starts_after_the_first_questions(tmp_path):
-    from benchmarks.bench import add_cli, main, question_rows
+    from benchmarks.bench.run import question_rows
+    from deployments.cli.main import build_parser, main
 
-    parser = argparse.ArgumentParser(prog="lookahead")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    whole = question_rows(parser.parse_args(["bench", "--limit", "5"]), False)[1]
-    rows, main_rows, _ = question_rows(parser.parse_args(["bench", "--skip", "2", "--limit", "3"]), False)
+    parser = build_parser()
+    whole = question_rows(parser.parse_args(["bench", "run", "--limit", "5"]), False)[1]
+    rows, main_rows, _ = question_rows(parser.parse_args(["bench", "run", "--skip", "2", "--limit", "3"]), False)
     assert [r["index"] for r in main_rows] == [r["index"] for r in whole[2:5]]
     assert rows[0] == whole[0]  # calibration still times the first question
     with pytest.raises(ValueError, match="--skip -1"):
-        question_rows(parser.parse_args(["bench", "--skip", "-1"]), False)
+        question_rows(parser.parse_args(["bench", "run", "--skip", "-1"]), False)
     # past the end of the file: refused before any engine loads
-    assert main(["--skip", "100000", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "run", "--skip", "100000", "--out", str(tmp_path)]) == 2
 
 
 def test_import_is_cheap():
-    code = "import sys, benchmarks.bench; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
+    code = "import sys, benchmarks.bench.run; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -409,9 +413,9 @@ def test_import_is_cheap():
 
 @pytest.mark.slow
 def test_bench_end_to_end(tmp_path):
-    from benchmarks.bench import main
+    from deployments.cli.main import main
 
-    rc = main(["--limit", "1", "--max-tokens", "24", "--modes", "ar,lr", "--out", str(tmp_path), "--quiet",
+    rc = main(["bench", "run", "--limit", "1", "--max-tokens", "24", "--modes", "ar,lr", "--out", str(tmp_path), "--quiet",
                "--calib-tokens", "8"])
     assert rc == 0
     result = json.loads((tmp_path / "bench.json").read_text())

@@ -1,4 +1,4 @@
-"""benchmarks/merge.py: the parts of a time-boxed run (the second with --skip) summarized as one
+"""benchmarks/bench/merge.py: the parts of a time-boxed run (the second with --skip) summarized as one
 run. Checked on the committed 30-question quality run, cut in two: the merged summary must be
 the one the whole run wrote."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks.merge import main, merge
+from benchmarks.bench.merge import main, merge
 from tests.support.paths import ROOT
 
 WHOLE = ROOT / "benchmarks" / "results" / "quality-0.5b-drafts-1.5b" / "bench.json"

@@ -3,10 +3,10 @@ would have rejected, verifiers compared in one run; and the optional 1.5B packag
 from __future__ import annotations
 
 
-from benchmarks.modes import main_specs
-from benchmarks.report import markdown
-from benchmarks.strict_check import RecordingVerifier, strict_review
-from benchmarks.summary import agreement_with_ar, strict_totals
+from benchmarks.bench.modes import main_specs
+from benchmarks.bench.report import markdown
+from benchmarks.bench.strict_check import RecordingVerifier, strict_review
+from benchmarks.bench.summary import agreement_with_ar, strict_totals
 from orchestrator.types import Prompt, Step, Verdict, VerifyPair
 from verifier.exact import ExactVerifier
 from tests.support.paths import ROOT
@@ -119,9 +119,9 @@ def test_ar_from_reads_an_earlier_runs_ar_answers_and_refuses_other_settings(tmp
 
     import pytest
 
-    from benchmarks.ar_reference import load_ar_reference
-    from benchmarks.modes import ModeSpec
-    from benchmarks.summary import summarize
+    from benchmarks.bench.ar_reference import load_ar_reference
+    from benchmarks.bench.modes import ModeSpec
+    from benchmarks.bench.summary import summarize
 
     cfg = {"target": "qwen2.5-1.5b", "engine": "vllm", "max_tokens": 384, "temperature": 0.0, "seed": None}
     args = Namespace(**cfg, dtype=None, top_p=None, top_k=None, system=None)

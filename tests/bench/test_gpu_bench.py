@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchmarks import gpu_bench
-from benchmarks.model_shapes import QWEN25
+from benchmarks.gpu import gpu_bench
+from benchmarks.gpu.model_shapes import QWEN25
 
 pytestmark = pytest.mark.timeout(600)
 

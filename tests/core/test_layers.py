@@ -6,18 +6,19 @@ Layers, bottom to top (a module may import its own layer and the ones listed for
     orchestrator/            the core: standard library only (no Ray, no torch)
     protos/                  generated gRPC stubs
     verifier/                orchestrator
-    deployments.config       orchestrator            (pydantic config)
+    deployments.config       orchestrator, verifier.kinds (pydantic config; what each verifier kind needs)
     deployments.model_cache  -                       (local model cache)
     deployments.model_fill   model_cache             (fills a cache volume: packages, archive, hub)
     deployments.engines      config, model_cache, orchestrator
-    deployments.api          config, orchestrator, protos; no Ray (OpenAI/HTTP/gRPC mapping)
-    deployments.pipeline     config, engines, model_cache, verifier, orchestrator
+    deployments.api          config, orchestrator, protos, verifier.kinds; no Ray (OpenAI/HTTP/gRPC mapping)
+    deployments.pipeline     config, engines, model_cache, api.request (the typed request), verifier, orchestrator
     deployments.serve_config config, orchestrator
     deployments.serve        everything above; Ray Serve lives here
-    deployments.app          serve, config, serve_config (build_app, start_local)
-    deployments.kuberay      config, serve_config, orchestrator
-    deployments.cli          everything in deployments/, benchmarks
-    benchmarks/              everything but tests
+    deployments.app          serve, config, serve_config, profiles (build_app, start_local)
+    deployments.profiles     config                  (the shipped AppConfigs)
+    deployments.kuberay      config, serve_config, profiles, orchestrator, verifier.kinds
+    benchmarks/              everything above but the CLI (bench, GPU, verifiers, serving)
+    deployments.cli          everything: the `lookahead` command on top (generate, serve, k8s, bench ...)
 
 and no import cycle between modules, however long.
 """
@@ -39,20 +40,25 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "orchestrator": ("orchestrator",),
     "protos": ("protos",),
     "verifier": ("verifier", "orchestrator"),
-    "deployments.config": ("deployments.config", "orchestrator"),
+    "deployments.config": ("deployments.config", "orchestrator", "verifier.kinds"),
     "deployments.model_cache": ("deployments.model_cache",),
     "deployments.engines": ("deployments.engines", "deployments.config", "deployments.model_cache", "orchestrator"),
-    "deployments.api": ("deployments.api", "deployments.config", "orchestrator", "protos"),
+    "deployments.api": ("deployments.api", "deployments.config", "orchestrator", "protos", "verifier.kinds"),
     "deployments.pipeline": ("deployments.pipeline", "deployments.config", "deployments.engines",
-                             "deployments.model_cache", "verifier", "orchestrator"),
+                             "deployments.model_cache", "deployments.api.request", "verifier", "orchestrator"),
     "deployments.serve_config": ("deployments.serve_config", "deployments.config", "orchestrator"),
     "deployments.serve": ("deployments.serve",) + _BELOW_SERVE,
-    "deployments.app": ("deployments.app", "deployments.serve", "deployments.config", "deployments.serve_config"),
+    "deployments.app": ("deployments.app", "deployments.serve", "deployments.config", "deployments.serve_config",
+                        "deployments.profiles"),
     "deployments.model_fill": ("deployments.model_fill", "deployments.model_cache"),
-    "deployments.kuberay": ("deployments.kuberay", "deployments.config", "deployments.serve_config", "orchestrator"),
+    "deployments.profiles": ("deployments.profiles", "deployments.config"),
+    "deployments.kuberay": ("deployments.kuberay", "deployments.config", "deployments.serve_config", "deployments.profiles",
+                            "orchestrator", "verifier.kinds"),
     "deployments.cli": ("deployments", "benchmarks", "verifier", "orchestrator", "protos"),
-    "benchmarks": PACKAGES,
 }
+# The CLI is on top: the benchmarks use everything below it, and the CLI runs them.
+ALLOWED["benchmarks"] = ("benchmarks", "orchestrator", "verifier", "protos") + tuple(
+    layer for layer in ALLOWED if layer.startswith("deployments.") and layer != "deployments.cli")
 # Third-party packages a layer must not touch (prefix match on the top-level name).
 FORBIDDEN_THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "orchestrator": ("ray", "torch", "transformers", "vllm", "fastapi", "grpc", "pydantic"),
@@ -170,25 +176,26 @@ def test_every_project_module_has_a_layer():
     assert not [m for m in project_modules(ROOT) if layer_of(m) is None and m not in PACKAGES and m != "deployments"]
 
 
+def skeleton(root: Path, *subpackages: str) -> None:
+    """Empty project packages (and the given subpackages) under root, for planted imports."""
+    for pkg in PACKAGES + subpackages:
+        (root / pkg).mkdir()
+        (root / pkg / "__init__.py").write_text("")
+
+
 @pytest.mark.parametrize("planted, expected", [
     ("orchestrator/x.py", "orchestrator.x imports deployments.config"),
     ("verifier/x.py", "verifier.x imports deployments.config"),
 ])
 def test_a_planted_upward_import_is_caught(tmp_path, planted, expected):
-    for pkg in PACKAGES:
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "__init__.py").write_text("")
+    skeleton(tmp_path)
     (tmp_path / "deployments" / "config.py").write_text("import pydantic\n")
     (tmp_path / planted).write_text("def later():\n    from deployments.config import AppConfig\n")
     assert any(p.startswith(expected) for p in violations(tmp_path))
 
 
 def test_ray_in_the_api_layer_and_a_long_cycle_are_caught(tmp_path):
-    for pkg in PACKAGES:
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "__init__.py").write_text("")
-    (tmp_path / "deployments" / "api").mkdir()
-    (tmp_path / "deployments" / "api" / "__init__.py").write_text("")
+    skeleton(tmp_path, "deployments/api")
     (tmp_path / "deployments" / "api" / "http.py").write_text("from ray import serve\n")
     (tmp_path / "orchestrator" / "a.py").write_text("from orchestrator import b\n")
     (tmp_path / "orchestrator" / "b.py").write_text("import orchestrator.c\n")
@@ -196,3 +203,15 @@ def test_ray_in_the_api_layer_and_a_long_cycle_are_caught(tmp_path):
     problems = violations(tmp_path)
     assert "deployments.api.http imports ray: layer deployments.api must not depend on ray" in problems
     assert "import cycle: orchestrator.a -> orchestrator.b -> orchestrator.c -> orchestrator.a" in problems
+
+
+def test_a_benchmark_importing_the_cli_is_caught(tmp_path):
+    skeleton(tmp_path, "deployments/cli")
+    (tmp_path / "deployments" / "cli" / "args.py").write_text("from benchmarks import x\n")  # the CLI on top: fine
+    (tmp_path / "deployments" / "config.py").write_text("")
+    (tmp_path / "benchmarks" / "x.py").write_text("from deployments.config import y\n")  # below the CLI: fine
+    (tmp_path / "benchmarks" / "y.py").write_text("def later():\n    from deployments.cli.args import z\n")
+    problems = violations(tmp_path)
+    assert [p for p in problems if not p.startswith("import cycle")] == [
+        "benchmarks.y imports deployments.cli.args: layer benchmarks may import only "
+        + ", ".join(ALLOWED["benchmarks"])]

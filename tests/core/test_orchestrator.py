@@ -192,13 +192,14 @@ async def test_unseeded_requests_sample_differently_and_seeded_ones_repeat():
 
 
 def test_pipeline_params_keep_the_seed_unset_unless_given():
+    from deployments.api.request import RequestOptions
     from deployments.config import LookaheadDefaults
     from deployments.pipeline import lookahead_params
 
     assert lookahead_params(LookaheadDefaults()).seed is None
-    assert lookahead_params(LookaheadDefaults(), seed=0).seed == 0
+    assert lookahead_params(LookaheadDefaults(), RequestOptions(seed=0)).seed == 0
     assert lookahead_params(LookaheadDefaults()).depth == "auto"
-    assert lookahead_params(LookaheadDefaults(), depth=3).depth == 3
+    assert lookahead_params(LookaheadDefaults(), RequestOptions(depth=3)).depth == 3
 
 
 class FlakyVerifier:

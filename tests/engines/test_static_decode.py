@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from deployments.config import EngineConfig
-from deployments.engines.hf import HFEngine, _Row, lookup_proposal
+from deployments.engines.hf import HFEngine, lookup_proposal
+from deployments.engines.rows import StepRow
 from deployments.engines.static_decode import StaticDecoder, StopTables
 from deployments.model_cache import resolve_model
 from orchestrator.types import Prompt, SamplingParams, StepRequest
@@ -183,8 +184,8 @@ def _reference(model, ids: list[int], n: int) -> list[int]:
     return ctx[len(ids):]
 
 
-def _forced(ids: list[int], n: int) -> _Row:
-    return _Row(list(ids), SamplingParams(), n, budget_cut=False)
+def _forced(ids: list[int], n: int) -> StepRow:
+    return StepRow(list(ids), SamplingParams(), n, budget_cut=False)
 
 
 def test_buckets_chunks_reuse_and_resets_match_the_reference():
@@ -212,7 +213,7 @@ def test_budget_cut_and_limit_zero_rows():
     model = _tiny("smollm2-135m", seed=2)
     decoder = StaticDecoder(model, StopTables.none(1024), max_rows=2, max_len=64)
     try:
-        rows = [_Row([5, 6, 7], SamplingParams(), 4, budget_cut=True), _Row([8, 9], SamplingParams(), 0, True)]
+        rows = [StepRow([5, 6, 7], SamplingParams(), 4, budget_cut=True), StepRow([8, 9], SamplingParams(), 0, True)]
         decoder.run(rows)
         assert rows[0].reason == "budget" and len(rows[0].out) == 4
         assert rows[1].reason == "budget" and rows[1].out == []

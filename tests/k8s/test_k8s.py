@@ -4,7 +4,7 @@
   and a stricter walk over the same schemas rejects fields they do not define (the CRD
   schemas carry no additionalProperties: false, so jsonschema alone accepts typos);
 * the embedded serveConfigV2 validates against Ray Serve's ServeDeploySchema;
-* the committed files are what `render` produces from deployments/kuberay/profiles.py;
+* the committed files are what `render` produces from deployments/profiles.py (+ kuberay/profiles.py);
 * properties: GPU requests == limits == what the Serve replicas need (target = tensor
   parallel size), worker-group bounds match Serve autoscaling, serve / serve-grpc ports,
   non-root pods, requests and limits everywhere, images pinned by tag, model PVC mounted.
@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from deployments.cli import k8s as k8s_cli
 from deployments.kuberay import manifests as kuberay
 from deployments.kuberay import profiles, render
+from deployments.profiles import PROFILES
 from deployments.kuberay.__main__ import main as kuberay_main
 from deployments.config import (
     AppConfig,
@@ -37,6 +38,7 @@ from deployments.config import (
     VerifierConfig,
 )
 from deployments.serve_config import (
+    app_config_from_data,
     DEPLOYMENT_ROLES,
     load_app_config,
     serve_config,
@@ -355,7 +357,11 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
         "grpc_servicer_functions": ["protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server"]}
     (app,) = data["applications"]
     assert app["import_path"] == "deployments.app:build_app_from_args"
-    assert AppConfig.model_validate(app["args"]["config"]) == cfg
+    # one copy of placement and scaling: the deployments list, not the args
+    args = app["args"]["config"]
+    assert all("deployment" not in (args.get(role) or {}) for role in ("target", "draft", "judge"))
+    assert not {"orchestrator", "ingress"} & set(args["server"])
+    assert app_config_from_data(data) == cfg
     names = [d["name"] for d in app["deployments"]]
     expected = ["TargetEngine"] + (["DraftEngine"] if cfg.draft else []) + (["JudgeEngine"] if cfg.judge else [])
     assert names == expected + ["Orchestrator", "Ingress"]
@@ -380,28 +386,28 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
 @pytest.mark.parametrize("profile", sorted(MANIFESTS))
 def test_embedded_serve_config_validates(profile):
     rs = the_rayservice(manifest_docs(profile))
-    check_serve_config(serve_cfg_of(rs), profiles.PROFILES[profile], role_resources=True)
+    check_serve_config(serve_cfg_of(rs), PROFILES[profile], role_resources=True)
 
 
-@pytest.mark.parametrize("profile", sorted(profiles.PROFILES))
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_serve_config_files_validate(profile):
     path = ROOT / "deployments" / "configs" / f"{profile}.yaml"
-    cfg = profiles.PROFILES[profile]
+    cfg = PROFILES[profile]
     check_serve_config(yaml.safe_load(path.read_text()), cfg, role_resources=False)
     assert load_app_config(path) == cfg
 
 
 def test_profiles_match_the_brief():
-    cpu = profiles.PROFILES["cpu-demo"]
+    cpu = PROFILES["cpu-demo"]
     assert (cpu.target.engine.model, cpu.draft.engine.model) == ("qwen2.5-0.5b", "smollm2-135m")
     assert {cpu.target.engine.engine, cpu.draft.engine.engine} == {"hf"} and cpu.verifier.kind == "embedding"
     assert cpu.judge is None
     serve = yaml.safe_load((ROOT / "deployments/configs/cpu-demo.yaml").read_text())
     assert all(d["ray_actor_options"]["num_gpus"] == 0 for d in serve["applications"][0]["deployments"])
-    dev = profiles.PROFILES["gpu-dev"]
+    dev = PROFILES["gpu-dev"]
     assert sum(r.deployment.num_gpus for r in (dev.target, dev.draft, dev.judge)) <= 1
     assert all(0 < r.deployment.num_gpus < 1 and r.engine.engine == "vllm" for r in (dev.target, dev.draft, dev.judge))
-    prod = profiles.PROFILES["gpu-prod"]
+    prod = PROFILES["gpu-prod"]
     assert prod.target.engine.engine_kwargs["tensor_parallel_size"] == prod.target.deployment.num_gpus == 4
     assert prod.draft.deployment.num_gpus == prod.judge.deployment.num_gpus == 1
     assert prod.verifier.kind == "llm-judge"
@@ -411,7 +417,7 @@ def test_profiles_match_the_brief():
 
 
 def test_load_app_config_accepts_every_format(tmp_path):
-    cfg = profiles.PROFILES["gpu-dev"]
+    cfg = PROFILES["gpu-dev"]
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     serve = write_serve_yaml(cfg, tmp_path / "serve.yaml", header="hello")
@@ -441,7 +447,7 @@ def test_gpu_requests_match_roles(profile):
     rs = the_rayservice(manifest_docs(profile))
     assert gpu_consistency_errors(rs) == []
     groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
-    cfg = profiles.PROFILES[profile]
+    cfg = PROFILES[profile]
     if profile == "gpu-prod":
         target = groups["target"]["template"]["spec"]["containers"][0]["resources"]
         assert target["requests"]["nvidia.com/gpu"] == target["limits"]["nvidia.com/gpu"] == 4
@@ -531,7 +537,7 @@ def test_autoscaling_check_fails_on_tampered_manifest():
 def test_serve_ports(profile):
     docs = manifest_docs(profile)
     rs = the_rayservice(docs)
-    cfg = profiles.PROFILES[profile]
+    cfg = PROFILES[profile]
     for name, t in pod_templates(rs):
         ports = {p["name"]: p["containerPort"] for p in t["spec"]["containers"][0]["ports"]}
         assert ports["serve"] == cfg.server.http_port == 8000
@@ -581,7 +587,7 @@ def test_images_pinned_by_tag(profile):
 
 
 def test_image_check_rejects_unpinned():
-    cfg = profiles.PROFILES["cpu-demo"]
+    cfg = PROFILES["cpu-demo"]
     for image in ("ghcr.io/lookahead/lookahead", "ghcr.io/lookahead/lookahead:latest", "localhost:5000/lookahead"):
         with pytest.raises(ValueError):
             kuberay.rayservice(cfg, "x", image=image)
@@ -611,7 +617,7 @@ def test_model_cache_pvc_mounted_in_all_workers(profile):
 
 
 def test_group_layout_errors():
-    cfg = profiles.PROFILES["gpu-prod"]
+    cfg = PROFILES["gpu-prod"]
     sizing = profiles.K8S_PROFILES["gpu-prod"].sizing
     no_judge = sizing.model_copy(update={"groups": [g for g in sizing.groups if g.name != "judge"]})
     with pytest.raises(ValueError, match="judge"):
@@ -621,7 +627,7 @@ def test_group_layout_errors():
     with pytest.raises(ValueError, match="holds no target"):
         kuberay.group_layouts(cfg, squeezed)
     # a judge group is simply dropped when the config has no judge
-    cpu = profiles.PROFILES["cpu-demo"]
+    cpu = PROFILES["cpu-demo"]
     names = [lay.plan.name for lay in kuberay.group_layouts(cpu, kuberay.default_sizing(cpu))]
     assert names == ["target", "draft", "frontend"]
 
@@ -663,4 +669,4 @@ def app_configs(draw):
 def test_any_config_gives_a_consistent_manifest(cfg):
     rs = kuberay.rayservice(cfg, "prop", image="example.com/lookahead:1.2.3")
     assert all_checks(rs) == []
-    assert AppConfig.model_validate(serve_cfg_of(rs)["applications"][0]["args"]["config"]) == cfg
+    assert app_config_from_data(serve_cfg_of(rs)) == cfg

@@ -13,6 +13,7 @@ import yaml
 from deployments.cli.main import build_parser
 from deployments.kuberay import manifests as kuberay
 from deployments.kuberay import model_job, profiles
+from deployments.profiles import PROFILES
 from tests.support.k8s_docs import (
     RAYCLUSTER_SCHEMA,
     ROOT,
@@ -66,7 +67,7 @@ def test_pod_schema_check_catches_a_misspelling():
 def test_job_fills_what_the_rayservice_loads(profile):
     """Every model some replica loads at start is in the Job's command, and the Job writes
     to the same claim, with the same image, as the RayService pods read."""
-    cfg = profiles.PROFILES[profile]
+    cfg = PROFILES[profile]
     job = the_job(profile)
     (c,) = job["spec"]["template"]["spec"]["containers"]
     args = build_parser().parse_args(c["command"][1:])  # the real CLI accepts the command
@@ -117,7 +118,7 @@ def test_job_pod_is_non_root_and_bounded(profile):
 def test_model_loading_pods_wait_for_their_models(profile):
     """Each worker group's pods wait for exactly the models its roles load; the head and groups
     that load nothing start at once."""
-    cfg = profiles.PROFILES[profile]
+    cfg = PROFILES[profile]
     rs = the_rayservice(manifest_docs(profile))
     per_role = kuberay.role_models(cfg)
     layouts = {lay.plan.name: lay for lay in kuberay.group_layouts(cfg, profiles.K8S_PROFILES[profile].sizing)}
@@ -142,7 +143,7 @@ def test_model_loading_pods_wait_for_their_models(profile):
 
 
 def frontend_of(verifier: str) -> dict:
-    cfg = profiles.PROFILES["cpu-demo"].model_copy(deep=True)
+    cfg = PROFILES["cpu-demo"].model_copy(deep=True)
     cfg.verifier.kind = verifier
     rs = kuberay.rayservice(cfg, "x", image="lookahead:0.1.0-cpu", sizing=profiles.K8S_PROFILES["cpu-demo"].sizing)
     (frontend,) = [t for n, t in pod_templates(rs) if n == "frontend"]
@@ -150,7 +151,7 @@ def frontend_of(verifier: str) -> dict:
 
 
 def test_embedding_verifier_makes_the_orchestrator_wait():
-    cfg = profiles.PROFILES["cpu-demo"]
+    cfg = PROFILES["cpu-demo"]
     init = frontend_of("embedding")["spec"]["initContainers"][0]
     assert init["command"][-1] == cfg.verifier.embedding_model
 
@@ -160,7 +161,7 @@ def test_exact_verifier_frontend_starts_at_once():
 
 
 def test_local_model_paths_are_waited_for_but_not_filled():
-    cfg = profiles.PROFILES["cpu-demo"].model_copy(deep=True)
+    cfg = PROFILES["cpu-demo"].model_copy(deep=True)
     cfg.draft.engine.model = "/models/my-draft"
     assert "/models/my-draft" not in model_job.models_to_fill(cfg)
     assert "/models/my-draft" in kuberay.role_models(cfg)["draft"]

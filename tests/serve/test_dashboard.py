@@ -3,7 +3,7 @@
 Offline: the dashboard must import as is (a Prometheus data-source variable, no hard-wired data
 source, panels on Grafana's 24-column grid without overlaps), and every query must name series
 the application exports, group by labels those series carry, and cover every series. That its
-PromQL runs and returns data is shown by benchmarks/dashboard_snapshot.py against a real
+PromQL runs and returns data is shown by benchmarks/serving/dashboard_snapshot.py against a real
 Prometheus (docs/observability.md).
 """
 from __future__ import annotations

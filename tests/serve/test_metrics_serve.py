@@ -100,8 +100,9 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
     body = ok.json()
     usage = body["usage"]
 
+    # the target speculates tokens (n-gram), so the lr requests ran, and are counted, as lr+sd
     expect = {  # exported name, labels -> lower bound
-        ("ray_lookahead_requests_total", (("mode", "lr"), ("status", "ok"))): 2,
+        ("ray_lookahead_requests_total", (("mode", "lr+sd"), ("status", "ok"))): 2,
         ("ray_lookahead_requests_total", (("status", "bad_request"),)): 1,
         ("ray_lookahead_requests_total", (("status", "timeout"),)): 1,
         ("ray_lookahead_requests_total", (("status", "cancelled"),)): 1,
@@ -109,8 +110,8 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         ("ray_lookahead_errors_total", (("kind", "timeout"),)): 1,
         ("ray_lookahead_errors_total", (("kind", "cancelled"),)): 1,
         ("ray_lookahead_errors_total", (("kind", "degraded"), ("reason", "verifier"))): 1,
-        ("ray_lookahead_prompt_tokens_total", (("mode", "lr"),)): 2 * usage["prompt_tokens"],
-        ("ray_lookahead_generation_tokens_total", (("mode", "lr"),)): usage["completion_tokens"],
+        ("ray_lookahead_prompt_tokens_total", (("mode", "lr+sd"),)): 2 * usage["prompt_tokens"],
+        ("ray_lookahead_generation_tokens_total", (("mode", "lr+sd"),)): usage["completion_tokens"],
         ("ray_lookahead_steps_total", (("source", "draft"),)): 1,
         ("ray_lookahead_steps_total", (("source", "target"),)): 1,
         ("ray_lookahead_draft_positions_verified_total", (("depth", "0"), ("verifier", "exact"))): 1,
@@ -122,14 +123,14 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         ("ray_lookahead_cycle_phase_seconds_total", (("phase", "wall"),)): 1e-6,
         ("ray_lookahead_spec_decode_draft_tokens_total", (("role", "target"),)): 1,
         ("ray_lookahead_spec_decode_accepted_tokens_total", (("role", "target"),)): 1,
-        ("ray_lookahead_time_to_first_token_seconds_count", (("mode", "lr"),)): 2,
-        ("ray_lookahead_time_per_output_token_seconds_count", (("mode", "lr"),)): 1,
+        ("ray_lookahead_time_to_first_token_seconds_count", (("mode", "lr+sd"),)): 2,
+        ("ray_lookahead_time_per_output_token_seconds_count", (("mode", "lr+sd"),)): 1,
         ("ray_lookahead_e2e_request_latency_seconds_count", ()): 5,
         ("ray_lookahead_engine_call_seconds_count", (("method", "generate_steps"), ("role", "target"))): 1,
         ("ray_lookahead_engine_call_seconds_count", (("method", "generate_steps"), ("role", "draft"))): 1,
         ("ray_lookahead_engine_call_seconds_count", (("method", "choice_probs"), ("outcome", "timeout"),
                                                      ("role", "judge"))): 1,
-        ("ray_lookahead_chosen_depth_count", (("mode", "lr"),)): 1,
+        ("ray_lookahead_chosen_depth_count", (("mode", "lr+sd"),)): 1,
         ("ray_lookahead_step_acceptance_count", (("verifier", "exact"),)): 1,
     }
     # every series of the catalogue is checked above, or (the gauge) present below
@@ -160,7 +161,7 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
     orch = "".join(t for n, t in logs.items() if "Orchestrator" in n)
     (line,) = [ln for ln in orch.splitlines() if f"lookahead request chatcmpl-{rid} " in ln]
     assert "status=ok" in line and f"tokens={usage['completion_tokens']}" in line and "wall=" in line
-    assert "acceptance=" in line and "mode=lr" in line
+    assert "acceptance=" in line and "mode=lr+sd " in line
     assert rid in line.split("lookahead request")[0]  # Serve's own request-id field of the log line
     assert any(rid in t for n, t in logs.items() if "TargetEngine" in n)
     assert any(rid in t for n, t in logs.items() if "DraftEngine" in n)

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 
-from benchmarks.loadtest import kill_one
+from benchmarks.serving.loadtest import kill_one
 from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc

@@ -1,4 +1,5 @@
-"""`serve run <the generated YAML>` serves the same application as `lookahead serve`."""
+"""`serve build deployments.app:cpu_demo` writes the committed Serve YAML's application, and `serve run`
+of what it wrote serves the same application as `lookahead serve`."""
 from __future__ import annotations
 
 import os
@@ -19,19 +20,27 @@ from tests.support.processes import free_port
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
 
 
-def on_free_ports(path: Path, out: Path) -> str:
-    """The committed Serve YAML with its HTTP and gRPC ports moved to free ones (nothing else
-    changed), so the run cannot collide with another server on this machine."""
+def on_free_ports(path: Path) -> str:
+    """Move the YAML's HTTP and gRPC ports to free ones (nothing else changes), so the run cannot
+    collide with another server on this machine; returns the HTTP base URL."""
     doc = yaml.safe_load(path.read_text())
     doc["http_options"]["port"], doc["grpc_options"]["port"] = free_port(), free_port()
-    out.write_text(yaml.safe_dump(doc))
+    path.write_text(yaml.safe_dump(doc))
     return f"http://127.0.0.1:{doc['http_options']['port']}"
 
 
-def test_serve_run_cpu_demo_yaml(tmp_path):
+def test_serve_build_then_serve_run_cpu_demo(tmp_path):
     serve_bin = Path(sys.executable).with_name("serve")
-    config = tmp_path / "cpu-demo.yaml"
-    base = on_free_ports(ROOT / "deployments/configs/cpu-demo.yaml", config)
+    config = tmp_path / "built.yaml"
+    built = subprocess.run([str(serve_bin), "build", "deployments.app:cpu_demo", "-o", str(config)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    # what serve build writes is the application the committed (rendered) YAML holds
+    committed = yaml.safe_load((ROOT / "deployments/configs/cpu-demo.yaml").read_text())
+    (app,) = yaml.safe_load(config.read_text())["applications"]
+    (want,) = committed["applications"]
+    assert {k: app[k] for k in ("import_path", "deployments")} == {k: want[k] for k in ("import_path", "deployments")}
+    base = on_free_ports(config)
     # a short temp dir: Ray's unix socket paths must stay under 107 bytes
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
     proc = subprocess.Popen([str(serve_bin), "run", str(config)], cwd=ROOT, env=env,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from deployments.kuberay.profiles import PROFILES
+from deployments.profiles import PROFILES
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
 from tests.support.data import gsm8k, step_messages

@@ -78,9 +78,11 @@ def test_factory_puts_the_plan_guard_in_front_of_semantic_kinds_only():
         async def choice_probs(self, prompts, choices):
             return [[1.0 / len(choices)] * len(choices) for _ in prompts]
 
-    assert build_verifier("llm-judge", judge=Scorer(), plan_guard=True).name == "llm-judge+plan"
-    assert build_verifier("target-score", target=Scorer(), plan_guard=True).name == "target-score+plan"
-    assert build_verifier("llm-judge", judge=Scorer()).name == "llm-judge"
+    assert build_verifier("llm-judge", judge=Scorer(), numeric_guard=False).name == "llm-judge+plan"
+    assert build_verifier("target-score", target=Scorer(), numeric_guard=False).name == "target-score+plan"
+    assert build_verifier("llm-judge", judge=Scorer(), numeric_guard=False, plan_guard=False).name == "llm-judge"
+    # the factory's defaults are the configuration's: both guards (verifier/kinds.py)
+    assert build_verifier("llm-judge", judge=Scorer()).name == "llm-judge+numeric+plan"
     assert isinstance(build_verifier("exact", plan_guard=True), ExactVerifier)
 
 

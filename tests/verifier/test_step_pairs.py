@@ -1,18 +1,18 @@
 """The labelled step pairs (tests/fixtures/step_pairs.jsonl) and each profile's default verifier.
 
-The pairs come from real draft/target runs on GSM8K train questions (benchmarks/collect_pairs.py),
+The pairs come from real draft/target runs on GSM8K train questions (benchmarks/verifiers/collect_pairs.py),
 plus hand-edited variants for the plan/list categories; each has a label and a one-line reason
 (docs/verifiers.md says how they were labelled). Each profile's default verifier, built from its
 VerifierConfig exactly as the application builds it, must keep its precision at the floor set
-from the measurement (benchmarks/verifier_eval.py) and must accept no plan step that drops an
+from the measurement (benchmarks/verifiers/verifier_eval.py) and must accept no plan step that drops an
 item. The LLM judge runs on the packaged Qwen2.5-0.5B on CPU (the GPU profiles' judge is larger).
 """
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.verifier_eval import DROPPED, build_bare, guarded_verdicts, load_pairs, score, verify_pairs
-from deployments.kuberay.profiles import PROFILES
+from benchmarks.verifiers.verifier_eval import DROPPED, build_bare, guarded_verdicts, load_pairs, score, verify_pairs
+from deployments.profiles import PROFILES
 
 PAIRS = load_pairs()
 #: the quality run answers the first rows of the train file (`lookahead bench --data

@@ -94,12 +94,13 @@ async def test_embedding_verifier_from_the_factory_prechecks():
         path = resolve_model("minilm-l6")
     except ModelNotAvailable as exc:
         pytest.fail(str(exc))  # a missing model is a failure, never a skip
-    verifier = build_verifier("embedding", embedding_model=path)
+    verifier = build_verifier("embedding", embedding_model=path, plan_guard=False)
     out = await verifier.verify([SAME, OTHER, EARLY_END])
     assert [v.verifier for v in out] == [EQUAL, "embedding+numeric", "stop-reason"]
     assert out[0].accepted and not out[2].accepted
     assert out[1].detail.startswith("cosine=")
-    bare = await build_verifier("embedding", embedding_model=path, numeric_guard=False).verify([SAME, LATE_END])
+    bare = await build_verifier("embedding", embedding_model=path, numeric_guard=False,
+                                plan_guard=False).verify([SAME, LATE_END])
     assert [v.verifier for v in bare] == [EQUAL, "stop-reason"]
 
 

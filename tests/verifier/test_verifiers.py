@@ -14,7 +14,8 @@ import pytest
 from orchestrator.protocols import Verifier
 from orchestrator.types import Prompt, Step, Verdict, VerifyPair
 from verifier.exact import ExactVerifier, NormalizedVerifier
-from verifier.factory import DEFAULT_THRESHOLDS, VERIFIER_KINDS, build_verifier
+from verifier.factory import DEFAULT_THRESHOLDS, build_verifier
+from verifier.kinds import VERIFIER_KINDS
 from verifier.judge import LLMJudgeVerifier
 from verifier.numeric import GuardedVerifier, NumericGuard, extract_numbers
 from verifier.target_score import TargetScoreVerifier
@@ -215,9 +216,10 @@ def test_factory_kinds_and_errors():
         build_verifier("llm-judge")
     with pytest.raises(ValueError, match="target"):
         build_verifier("target-score")
-    judge = build_verifier("llm-judge", judge=ScriptedScorer([0.5, 0.5]))
+    bare = {"numeric_guard": False, "plan_guard": False}
+    judge = build_verifier("llm-judge", judge=ScriptedScorer([0.5, 0.5]), **bare)
     assert isinstance(judge, LLMJudgeVerifier) and judge.threshold == 0.5
-    rater = build_verifier("target-score", target=ScriptedScorer([0.1] * 10), threshold=6)
+    rater = build_verifier("target-score", target=ScriptedScorer([0.1] * 10), threshold=6, **bare)
     assert isinstance(rater, TargetScoreVerifier) and rater.threshold == 6
     for v in (judge, rater):
         assert isinstance(v, Verifier)
@@ -311,10 +313,10 @@ async def test_factory_builds_guarded_embedding(embedder):
     path = embedder.model_name  # the resolved path the fixture loaded
     with pytest.raises(ValueError, match="embedding_model"):
         build_verifier("embedding")
-    v = build_verifier("embedding", embedding_model=path)
+    v = build_verifier("embedding", embedding_model=path, plan_guard=False)
     assert isinstance(v, GuardedVerifier) and v.name == "embedding+numeric"
     assert v.inner.threshold == DEFAULT_THRESHOLDS["embedding"] == 0.97
-    bare = build_verifier("embedding", embedding_model=path, numeric_guard=False, threshold=0.9)
+    bare = build_verifier("embedding", embedding_model=path, numeric_guard=False, plan_guard=False, threshold=0.9)
     assert bare.name == "embedding" and bare.threshold == 0.9
     out = await bare.verify([make_pair("wrong_may")])
     check_verdicts(out, "embedding", 1)
@@ -350,7 +352,8 @@ def qwen():
 @pytest.mark.slow
 async def test_llm_judge_on_real_model(qwen):
     names = list(PAIRS)
-    out = await build_verifier("llm-judge", judge=qwen).verify([make_pair(n) for n in names])
+    out = await build_verifier("llm-judge", judge=qwen, numeric_guard=False,
+                               plan_guard=False).verify([make_pair(n) for n in names])
     check_verdicts(out, "llm-judge", len(names))
     v = dict(zip(names, out))
     for n in names:
@@ -368,7 +371,8 @@ async def test_llm_judge_on_real_model(qwen):
 @pytest.mark.slow
 async def test_target_score_on_real_model(qwen):
     names = PARAPHRASES + ["unrelated_offtopic"]
-    out = await build_verifier("target-score", target=qwen).verify([make_pair(n) for n in names])
+    out = await build_verifier("target-score", target=qwen, numeric_guard=False,
+                               plan_guard=False).verify([make_pair(n) for n in names])
     check_verdicts(out, "target-score", len(names))
     v = dict(zip(names, out))
     for n in names:

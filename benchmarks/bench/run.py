@@ -1,19 +1,22 @@
-"""`lookahead bench`: accuracy and speed of ar / sd / lr / lr+sd on GSM8K, in one run.
+"""`lookahead bench run`: accuracy and speed of ar / sd / lr / lr+sd on GSM8K, in one run.
 
 Each engine is loaded once; every question runs every mode before the next question starts
 (order rotated per question), so machine drift falls on all modes alike. Per mode: accuracy
 (last number of the answer vs the "#### N" gold), latency mean/p50/p90, output tokens/s,
 speedup over ar, answer quality (same final answer as ar; accepted drafts that equality or
-the numeric guard would have rejected, benchmarks/strict_check.py), step acceptance overall
+the numeric guard would have rejected, benchmarks/bench/strict_check.py), step acceptance overall
 and by depth, where lr's time goes, and the
 synchronous cost model's predicted speedup next to the realized one (benchmarks/cost_model.py
 defines c, r and b). Writes bench.json, bench.md and PNGs to --out. --sweep adds a bounded
 sweep: speedup vs depth (sd alone vs lr+sd) and an equal-budget grid over g x W x K.
 
-    lookahead bench                                  # 3 questions, 128 tokens, ar,sd,lr,lr+sd
-    lookahead bench --limit 1 --max-tokens 32        # smoke test
-    lookahead bench --modes ar,lr --verifiers embedding,llm-judge,target-score   # verifiers side by side
-    python -m benchmarks.bench --sweep --sweep-only  # the sweep alone
+    lookahead bench run                              # 3 questions, 128 tokens, ar,sd,lr,lr+sd
+    lookahead bench run --limit 1 --max-tokens 32    # smoke test
+    lookahead bench run --modes ar,lr --verifiers embedding,llm-judge,target-score   # verifiers side by side
+    lookahead bench run --sweep --sweep-only         # the sweep alone
+
+The command line (models, engines, sampling) is the CLI's (deployments/cli/bench.py); this
+module adds the benchmark's own options and runs it.
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-from deployments.cli.args import add_lookahead_args, add_model_args
+from deployments.config import EngineConfig, LookaheadDefaults, VerifierConfig
+from orchestrator.modes import SCHEDULES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "out"
 
 
@@ -37,17 +41,29 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def defaults() -> dict:
+    """What `lookahead bench run` sets unlike `lookahead generate`: the bench's own choices, and
+    the config's defaults for what the bench reads itself (spec names, calibration, the report)."""
+    engine, session = EngineConfig(model="-"), LookaheadDefaults()
+    # a fixed g by default, so the cost model is checked at that g; --depth auto runs the adaptive policy
+    # and reports the cost model at its best g next to the depths the policy chose
+    return {"verifier": "embedding", "max_tokens": 128, "depth": 4, "engine": engine.engine,
+            "sd_tokens": engine.num_speculative_tokens, "width": session.width, "schedule": session.schedule,
+            "func": cmd_bench}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's own options (the CLI adds the model and sampling ones)."""
     from benchmarks.data import DEFAULT_DATA
 
     p.add_argument("--data", default=str(DEFAULT_DATA), help="GSM8K-format JSONL (question, answer '#### N')")
     p.add_argument("--limit", type=int, default=3, help="questions to run")
     p.add_argument("--skip", type=int, default=0, metavar="N",
                    help="start after the first N questions (the rest of a time-boxed run; "
-                        "benchmarks/merge.py joins the two bench.json)")
+                        "benchmarks/bench/merge.py joins the two bench.json)")
     p.add_argument("--modes", default="ar,sd,lr,lr+sd", help="comma-separated: ar, sd, lr, lr+sd")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="directory for bench.json, bench.md, PNGs")
-    p.add_argument("--schedule", choices=("sync", "async"), dest="schedule", help="lr schedule (default sync)")
+    p.add_argument("--schedule", choices=SCHEDULES, dest="schedule", help="lr schedule (as --sync / --async)")
     p.add_argument("--verifiers", default=None, metavar="A,B,...",
                    help="compare verifiers in one run: each lr mode once per verifier, named lr[A], lr[B] "
                         "(default: --verifier alone). llm-judge asks --judge, or the target without one")
@@ -61,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "speedup needs ar in the same run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-traces", metavar="DIR", help="write each lr configuration's step trace (verdicts and "
-                   "step lengths per position, benchmarks/traces.py) as JSON to DIR, for benchmarks/replay.py")
+                   "step lengths per position, benchmarks/bench/traces.py) as JSON to DIR, for benchmarks/gpu/replay.py")
     p.add_argument("--time-budget", type=float, default=14.0, metavar="MIN",
                    help="main run: start no new question that would end past MIN minutes from start "
                         "(skipped questions are reported; 0 = no limit)")
@@ -74,17 +90,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--sweep-depths", type=_ints, default=[1, 2], help="equal-budget grid: depths g")
     s.add_argument("--sweep-widths", type=_ints, default=[1, 2], help="equal-budget grid: widths W")
     s.add_argument("--sweep-sd-tokens", type=_ints, default=[0, 1], help="equal-budget grid: sd tokens K (0 = lr)")
-    add_model_args(p)
-    add_lookahead_args(p)
-    # a fixed g by default, so the cost model is checked at that g; --depth auto runs the adaptive policy
-    # and reports the cost model at its best g next to the depths the policy chose
-    p.set_defaults(verifier="embedding", max_tokens=128, depth=4, func=cmd_bench)
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="benchmark ar / sd / lr / lr+sd on GSM8K (accuracy, speed, cost model)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
 
 
 def environment(args) -> dict:
@@ -105,15 +110,16 @@ def environment(args) -> dict:
         "torch": torch.__version__, "transformers": transformers.__version__,
         "engine": args.engine, "git_commit": commit,
         "models": {"target": args.target, "draft": args.draft, "judge": args.judge,
-                   "embedding": "minilm-l6" if "embedding" in (args.verifiers or args.verifier) else None},
+                   "embedding": VerifierConfig().embedding_model if "embedding" in (args.verifiers or args.verifier)
+                   else None},
     }
 
 
 def main_run_specs(args) -> tuple[list[str], list]:
     """The main run's modes and ModeSpecs from --modes, --verifiers, --depth, --width, --sd-tokens
     (a bench's args or a bench.json's config)."""
-    from benchmarks.modes import main_specs
-    from orchestrator.modes import VERIFIER_KINDS
+    from benchmarks.bench.modes import main_specs
+    from verifier.kinds import VERIFIER_KINDS
 
     modes = [] if getattr(args, "sweep_only", False) else [m.strip() for m in args.modes.split(",") if m.strip()]
     verifiers = [v.strip() for v in args.verifiers.split(",") if v.strip()] if args.verifiers else None
@@ -153,12 +159,12 @@ def estimate_s(specs, calib, n_questions: int, max_tokens: int, b: float) -> flo
 
 
 async def run_bench(args) -> dict:
-    from benchmarks.calibrate import Calibration
-    from benchmarks.engines import EnginePool
-    from benchmarks.modes import ModeSpec
-    from benchmarks.runner import Runner
-    from benchmarks.summary import summarize
-    from benchmarks.sweep import sweep_result, sweep_specs
+    from benchmarks.bench.calibrate import Calibration
+    from benchmarks.bench.engines import EnginePool
+    from benchmarks.bench.modes import ModeSpec
+    from benchmarks.bench.runner import Runner
+    from benchmarks.bench.summary import summarize
+    from benchmarks.bench.sweep import sweep_result, sweep_specs
     from orchestrator.types import Prompt
 
     t_start = time.perf_counter()
@@ -172,7 +178,7 @@ async def run_bench(args) -> dict:
     if getattr(args, "ar_from", None):
         if "ar" in modes:
             raise ValueError("--ar-from compares with an earlier run's ar: leave ar out of --modes")
-        from benchmarks.ar_reference import load_ar_reference
+        from benchmarks.bench.ar_reference import load_ar_reference
 
         ar_reference = load_ar_reference(args.ar_from, args, main_rows)
 
@@ -219,7 +225,7 @@ async def run_bench(args) -> dict:
                   {k: r[k] for k in ("index", "question", "gold")} for r in rows]}
     recorder = None
     if getattr(args, "record_traces", None):
-        from benchmarks.traces import TraceRecorder
+        from benchmarks.bench.traces import TraceRecorder
 
         recorder = TraceRecorder(args.record_traces)
         recorder.attach(runner)  # after calibration: only the benchmarked runs are recorded
@@ -281,7 +287,7 @@ def _x(v) -> str:
 
 def publish(result: dict, out: str) -> None:
     """bench.json, bench.md and the figures written under `out`; the summary and the paths printed."""
-    from benchmarks.report import write_report
+    from benchmarks.bench.report import write_report
 
     paths = write_report(result, out)
     print_summary(result)
@@ -294,19 +300,8 @@ def cmd_bench(args) -> int:
     try:
         result = asyncio.run(run_bench(args))
     except (ModelNotAvailable, ValueError, FileNotFoundError) as exc:
-        print(f"lookahead bench: {exc}", file=sys.stderr)
+        print(f"lookahead bench run: {exc}", file=sys.stderr)
         return 2
     publish(result, args.out)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

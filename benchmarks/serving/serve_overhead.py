@@ -1,6 +1,6 @@
 """Orchestration overhead per LR cycle: through Ray Serve vs the in-process core, same engines.
 
-    python -m benchmarks.serve_overhead [--requests 12] [--transport both]
+    python -m benchmarks.serving.serve_overhead [--requests 12] [--transport both]
 
 Both paths run identical greedy requests (same models, batch-invariant engines, so the same
 steps and cycles), and the orchestrator-side wall time per cycle is compared. The difference is
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.data import load_questions
 
-DATA = Path(__file__).resolve().parent.parent / "tests/fixtures/gsm8k_small.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "tests/fixtures/gsm8k_small.jsonl"
 
 
 def overhead_config(by_reference: bool):
@@ -51,7 +51,7 @@ async def run_inprocess(cfg, questions: list[str]) -> list[dict]:
     from orchestrator.types import Prompt
 
     pipe = Pipeline.build(cfg)
-    params = lookahead_params(cfg.defaults)
+    params = lookahead_params(cfg.defaults, token_speculation=cfg.target.engine.token_speculation)
     out = []
     for q in questions:
         r = await generate(pipe.target, Prompt(messages=[{"role": "user", "content": q}]), params,
@@ -61,7 +61,9 @@ async def run_inprocess(cfg, questions: list[str]) -> list[dict]:
 
 
 def run_serve(cfg, questions: list[str]) -> list[dict]:
+    from deployments.api.request import RequestSpec
     from deployments.app import start_local
+    from orchestrator.types import Prompt
 
     start_local(cfg, fake_gpus=2, quiet=True)
     from ray import serve
@@ -69,7 +71,7 @@ def run_serve(cfg, questions: list[str]) -> list[dict]:
     orch = serve.get_deployment_handle("Orchestrator", app_name="lookahead")
     out = []
     for q in questions:
-        r = orch.generate.remote({"messages": [{"role": "user", "content": q}], "overrides": {}}).result()
+        r = orch.generate.remote(RequestSpec(f"overhead-{len(out)}", Prompt(messages=[{"role": "user", "content": q}]))).result()
         out.append({"text": r["text"], **r["stats"]})
     return out
 

@@ -10,10 +10,11 @@ import argparse
 import sys
 import time
 
-from benchmarks.engines import EnginePool, Metered
+from benchmarks.bench.engines import EnginePool, Metered
 from benchmarks.grading import extract_answer, is_correct
-from benchmarks.modes import ModeSpec
-from benchmarks.strict_check import strict_review
+from benchmarks.bench.modes import ModeSpec
+from benchmarks.bench.strict_check import strict_review
+from verifier.kinds import needs
 
 
 class Runner:
@@ -28,18 +29,19 @@ class Runner:
 
     def app_config(self, spec: ModeSpec):
         """The AppConfig `lookahead generate` would build for this configuration."""
-        from deployments.cli.args import app_config_from_args
+        from deployments.config import AppConfig
 
-        args = argparse.Namespace(**vars(self.args))
-        args.depth, args.width = spec.depth or self.args.depth, spec.width
-        args.sd_tokens = spec.sd_tokens or self.args.sd_tokens
-        if not spec.lr:
-            args.verifier = "exact"  # unused without drafts; avoids needing a judge role
-        elif spec.verifier:
-            args.verifier = spec.verifier
-        if spec.lr and args.verifier == "llm-judge" and not args.judge:
-            args.judge = args.target  # the target judges: the same engine, loaded once (EnginePool key)
-        return app_config_from_args(args, spec.cli_mode)
+        a = self.args
+        verifier = spec.verifier or a.verifier
+        judge = a.judge
+        if spec.lr and "judge" in needs(verifier).roles and not judge:
+            judge = a.target  # the target judges: the same engine, loaded once (EnginePool key)
+        return AppConfig.for_models(
+            a.target, a.draft, judge, mode=spec.mode.name, engine=a.engine, device=a.device, dtype=a.dtype,
+            batch_invariant=a.batch_invariant, sd_tokens=spec.sd_tokens or a.sd_tokens, verifier=verifier,
+            threshold=a.threshold, numeric_guard=False if a.no_numeric_guard else None,
+            depth=spec.depth or a.depth, width=spec.width, schedule=a.schedule, max_step_tokens=a.max_step_tokens,
+            max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k)
 
     def engines(self, spec: ModeSpec):
         cfg = self.app_config(spec)
@@ -50,10 +52,10 @@ class Runner:
     def verifier(self, cfg):
         """One verifier per kind, shared by the lr configurations that use it. target-score
         rates with the plain target; llm-judge asks --judge, or the plain target without one.
-        Each is wrapped to record the pairs it ruled on (benchmarks/strict_check.py)."""
+        Each is wrapped to record the pairs it ruled on (benchmarks/bench/strict_check.py)."""
         kind = cfg.verifier.kind
         if kind not in self._verifiers:
-            from benchmarks.strict_check import RecordingVerifier
+            from benchmarks.bench.strict_check import RecordingVerifier
             from deployments.pipeline import build_verifier
 
             plain = self.pool.get(self.app_config(ModeSpec("ar")).target.engine)
@@ -62,13 +64,15 @@ class Runner:
         return self._verifiers[kind]
 
     async def run_one(self, spec: ModeSpec, row: dict, order: int) -> dict:
+        from deployments.api.request import RequestOptions
         from deployments.pipeline import lookahead_params
         from orchestrator.lookahead import generate
         from orchestrator.types import Prompt
 
         cfg, target, draft = self.engines(spec)
         verifier = self.verifier(cfg) if spec.lr else None
-        params = lookahead_params(cfg.defaults, seed=self.args.seed)
+        params = lookahead_params(cfg.defaults, RequestOptions(seed=self.args.seed),
+                                  token_speculation=cfg.target.engine.token_speculation)
         target_m = Metered(target)
         draft_m = Metered(draft) if draft is not None else None
         system = getattr(self.args, "system", None)

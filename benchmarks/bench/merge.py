@@ -1,4 +1,4 @@
-"""`python -m benchmarks.merge PART.json PART.json ... --out DIR`: one report from the parts of a run.
+"""`lookahead bench merge PART.json PART.json ... --out DIR`: one report from the parts of a run.
 
 A long run stopped by --time-budget is finished by running the same command again with
 --skip N (the questions it did not reach). This joins the parts' records and summarizes them
@@ -14,9 +14,9 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from benchmarks.calibrate import Calibration
-from benchmarks.bench import main_run_specs
-from benchmarks.summary import summarize
+from benchmarks.bench.calibrate import Calibration
+from benchmarks.bench.run import main_run_specs
+from benchmarks.bench.summary import summarize
 
 # Settings that may differ between the parts of one run: which questions, where output goes.
 PER_PART = frozenset({"limit", "skip", "time_budget", "out", "record_traces", "quiet", "ar_from", "func"})
@@ -47,7 +47,7 @@ def merge(parts: list[dict], names: list[str], ar_from: str | None = None) -> di
     modes, specs = main_run_specs(Namespace(**config))
     ar_reference = None
     if config["ar_from"] and "ar" not in modes:
-        from benchmarks.ar_reference import load_ar_reference
+        from benchmarks.bench.ar_reference import load_ar_reference
 
         rows = [questions[i] for i in sorted(ran)]
         ar_reference = load_ar_reference(config["ar_from"], Namespace(**config), rows)
@@ -66,9 +66,9 @@ def merge(parts: list[dict], names: list[str], ar_from: str | None = None) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench import publish
+    from benchmarks.bench.run import publish
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.merge", description=__doc__,
+    p = argparse.ArgumentParser(prog="lookahead bench merge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("parts", nargs="+", metavar="BENCH_JSON", help="the parts, the first run first")
     p.add_argument("--out", required=True, help="directory for the merged bench.json and bench.md")

@@ -1,6 +1,6 @@
 """Step traces of real lr runs: per answer position, the verdict and the step lengths.
 
-`lookahead bench --record-traces DIR` records one JSON file per lr configuration (lr, lr+sd):
+`lookahead bench run --record-traces DIR` records one JSON file per lr configuration (lr, lr+sd):
 for every question, each position of the final answer with
 
 - `verdict`: "accepted" (a draft was kept), "rejected" (the target's own step replaced the
@@ -10,7 +10,7 @@ for every question, each position of the final answer with
 - `draft_tokens` (one per sibling) and `target_tokens`: the lengths of the draft and target
   steps generated at that position from the accepted context (null when none was);
 
-plus `cycles`, the accept/reject sequence of each cycle by depth. `benchmarks/replay.py`
+plus `cycles`, the accept/reject sequence of each cycle by depth. `benchmarks/gpu/replay.py`
 replays them on other engines: the acceptance is the recorded one, the decode cost is real.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def cycles_of(positions: list[dict]) -> list[list[bool]]:
 
 
 class TraceRecorder:
-    """Attach to a benchmarks.runner.Runner: wraps its lr engines and collects a trace per run."""
+    """Attach to a benchmarks.bench.runner.Runner: wraps its lr engines and collects a trace per run."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)

@@ -29,7 +29,7 @@ Accuracy: the answer's last number against the GSM8K gold. Same final answer as 
 number as ar's answer to the question (in this run). Accepted drafts used: drafted steps the
 answers kept; of those, how many are not the target's own step (after whitespace/case folding),
 and how many the numeric guard (verifier/numeric.py) would have rejected against the target's
-step: the accepted drafts a stricter check would have refused (benchmarks/strict_check.py).
+step: the accepted drafts a stricter check would have refused (benchmarks/bench/strict_check.py).
 """
 
 BUDGET_NOTE = """\

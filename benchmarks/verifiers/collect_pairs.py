@@ -5,7 +5,7 @@ position each draft engine writes its own step from the same prefix (the target'
 which is the pair the orchestrator hands its verifier at depth 0. Nothing is judged here: the
 pairs go to tests/fixtures/step_pairs.jsonl once a person has labelled them.
 
-    python -m benchmarks.collect_pairs --data ../shared/data/gsm8k/train.jsonl --start 7400 \\
+    python -m benchmarks.verifiers.collect_pairs --data ../shared/data/gsm8k/train.jsonl --start 7400 \\
         --questions 12 --drafts smollm2-135m,qwen2.5-0.5b@0.8 --out /tmp/pairs_raw.jsonl
 
 A draft "NAME@T" samples at temperature T (seeded per question and position): the target model
@@ -92,7 +92,7 @@ async def collect(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.collect_pairs", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.verifiers.collect_pairs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="GSM8K-format JSONL (use the train split)")
     p.add_argument("--start", type=int, default=7400, help="first row of --data")

@@ -8,7 +8,7 @@ throughput), modes interleaved per question; the prefix cache is reset before ea
 so no run reuses another's KV. The 1-minute load average is recorded next to each run:
 on a shared box, compare modes only at similar load.
 
-    python -m benchmarks.vllm_modes            # table on stdout, JSON in benchmarks/out/
+    python -m benchmarks.bench.vllm_modes            # table on stdout, JSON in benchmarks/out/
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import platform
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cpu_seconds() -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from itertools import product
 
-from benchmarks.modes import ModeSpec
+from benchmarks.bench.modes import ModeSpec
 
 MAX_SD_TOKENS = 16  # EngineConfig.num_speculative_tokens
 
@@ -45,7 +45,7 @@ def sweep_result(summary: dict, specs: list[ModeSpec], fig_depths: list[int], sd
         m = summary[s.name]
         cm = m.get("cost_model") or {}
         points.append({
-            "name": s.name, "kind": s.cli_mode, "g": s.depth if s.lr else None, "W": s.width if s.lr else None,
+            "name": s.name, "kind": s.mode.name, "g": s.depth if s.lr else None, "W": s.width if s.lr else None,
             "K": s.sd_tokens, "budget": s.budget, "draft_steps_per_cycle": s.depth * s.width if s.lr else 0,
             "speedup": m["speedup_vs_ar"], "predicted_speedup": cm.get("predicted_speedup"),
             "acceptance": m["acceptance"]["rate"], "accuracy": m["accuracy"],

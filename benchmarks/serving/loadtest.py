@@ -1,7 +1,7 @@
 """Load and fault test: N concurrent streaming clients (HTTP and gRPC) for a bounded time on
 loopback, while a draft or judge replica is killed halfway.
 
-    python -m benchmarks.loadtest --clients 32 --duration 120 --kill DraftEngine
+    python -m benchmarks.serving.loadtest --clients 32 --duration 120 --kill DraftEngine
 
 Starts the application itself (local Ray, CPU, fake GPUs) so it can kill a replica; reports
 requests sent, completed, failed and lost (never answered: must be 0), and p50/p99 latency.

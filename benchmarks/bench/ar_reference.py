@@ -1,4 +1,4 @@
-"""`lookahead bench --ar-from BENCH_JSON`: answer quality against the ar answers of an earlier run.
+"""`lookahead bench run --ar-from BENCH_JSON`: answer quality against the ar answers of an earlier run.
 
 ar is the target decoding alone, so its answers do not depend on what else ran beside it: a run
 that compares verifiers can read them from an earlier bench.json of the same questions and

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from orchestrator.lookahead import LookaheadParams
+from orchestrator.modes import Mode
 
 #: the deepest g `depth: auto` may choose (the core's default)
 AUTO_MAX_DEPTH = LookaheadParams.max_depth
@@ -28,8 +29,9 @@ class ModeSpec:
     verifier: str | None = None  # lr only: this configuration's verifier (None: the run's --verifier)
 
     @property
-    def cli_mode(self) -> str:
-        return ("lr" if self.lr else "ar" if not self.sd_tokens else "sd") + ("+sd" if self.lr and self.sd_tokens else "")
+    def mode(self) -> Mode:
+        """The request mode this configuration runs: steps when lr, tokens when K > 0."""
+        return Mode(steps=self.lr, tokens=self.sd_tokens > 0)
 
     @property
     def target_name(self) -> str:
@@ -59,7 +61,7 @@ class ModeSpec:
 
 def main_specs(modes: list[str], depth: int | str, width: int, sd_tokens: int,
                verifiers: list[str] | None = None) -> list[ModeSpec]:
-    """The four named modes of `lookahead bench --modes`; with `verifiers` (`--verifiers a,b`),
+    """The four named modes of `lookahead bench run --modes`; with `verifiers` (`--verifiers a,b`),
     each lr mode once per verifier, named "lr[a]", "lr[b]", so one run compares them on the
     same questions."""
     table = {

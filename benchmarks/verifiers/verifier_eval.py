@@ -1,14 +1,14 @@
 """Each verifier's precision and recall on the labelled step pairs (tests/fixtures/step_pairs.jsonl).
 
 The pairs are real (draft step, target step) pairs from GSM8K train questions, written by the
-packaged models (benchmarks/collect_pairs.py), plus hand-edited variants for the plan/list
+packaged models (benchmarks/verifiers/collect_pairs.py), plus hand-edited variants for the plan/list
 cases real runs rarely produce; each carries a label (equivalent or not) and the reason.
 Precision is what matters most: an accepted non-equivalent step changes the answer. A
 dropped-computation plan step (a plan that leaves out an item) must never be accepted by a
 profile's default verifier; the table counts them.
 
-    python -m benchmarks.verifier_eval                      # every verifier, table + JSON
-    python -m benchmarks.verifier_eval --only exact,embedding+numeric+plan
+    python -m benchmarks.verifiers.verifier_eval                      # every verifier, table + JSON
+    python -m benchmarks.verifiers.verifier_eval --only exact,embedding+numeric+plan
 
 Judge and rater run on qwen2.5-0.5b on CPU (the packaged model; the GPU profiles' judge is
 larger): one `choice_probs` call per batch of pairs.
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAIRS = ROOT / "tests" / "fixtures" / "step_pairs.jsonl"
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "verifier_eval.json"
 #: the label categories for plan/list steps that leave a computation out
@@ -53,7 +53,7 @@ def load_pairs(path: str | Path = PAIRS) -> list[dict]:
 
 def verify_pairs(rows: list[dict]):
     """The rows as the VerifyPairs the orchestrator would hand a verifier."""
-    from benchmarks.collect_pairs import SYSTEM
+    from benchmarks.verifiers.collect_pairs import SYSTEM
     from orchestrator.types import Prompt, Step, VerifyPair
 
     out = []
@@ -184,7 +184,7 @@ def table(results: dict, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.verifier_eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.verifiers.verifier_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", default=str(PAIRS))
     p.add_argument("--only", default=None, help="comma-separated names from: " + ", ".join(VARIANTS))

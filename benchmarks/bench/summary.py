@@ -2,9 +2,9 @@
 split and (for lr configurations) the cost model's prediction next to the realized speedup."""
 from __future__ import annotations
 
-from benchmarks.calibrate import Calibration
+from benchmarks.bench.calibrate import Calibration
 from benchmarks.cost_model import lr_inputs
-from benchmarks.modes import ModeSpec
+from benchmarks.bench.modes import ModeSpec
 from orchestrator.cost_model import cycle_speedup, steps_per_cycle_by_depth
 from orchestrator.policy import SpeculationPolicy
 from orchestrator.types import Stats

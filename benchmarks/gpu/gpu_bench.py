@@ -1,11 +1,11 @@
 """GPU benchmark: static-cache decode against the bandwidth bound, and Lookahead Reasoning's
 realized speedup with replayed acceptance. One command, sized for one 10-minute device call:
 
-    python -m benchmarks.gpu_bench --device cuda              # on a GPU machine
-    python -m benchmarks.gpu_bench --device cpu --smoke       # toy shapes on CPU, about a minute
-    python -m benchmarks.gpu_bench --plot-only RESULT.json    # (re)draw the PNG from a result
+    python -m benchmarks.gpu.gpu_bench --device cuda              # on a GPU machine
+    python -m benchmarks.gpu.gpu_bench --device cpu --smoke       # toy shapes on CPU, about a minute
+    python -m benchmarks.gpu.gpu_bench --plot-only RESULT.json    # (re)draw the PNG from a result
 
-THE WEIGHTS ARE RANDOM (bf16, shapes from the Qwen2.5 configs in benchmarks/model_shapes.py)
+THE WEIGHTS ARE RANDOM (bf16, shapes from the Qwen2.5 configs in benchmarks/gpu/model_shapes.py)
 AND STEP ACCEPTANCE IS REPLAYED, not measured: decode cost depends on shapes only, so the
 timings are real, but which drafts are accepted comes from a seeded Bernoulli(b) draw or from
 traces recorded by `lookahead bench --record-traces` on CPU with the packaged small models.
@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 DEFAULT_TRACES = ROOT / "benchmarks" / "traces"
 LABEL = ("RANDOM WEIGHTS (bf16 on GPU, fp32 on CPU; shapes of the Qwen2.5 configs) and REPLAYED STEP ACCEPTANCE "
@@ -106,7 +106,7 @@ class Pair:
 def build(key: str, shape, args, clock: Clock):
     import torch
 
-    from benchmarks.model_shapes import random_model
+    from benchmarks.gpu.model_shapes import random_model
     from deployments.engines.static_decode import StaticDecoder, StopTables
 
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
@@ -132,11 +132,11 @@ def build(key: str, shape, args, clock: Clock):
 def _rows(n: int, prompt: int, limit: int, vocab: int, salt: int):
     import torch
 
-    from benchmarks.replay import _Row
+    from deployments.engines.rows import StepRow
     from orchestrator.types import SamplingParams
 
     g = torch.Generator().manual_seed(salt)
-    return [_Row(torch.randint(2, vocab, (prompt,), generator=g).tolist(), SamplingParams(), limit, False)
+    return [StepRow(torch.randint(2, vocab, (prompt,), generator=g).tolist(), SamplingParams(), limit, False)
             for _ in range(n)]
 
 
@@ -194,7 +194,7 @@ class Harness:
     def __init__(self, draft: Pair, target: Pair, args) -> None:
         import torch
 
-        from benchmarks.replay import prompt_key
+        from benchmarks.gpu.replay import prompt_key
 
         self.draft, self.target, self.args = draft, target, args
         self.prompt_key = prompt_key
@@ -210,7 +210,7 @@ class Harness:
         return self._prompt_ids[key]
 
     def engines(self, scripts: dict, lookup_k: int = 0):
-        from benchmarks.replay import ReplayEngine, ReplayVerifier
+        from benchmarks.gpu.replay import ReplayEngine, ReplayVerifier
 
         target = ReplayEngine(self.target.decoder, "target", scripts, self.prompt_ids, self.target.shape.vocab,
                               lookup_k=lookup_k, max_batch=max(self.args.batches))
@@ -268,7 +268,7 @@ def _prompt_of(key: str):
 
 
 def bernoulli_scripts(b: float, args, n_answers: int) -> dict:
-    from benchmarks.replay import Script, prompt_key
+    from benchmarks.gpu.replay import Script, prompt_key
     from orchestrator.types import Prompt
 
     return {prompt_key(Prompt(text=f"bernoulli answer {i}")):
@@ -328,8 +328,8 @@ def _breakdown(runs: list[dict]) -> dict:
 
 
 def trace_section(h: Harness, args, clock: Clock) -> dict:
-    from benchmarks.replay import Script, prompt_key
-    from benchmarks.traces import load_trace
+    from benchmarks.gpu.replay import Script, prompt_key
+    from benchmarks.bench.traces import load_trace
     from orchestrator.types import Prompt
 
     files = sorted(Path(args.traces).glob("*.json")) if Path(args.traces).is_dir() else []
@@ -421,15 +421,15 @@ def preflight(device: str, capture: str) -> dict:
     toy model: the greedy tokens must be equal."""
     import torch
 
-    from benchmarks.model_shapes import SMOKE, random_model
-    from benchmarks.replay import _Row
+    from benchmarks.gpu.model_shapes import SMOKE, random_model
+    from deployments.engines.rows import StepRow
     from deployments.engines.static_decode import StaticDecoder, StopTables
     from orchestrator.types import SamplingParams
 
     model = random_model(SMOKE["0.5b"], device, torch.float32, seed=5)
     dec = StaticDecoder(model, StopTables.none(2048), max_rows=2, max_len=64, buckets=[2], capture=capture)
     try:
-        rows = [_Row([3, 4, 5, 6], SamplingParams(), 6, False), _Row([7, 8], SamplingParams(), 6, False)]
+        rows = [StepRow([3, 4, 5, 6], SamplingParams(), 6, False), StepRow([7, 8], SamplingParams(), 6, False)]
         dec.run(rows)
         ref = []
         with torch.inference_mode():
@@ -446,7 +446,7 @@ def preflight(device: str, capture: str) -> dict:
 def run(args) -> dict:
     import torch
 
-    from benchmarks.model_shapes import QWEN25, SMOKE
+    from benchmarks.gpu.model_shapes import QWEN25, SMOKE
 
     clock = Clock(args.budget_s)
     shapes = SMOKE if args.smoke else QWEN25
@@ -625,7 +625,7 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu.gpu_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--smoke", action="store_true", help="toy shapes and short answers (CPU test of the whole path)")

@@ -6,7 +6,7 @@ forced-length decoder (a StaticDecoder with `StopTables.none`: every row runs ex
 token limit), so a 14B-class target really decodes each step's tokens, batched as the
 orchestrator asks (sync: one call of g+1 rows; async: concurrent calls micro-batched);
 `ReplayVerifier` rules by the script. Scripts come from recorded traces
-(`benchmarks/traces.py`) or from a seeded Bernoulli(b) draw per position.
+(`benchmarks/bench/traces.py`) or from a seeded Bernoulli(b) draw per position.
 
 The token ids are whatever the decoding model produces (random weights in the GPU benchmark);
 steps carry them, so the context grows exactly as in a real run.
@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from deployments.engines.microbatch import MicroBatcher
+from deployments.engines.rows import StepRow, step_limit
 from orchestrator.types import Prompt, SamplingParams, Step, StepRequest, Verdict, VerifyPair
 
 REPLAY_KEY = "replay"  # the tokenizer key of every replay engine: steps cross as token ids
@@ -81,16 +82,9 @@ def prompt_key(prompt: Prompt) -> str:
 
 
 @dataclass
-class _Row:
-    """The row shape the static decoder reads and fills (as hf's)."""
+class ReplayRow(StepRow):
+    """A decode row (as hf's and the static decoder's) that knows its place in the script."""
 
-    ids: list[int]
-    sampling: SamplingParams
-    limit: int
-    budget_cut: bool
-    out: list[int] = field(default_factory=list)
-    reason: str = ""
-    cancelled: threading.Event = field(default_factory=threading.Event)
     position: int = 0  # the answer position this step is for
     last: bool = False  # the script's last position: the answer ends with this step
 
@@ -122,18 +116,17 @@ class ReplayEngine:
         await self._batcher.submit(rows)
         return [self._step(req, row) for req, row in zip(requests, rows)]
 
-    def _row(self, req: StepRequest) -> _Row:
+    def _row(self, req: StepRequest) -> ReplayRow:
         script = self.scripts[prompt_key(req.prompt)]
         p = len(req.prefix)
         prompt = self.prompt_ids(req.prompt)
         generated = [t % self.vocab for s in req.prefix for t in s.token_ids]
-        remaining = req.max_total_tokens - len(generated)
-        want = min(script.length(self.role, p), req.max_step_tokens)
-        limit = max(0, min(want, remaining))
-        return _Row(prompt + generated, SamplingParams(), limit, budget_cut=remaining <= want,
-                    position=p, last=p >= script.positions - 1)
+        limit, budget_cut = step_limit(min(script.length(self.role, p), req.max_step_tokens),
+                                       req.max_total_tokens - len(generated))
+        return ReplayRow(prompt + generated, SamplingParams(), limit, budget_cut, position=p,
+                         last=p >= script.positions - 1)
 
-    def _step(self, req: StepRequest, row: _Row) -> Step:
+    def _step(self, req: StepRequest, row: ReplayRow) -> Step:
         if row.reason == "budget":
             reason = "budget"
         elif row.cancelled.is_set() and len(row.out) < row.limit:
@@ -145,7 +138,7 @@ class ReplayEngine:
         text = f"<{self.role} step {row.position}: {len(row.out)} tokens>"
         return Step(text, list(row.out), REPLAY_KEY, reason)
 
-    def _run(self, rows: list[_Row]) -> None:
+    def _run(self, rows: list[ReplayRow]) -> None:
         with self._lock:
             todo = [r for r in rows if not r.cancelled.is_set()]
             self.calls += 1

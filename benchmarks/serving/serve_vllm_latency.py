@@ -1,6 +1,6 @@
 """Latency of one lossless request on the vLLM engines: through Ray Serve vs in-process.
 
-    python -m benchmarks.serve_vllm_latency [--repeats 3] [--max-tokens 112] [--mode lr+sd]
+    python -m benchmarks.serving.serve_vllm_latency [--repeats 3] [--max-tokens 112] [--mode lr+sd]
 
 The same application config (the `cpu-vllm` profile: vLLM target with n-gram token speculation,
 vLLM draft, exact verifier, greedy) runs first in-process (`deployments.pipeline.Pipeline`, the
@@ -22,16 +22,18 @@ from pathlib import Path
 
 from benchmarks.data import load_questions
 
-DATA = Path(__file__).resolve().parent.parent / "tests/fixtures/gsm8k_small.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "tests/fixtures/gsm8k_small.jsonl"
 
 
 def in_process(cfg, messages: list[dict], mode: str, repeats: int) -> tuple[list[float], str]:
+    from deployments.api.request import RequestOptions
     from deployments.pipeline import Pipeline, lookahead_params
     from orchestrator.lookahead import generate
     from orchestrator.types import Prompt
 
     pipe = Pipeline.build(cfg)
-    params = lookahead_params(cfg.defaults, mode=mode)
+    params = lookahead_params(cfg.defaults, RequestOptions(mode=mode),
+                              token_speculation=cfg.target.engine.token_speculation)
     try:
         async def once() -> tuple[float, str]:
             t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out/serve_vllm_latency.json")
     args = p.parse_args(argv)
 
-    from deployments.kuberay.profiles import PROFILES
+    from deployments.profiles import PROFILES
 
     cfg = PROFILES["cpu-vllm"].model_copy(deep=True)
     cfg.defaults = cfg.defaults.model_copy(update={"max_tokens": args.max_tokens, "depth": 4})

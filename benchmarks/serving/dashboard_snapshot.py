@@ -1,7 +1,7 @@
 """A real run of the dashboard: the application under mixed load, scraped by a real Prometheus,
 every panel of docs/grafana/lookahead-dashboard.json queried from it, drawn into one PNG.
 
-    python -m benchmarks.dashboard_snapshot --minutes 5      # needs `prometheus` on PATH (apt: prometheus)
+    python -m benchmarks.serving.dashboard_snapshot --minutes 5      # needs `prometheus` on PATH (apt: prometheus)
 
 Starts local Ray with a metrics export port and the Serve application (SmolLM2-135M: hf target
 with prompt-lookup token speculation, a vLLM draft, an hf judge), and a Prometheus scraping
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docs" / "grafana" / "lookahead-dashboard.json"
 QUESTIONS = ["Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
              "How many clips did Natalia sell altogether in April and May?",
