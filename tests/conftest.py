@@ -40,6 +40,9 @@ MODULES: dict[str, str] = {
     "core/test_orchestrator.py": UNIT,
     "core/test_rolling_window.py": UNIT,
     "core/test_policy.py": UNIT,
+    "core/test_modes.py": UNIT,
+    "verifier/test_kinds.py": UNIT,
+    "api/test_request_spec.py": UNIT,
     "verifier/test_plan_guard.py": UNIT,
     "verifier/test_verifier_precheck.py": UNIT,
     "api/test_metrics.py": UNIT,
@@ -69,6 +72,7 @@ MODULES: dict[str, str] = {
     "serve/test_autoscaling.py": SERVE_HF,
     "serve/test_serve_vllm.py": SERVE_VLLM,
     "engines/test_cli_json.py": CLI,
+    "serve/test_serve_entrypoints.py": CLI,
     "serve/test_serve_run.py": CLI,
 }
 _ORDER = {m: i for i, m in enumerate(MODULES)}
