@@ -271,8 +271,7 @@ class HFEngine(Engine):
             for p in prompts:  # one by one: judge prompts differ a lot in length
                 ids = torch.tensor([self.renderer.ids(p)], device=self.device)
                 logits = self.model(input_ids=ids).logits[0, -1].float()
-                probs = torch.softmax(logits, -1)[first]
-                result.append((probs / probs.sum().clamp(min=1e-12)).tolist())
+                result.append(torch.softmax(logits, -1)[first].tolist())  # raw: see Engine.choice_probs
         return result
 
 

@@ -36,8 +36,9 @@ class Engine(ABC):
 
     @abstractmethod
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
-        """For each prompt (chat template + generation prompt), the probabilities of each choice's
-        first token, renormalised over the choices (judges and raters read verdicts this way)."""
+        """For each prompt (chat template + generation prompt), the probability of each choice's
+        first token over the whole vocabulary, not renormalised over the choices (judges and
+        raters reject a pair when the total is low: the model answered something else)."""
 
     # -- what the Serve layer and the CLI need ------------------------------------------
     @property

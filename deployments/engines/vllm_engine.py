@@ -358,9 +358,7 @@ class VLLMEngine(Engine):
         result = []
         for out in outs:
             lp = out.outputs[0].logprobs[0]  # token id -> Logprob (raw model distribution)
-            probs = [math.exp(lp[t].logprob) if t in lp else 0.0 for t in first]
-            total = sum(probs)
-            result.append([p / total for p in probs] if total > 0 else [1.0 / len(first)] * len(first))
+            result.append([math.exp(lp[t].logprob) if t in lp else 0.0 for t in first])  # raw, not renormalised
         return result
 
     # -- lifecycle -----------------------------------------------------------------------
