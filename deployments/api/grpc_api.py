@@ -47,7 +47,8 @@ def first_param(exc: ValueError) -> str | None:
 
 
 def pb_steps(steps: list[dict]) -> list[pb.Step]:
-    return [pb.Step(text=s["text"], source=s["source"], tokens=s.get("tokens", 0)) for s in steps]
+    return [pb.Step(text=s["text"], source=s["source"], tokens=s.get("tokens", 0), rejected_draft=s.get("rejected_draft"))
+            for s in steps]
 
 
 def pb_stats(st: dict) -> pb.Stats:

@@ -92,6 +92,8 @@ class LookaheadRequestOptions(BaseModel):
     width: int | None = Field(None, ge=1, le=8)
     schedule: Schedule | None = None
     verifier: VerifierKind | None = None
+    # steps[].rejected_draft (the draft a verifier refused, unverified text) in the response
+    rejected_drafts: bool = False
 
 
 class ContentPart(BaseModel):
@@ -207,7 +209,7 @@ class _Common(BaseModel):
     def overrides(self) -> dict[str, Any]:
         la = self.lookahead or LookaheadRequestOptions()
         return {"mode": la.mode, "depth": la.depth, "width": la.width, "schedule": la.schedule,
-                "verifier": la.verifier, "max_tokens": self.max_completion_tokens or self.max_tokens,
+                "verifier": la.verifier, "rejected_drafts": la.rejected_drafts, "max_tokens": self.max_completion_tokens or self.max_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed,
                 "repetition_penalty": self.repetition_penalty, "min_p": self.min_p,
                 "logit_bias": tuple(sorted((int(t), float(b)) for t, b in self.logit_bias.items()))

@@ -190,6 +190,7 @@ class Ingress:
             "mode": la.mode or None, "schedule": la.schedule or None,
             "depth": la.depth if la.HasField("depth") else None,
             "width": la.width if la.HasField("width") else None,
+            "rejected_drafts": la.rejected_drafts,
             "max_tokens": request.max_tokens if request.HasField("max_tokens") else None,
             "temperature": request.temperature if request.HasField("temperature") else None,
             "top_p": request.top_p if request.HasField("top_p") else None,

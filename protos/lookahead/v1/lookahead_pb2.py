@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/lookahead/v1/lookahead.proto\x12\x0clookahead.v1\x1a\x1cgoogle/protobuf/struct.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"n\n\x10LookaheadOptions\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x12\n\x05\x64\x65pth\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x08schedule\x18\x04 \x01(\tB\x08\n\x06_depthB\x08\n\x06_width\"\xc9\x04\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.lookahead.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x04\x88\x01\x01\x12\x31\n\tlookahead\x18\t \x01(\x0b\x32\x1e.lookahead.v1.LookaheadOptions\x12\x0c\n\x04stop\x18\n \x03(\t\x12\x35\n\x14\x63hat_template_kwargs\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1f\n\x12repetition_penalty\x18\x0c \x01(\x02H\x05\x88\x01\x01\x12\x12\n\x05min_p\x18\r \x01(\x02H\x06\x88\x01\x01\x12@\n\nlogit_bias\x18\x0e \x03(\x0b\x32,.lookahead.v1.GenerateRequest.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\x15\n\x13_repetition_penaltyB\x08\n\x06_min_p\"4\n\x04Step\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\"\x87\x02\n\x05Stats\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0e\n\x06\x63ycles\x18\x02 \x01(\x05\x12\x15\n\rdrafted_steps\x18\x03 \x01(\x05\x12\x16\n\x0e\x61\x63\x63\x65pted_steps\x18\x04 \x01(\x05\x12\x14\n\x0ctarget_steps\x18\x05 \x01(\x05\x12\x0e\n\x06tokens\x18\x06 \x01(\x05\x12\x17\n\x0f\x61\x63\x63\x65ptance_rate\x18\x07 \x01(\x01\x12\x1b\n\x13\x61\x63\x63\x65ptance_by_depth\x18\x08 \x03(\x01\x12\x0e\n\x06wall_s\x18\t \x01(\x01\x12\x0f\n\x07\x64raft_s\x18\n \x01(\x01\x12\x10\n\x08target_s\x18\x0b \x01(\x01\x12\x10\n\x08verify_s\x18\x0c \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\r \x03(\t\"\x8a\x01\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12!\n\x05steps\x18\x03 \x03(\x0b\x32\x12.lookahead.v1.Step\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\"\n\x05stats\x18\x05 \x01(\x0b\x32\x13.lookahead.v1.Stats\"\x87\x01\n\rGenerateChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05steps\x18\x02 \x03(\x0b\x32\x12.lookahead.v1.Step\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\"\n\x05stats\x18\x05 \x01(\x0b\x32\x13.lookahead.v1.Stats\"\x0f\n\rHealthRequest\"0\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t2\xf2\x01\n\x10LookaheadService\x12I\n\x08Generate\x12\x1d.lookahead.v1.GenerateRequest\x1a\x1e.lookahead.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.lookahead.v1.GenerateRequest\x1a\x1b.lookahead.v1.GenerateChunk0\x01\x12\x43\n\x06Health\x12\x1b.lookahead.v1.HealthRequest\x1a\x1c.lookahead.v1.HealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/lookahead/v1/lookahead.proto\x12\x0clookahead.v1\x1a\x1cgoogle/protobuf/struct.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x87\x01\n\x10LookaheadOptions\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x12\n\x05\x64\x65pth\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x08schedule\x18\x04 \x01(\t\x12\x17\n\x0frejected_drafts\x18\x05 \x01(\x08\x42\x08\n\x06_depthB\x08\n\x06_width\"\xc9\x04\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.lookahead.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x04\x88\x01\x01\x12\x31\n\tlookahead\x18\t \x01(\x0b\x32\x1e.lookahead.v1.LookaheadOptions\x12\x0c\n\x04stop\x18\n \x03(\t\x12\x35\n\x14\x63hat_template_kwargs\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1f\n\x12repetition_penalty\x18\x0c \x01(\x02H\x05\x88\x01\x01\x12\x12\n\x05min_p\x18\r \x01(\x02H\x06\x88\x01\x01\x12@\n\nlogit_bias\x18\x0e \x03(\x0b\x32,.lookahead.v1.GenerateRequest.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\x15\n\x13_repetition_penaltyB\x08\n\x06_min_p\"d\n\x04Step\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x1b\n\x0erejected_draft\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_rejected_draft\"\x87\x02\n\x05Stats\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0e\n\x06\x63ycles\x18\x02 \x01(\x05\x12\x15\n\rdrafted_steps\x18\x03 \x01(\x05\x12\x16\n\x0e\x61\x63\x63\x65pted_steps\x18\x04 \x01(\x05\x12\x14\n\x0ctarget_steps\x18\x05 \x01(\x05\x12\x0e\n\x06tokens\x18\x06 \x01(\x05\x12\x17\n\x0f\x61\x63\x63\x65ptance_rate\x18\x07 \x01(\x01\x12\x1b\n\x13\x61\x63\x63\x65ptance_by_depth\x18\x08 \x03(\x01\x12\x0e\n\x06wall_s\x18\t \x01(\x01\x12\x0f\n\x07\x64raft_s\x18\n \x01(\x01\x12\x10\n\x08target_s\x18\x0b \x01(\x01\x12\x10\n\x08verify_s\x18\x0c \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\r \x03(\t\"\x8a\x01\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12!\n\x05steps\x18\x03 \x03(\x0b\x32\x12.lookahead.v1.Step\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\"\n\x05stats\x18\x05 \x01(\x0b\x32\x13.lookahead.v1.Stats\"\x87\x01\n\rGenerateChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05steps\x18\x02 \x03(\x0b\x32\x12.lookahead.v1.Step\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\"\n\x05stats\x18\x05 \x01(\x0b\x32\x13.lookahead.v1.Stats\"\x0f\n\rHealthRequest\"0\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t2\xf2\x01\n\x10LookaheadService\x12I\n\x08Generate\x12\x1d.lookahead.v1.GenerateRequest\x1a\x1e.lookahead.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.lookahead.v1.GenerateRequest\x1a\x1b.lookahead.v1.GenerateChunk0\x01\x12\x43\n\x06Health\x12\x1b.lookahead.v1.HealthRequest\x1a\x1c.lookahead.v1.HealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_options = b'8\001'
   _globals['_CHATMESSAGE']._serialized_start=83
   _globals['_CHATMESSAGE']._serialized_end=127
-  _globals['_LOOKAHEADOPTIONS']._serialized_start=129
-  _globals['_LOOKAHEADOPTIONS']._serialized_end=239
-  _globals['_GENERATEREQUEST']._serialized_start=242
-  _globals['_GENERATEREQUEST']._serialized_end=827
-  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_start=686
-  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_end=734
-  _globals['_STEP']._serialized_start=829
-  _globals['_STEP']._serialized_end=881
-  _globals['_STATS']._serialized_start=884
-  _globals['_STATS']._serialized_end=1147
-  _globals['_GENERATERESPONSE']._serialized_start=1150
-  _globals['_GENERATERESPONSE']._serialized_end=1288
-  _globals['_GENERATECHUNK']._serialized_start=1291
-  _globals['_GENERATECHUNK']._serialized_end=1426
-  _globals['_HEALTHREQUEST']._serialized_start=1428
-  _globals['_HEALTHREQUEST']._serialized_end=1443
-  _globals['_HEALTHRESPONSE']._serialized_start=1445
-  _globals['_HEALTHRESPONSE']._serialized_end=1493
-  _globals['_LOOKAHEADSERVICE']._serialized_start=1496
-  _globals['_LOOKAHEADSERVICE']._serialized_end=1738
+  _globals['_LOOKAHEADOPTIONS']._serialized_start=130
+  _globals['_LOOKAHEADOPTIONS']._serialized_end=265
+  _globals['_GENERATEREQUEST']._serialized_start=268
+  _globals['_GENERATEREQUEST']._serialized_end=853
+  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_start=712
+  _globals['_GENERATEREQUEST_LOGITBIASENTRY']._serialized_end=760
+  _globals['_STEP']._serialized_start=855
+  _globals['_STEP']._serialized_end=955
+  _globals['_STATS']._serialized_start=958
+  _globals['_STATS']._serialized_end=1221
+  _globals['_GENERATERESPONSE']._serialized_start=1224
+  _globals['_GENERATERESPONSE']._serialized_end=1362
+  _globals['_GENERATECHUNK']._serialized_start=1365
+  _globals['_GENERATECHUNK']._serialized_end=1500
+  _globals['_HEALTHREQUEST']._serialized_start=1502
+  _globals['_HEALTHREQUEST']._serialized_end=1517
+  _globals['_HEALTHRESPONSE']._serialized_start=1519
+  _globals['_HEALTHRESPONSE']._serialized_end=1567
+  _globals['_LOOKAHEADSERVICE']._serialized_start=1570
+  _globals['_LOOKAHEADSERVICE']._serialized_end=1812
 # @@protoc_insertion_point(module_scope)
