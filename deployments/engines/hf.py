@@ -32,7 +32,7 @@ class _Row:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-HF_ENGINE_KWARGS = frozenset({"max_batch"}) | STATIC_KWARGS
+HF_ENGINE_KWARGS = frozenset({"max_batch", "suppress_tokens"}) | STATIC_KWARGS
 
 
 def pick_device(device: str) -> str:
@@ -50,8 +50,9 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 class HFEngine(Engine):
     """StepEngine and ChoiceScorer over a transformers causal LM.
 
-    `cfg.engine_kwargs` may set `max_batch` (rows per forward loop, default 16); anything else is
-    refused, so a vLLM-only option never passes silently.
+    `cfg.engine_kwargs` may set `max_batch` (rows per forward loop, default 16), `suppress_tokens`
+    (Engine) and the static decoder's options; anything else is refused, so a vLLM-only option
+    never passes silently.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -148,7 +149,7 @@ class HFEngine(Engine):
         ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
         remaining = req.max_total_tokens - (len(ids) - len(prompt_ids))
         limit = max(0, min(req.max_step_tokens, remaining))
-        return _Row(ids, req.sampling, limit, budget_cut=remaining <= req.max_step_tokens)
+        return _Row(ids, self.sampling_for(req.sampling), limit, budget_cut=remaining <= req.max_step_tokens)
 
     def _step(self, row: _Row) -> Step:
         text = self.tokenizer.decode(row.out, skip_special_tokens=True)
