@@ -24,15 +24,19 @@ How two steps are compared, symmetrically (`NumericGuard.compare`):
 1. Every result of either step must be stated or computed by the other (same value, sign and unit).
 2. So must every computation's value: "3/4 * 5000" and "4/5 * 5000" name numbers that are all
    in the question but compute 3750 and 4000.
-3. A quantity of one step that the other does not state (and that is not an operand of a
+3. The same value with a conflicting unit or direction ("30 km" against "30 miles", "12 more"
+   against "12 fewer") is rejected, and so is another number in the same place of the two
+   steps (the same two words before it and the same words after it: "Marcus had 30
+   pebbles" against "Marcus had 18 pebbles", however often either step uses 30 or 18 elsewhere).
+4. A quantity of one step that the other does not state (and that is not an operand of a
    computation, whose value rule 2 already matched) is *unmatched*. When both steps have
    unmatched quantities, one states something where the other states something else: a
    substitution ("in May she sold 48 clips" for 24), a sign, a fraction ("2/3 of" for "1/3 of"),
    a word number ("twice" for "three times"), a unit ("30 km" for "30 miles"), money ("$1,235"
    for "$1,234.50") or a direction ("12 more" for "12 fewer"): reject, whether or not both
    numbers occur in the question. When only one step has unmatched quantities, they must be
-   restated givens (in the question or the earlier steps) or small constants (0-12, 24, 60,
-   100, 1/2, ...), else the step uses a value the other does not: reject.
+   restated givens (in the question or the earlier steps) or small constants (0-12,
+   24, 60, 100, 1/2, ...), else the step uses a value the other does not: reject.
 
 Values compare exactly when both are integers, money exactly to the cent ("$1,235" is not
 "$1,234.50"), other non-integers with a relative tolerance of 1e-3 ("3.33" matches 10/3, "3.3"
@@ -166,6 +170,7 @@ class Quantity:
     money: bool = False
     direction: str | None = None  # "up" (more, older, ...) or "down" (fewer, younger, ...)
     operand: bool = False  # part of a computation (its value is what is compared)
+    slot: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # the two words before it, three after
 
     @property
     def value(self) -> Fraction:
@@ -232,14 +237,44 @@ def _attributes(text: str, start: int, end: int) -> tuple[str | None, bool, str 
     return unit, money, direction
 
 
+_SLOT_WORD = re.compile(r"[a-z]+")
+
+
+def _slot(text: str, start: int, end: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The two words before a number and the three after it (after its unit or direction word), on
+    its line ("Marcus had _ pebbles. He skipped"): where the other step has another number in the
+    same place, one was substituted."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    left = _SLOT_WORD.findall(text[line_start:start].lower())[-2:]
+    right = _SLOT_WORD.findall(text[end:line_end if line_end >= 0 else len(text)].lower())
+    # the unit and the direction are compared as attributes ("16 grams" is in the place of "16 ounces")
+    while right and (right[0] in _UNIT_OF or right[0] in _UP or right[0] in _DOWN):
+        right = right[1:]
+    return tuple(left), tuple(right[:3])
+
+
+def _fold(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def same_slot(q: Quantity, p: Quantity) -> bool:
+    """Two numbers in the same place of two steps: the same two words before them and the same
+    (up to three) words after them on their lines."""
+    (ql, qr), (pl, pr) = [(tuple(_fold(w) for w in left), tuple(_fold(w) for w in right))
+                          for left, right in (q.slot, p.slot)]
+    return len(ql) == 2 and ql == pl and bool(qr) and qr == pr
+
+
 def _readings(value: Fraction, pct: bool) -> tuple[Fraction, ...]:
     return (value, value / 100) if pct else (value,)
 
 
 # --- computations ------------------------------------------------------------------------------
 
-_TOKEN = re.compile(rf"(?P<num>{_NUM})(?P<pct>\s?%)?|(?P<op>[-+*/x])|(?P<lp>\()|(?P<rp>\))|(?P<skip>\s+|\$)|(?P<other>.)",
-                    re.DOTALL)
+# "x" multiplies only between spaces before a number ("4 x 5"); in "2x + 5" it is a variable
+_TOKEN = re.compile(rf"(?P<num>{_NUM})(?P<pct>\s?%)?|(?P<op>[-+*/]|(?<=\s)x(?=\s+[\d(.$]))|(?P<lp>\()|(?P<rp>\))"
+                    rf"|(?P<skip>\s+|\$)|(?P<other>.)", re.DOTALL)
 # a unit or noun right after a number inside arithmetic ("100 dollars/day * 5 days"); not "x"
 _UNIT_AFTER_NUMBER = re.compile(r"(?<=[\d%])\s*(?!x\b)[A-Za-z]+(?:/[A-Za-z]+)?")
 _OF = re.compile(rf"(?P<a>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?(?P<pct>\s?%)?\s+of\s+"
@@ -339,7 +374,7 @@ def read_step(text: str) -> StepFacts:
         unit, money, direction = _attributes(text, m.start(), m.end())
         operand = any(a <= m.start() < b for _, _, a, b in calc)
         facts.quantities.append(Quantity(_readings(value, bool(m.group("pct"))), m.group().strip(), unit, money,
-                                         direction, operand))
+                                         direction, operand, _slot(text, m.start(), m.end())))
     for value, expr, _, _ in calc:
         facts.computed.append(Quantity((value,), expr))
     for pattern in (_RESULT_RE, _ANSWER_RE):
@@ -385,8 +420,32 @@ def _found(q: Quantity, pool: list[Quantity]) -> bool:
     return any(matches(q, p) for p in pool)
 
 
+def _conflict(q: Quantity, pool: list[Quantity]) -> Quantity | None:
+    """A quantity of `pool` with q's value but another unit or direction, when none of the pool's
+    quantities with that value agrees with q ("30 km" against "30 miles", "12 more" against "12 fewer")."""
+    plain = Quantity(q.values, q.text, money=q.money)
+    same_value = [p for p in pool if matches(plain, Quantity(p.values, p.text, money=p.money))]
+    if not same_value or any(matches(q, p) for p in same_value):
+        return None
+    return same_value[0]
+
+
+def _substituted(q: Quantity, mine: StepFacts, theirs: StepFacts) -> Quantity | None:
+    """The other step's number in q's place, when it is another number: neither step has the
+    other's value in that place ("Marcus had 30 pebbles" against "Marcus had 18 pebbles", however
+    often either step uses 30 or 18 elsewhere)."""
+    peers = [p for p in theirs.quantities if same_slot(q, p)]
+    if not peers or any(matches(q, p) for p in peers):
+        return None
+    for p in peers:
+        if not any(matches(p, r) for r in mine.quantities if same_slot(p, r)):
+            return p
+    return None
+
+
 def _fmt(q: Quantity) -> str:
-    return repr(q.text)
+    extra = [x for x in (q.unit, "money" if q.money and q.unit is None else None, q.direction) if x]
+    return repr(q.text) + (f" ({', '.join(extra)})" if extra else "")
 
 
 _CONSTANTS = [Fraction(n) for n in (*range(13), 24, 30, 52, 60, 100, 365, 1000)] + [
@@ -426,7 +485,17 @@ class NumericGuard:
             for q in mine.computed:
                 if not _found(q, other):
                     return Comparison(False, f"{side} computes {_fmt(q)} = {_value(q)}, which the other step does not")
-        # 3. quantities stated on one side only
+        # 3. the same value with a conflicting unit or direction, and another number in the same place
+        for side, mine, theirs in (("draft", d, t), ("target", t, d)):
+            for q in mine.quantities:
+                conflict = _conflict(q, theirs.quantities + theirs.results)  # computed values carry no unit
+                if conflict is not None:
+                    return Comparison(False, f"{side} states {_fmt(q)} where the other step states {_fmt(conflict)}")
+                twin = _substituted(q, mine, theirs)
+                if twin is not None:
+                    return Comparison(False, f"{side} states {_fmt(q)} where the other step states {_fmt(twin)} "
+                                             f"({' '.join(q.slot[0])} _ {' '.join(q.slot[1])})")
+        # 4. quantities stated on one side only
         unmatched = {side: [q for q in mine.quantities if not q.operand and not _found(q, other)]
                      for side, mine, other in sides}
         if unmatched["draft"] and unmatched["target"]:
