@@ -144,7 +144,7 @@ _UNIT_NAMES = {
     "dollar": "dollars dollar usd", "cent": "cents cent", "euro": "euros euro",
     "km": "km kms kilometer kilometers kilometre kilometres", "m": "m meter meters metre metres",
     "cm": "cm centimeter centimeters", "mm": "mm millimeter millimeters", "mile": "mile miles mi",
-    "foot": "foot feet ft", "inch": "inch inches in", "yard": "yard yards yd",
+    "foot": "foot feet ft", "inch": "inch inches", "yard": "yard yards yd",
     "second": "second seconds sec secs s", "minute": "minute minutes min mins", "hour": "hour hours hr hrs h",
     "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
     "kg": "kg kilogram kilograms", "g": "g gram grams", "pound": "pound pounds lb lbs", "ounce": "ounce ounces oz",
