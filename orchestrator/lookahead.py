@@ -16,7 +16,7 @@ import hashlib
 import secrets
 import time
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Awaitable
 
 from orchestrator.accept import adopt, mark_rejected, stop_mismatch, stop_verdict
@@ -37,6 +37,10 @@ from orchestrator.types import (
 
 #: consecutive draft/verifier failures back speculation off for 1, 2, 4, ... up to this many cycles
 MAX_BACKOFF_CYCLES = 64
+#: width > 1 under greedy drafting: siblings after the first sample with the reference's sampling
+#: defaults (temperature 0.6, top_p 0.95, top_k 20), each with its own seed. Greedy siblings would
+#: all be the same step, W times the draft and verify cost for nothing.
+SIBLING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
 
 #: the allowed range of each bounded session parameter, stated once: the config, the OpenAI
 #: request model and the CLI read it from here
@@ -55,7 +59,9 @@ class LookaheadParams:
     tokens: bool = False
     # g, drafted steps per cycle: an int, or "auto" for the adaptive policy choosing 0..max_depth
     depth: int | str = AUTO
-    width: int = 1  # W: sibling drafts per position (distinct seeds)
+    # W: sibling drafts per position (distinct seeds; under greedy drafting sibling 0 is the greedy
+    # step and the others sample with SIBLING_SAMPLING)
+    width: int = 1
     schedule: Schedule = "sync"
     max_step_tokens: int = 100
     max_tokens: int = 512
@@ -150,11 +156,20 @@ class Lookahead:
         self.stats.count_target_call(rows, time.perf_counter() - t0)
         return steps
 
-    async def _draft_steps(self, prefix: list[Step]) -> list[Step]:
+    def _sibling_sampling(self, k: int) -> SamplingParams:
+        """Sibling k's sampling: the draft's own, except that under greedy drafting the siblings
+        after the first sample (SIBLING_SAMPLING), so that they are not W copies of one step."""
         sampling = self.params.draft_sampling
+        if k == 0 or not sampling.greedy:
+            return sampling
+        return replace(sampling, **SIBLING_SAMPLING)
+
+    async def _draft_steps(self, prefix: list[Step]) -> list[Step]:
         where = prefix_digest(prefix)
-        reqs = [self._request(prefix, sampling.with_seed(self._seed(sampling, len(prefix), where, k + 1)))
-                for k in range(self.params.width)]
+        reqs = []
+        for k in range(self.params.width):
+            sampling = self._sibling_sampling(k)
+            reqs.append(self._request(prefix, sampling.with_seed(self._seed(sampling, len(prefix), where, k + 1))))
         try:
             steps = await self._timed("draft_s", self.draft.generate_steps(reqs))
         except asyncio.CancelledError:
@@ -164,9 +179,14 @@ class Lookahead:
             raise
         self.stats.draft_calls += 1
         self.stats.drafted_steps += len(steps)
+        # a sampled sibling can still repeat an earlier one: a copy cannot change a verdict, so
+        # it is not verified again (sibling order, and so sibling 0's place, is kept)
+        distinct: list[Step] = []
         for s in steps:
             s.source = "draft"
-        return steps
+            if not any(s.token_ids == d.token_ids and s.text == d.text for d in distinct):
+                distinct.append(s)
+        return distinct
 
     async def _verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
         """Verdicts for pairs; a stop-reason mismatch is rejected without asking the verifier."""

@@ -36,5 +36,6 @@ class ChoiceScorer(Protocol):
 
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
         """For each prompt (rendered with the chat template and a generation prompt), the
-        probabilities of each choice's first token, renormalised over the choices."""
+        probability of each choice's first token: the model's own, over its whole vocabulary
+        (never renormalised over the choices, so a low total says the model answered otherwise)."""
         ...

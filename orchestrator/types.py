@@ -214,22 +214,25 @@ class GenerationResult:
     stats: Stats
     finish_reason: str = "stop"
 
-    def to_dict(self) -> dict:
+    def to_dict(self, rejected_drafts: bool = False) -> dict:
         return {
             "text": self.text,
             "mode": self.stats.mode,
             "finish_reason": self.finish_reason,
-            "steps": [step_dict(s) for s in self.steps],
+            "steps": [step_dict(s, rejected_drafts) for s in self.steps],
             "stats": self.stats.to_dict(),
         }
 
 
-def step_dict(s: Step) -> dict:
-    """A step for JSON: text, source, tokens, and the verdict fields when a verifier ruled."""
+def step_dict(s: Step, rejected_drafts: bool = False) -> dict:
+    """A step for JSON: text, source, tokens, and the verdict fields when a verifier ruled.
+
+    The text of a rejected draft is included only when asked for (`rejected_drafts`): it is
+    unverified small-model text, which a response shows only to a caller who wants it."""
     d: dict = {"text": s.text, "source": s.source, "tokens": len(s.token_ids)}
     if s.verifier is not None:
         d["verifier"] = s.verifier
         d["score"] = None if s.score is None else round(s.score, 4)
-    if s.rejected_draft is not None:
+    if rejected_drafts and s.rejected_draft is not None:
         d["rejected_draft"] = s.rejected_draft
     return d

@@ -1,13 +1,16 @@
 """Exact and normalised step comparison.
 
-`exact` is the verifier of lossless mode: byte-identical text (the core then keeps the
-target's own tokens). `normalized` folds whitespace and case; it is the cheap shortcut the
-reference runs before any judge, and it is not lossless.
+`exact` is the verifier of lossless mode: with a shared tokenizer the draft must have the target's
+token ids (and text), across tokenizers the target's text byte for byte (orchestrator/accept.py,
+`same_tokens`). `normalized` folds runs of whitespace; it is the cheap shortcut the reference runs
+before any judge, and it is not lossless. Case is kept: in a step "N" and "n" can name different
+quantities.
 """
 from __future__ import annotations
 
 import re
 
+from orchestrator.accept import same_tokens
 from orchestrator.types import Verdict, VerifyPair
 
 
@@ -15,12 +18,16 @@ class ExactVerifier:
     name = "exact"
 
     async def verify(self, pairs: list[VerifyPair]) -> list[Verdict]:
-        return [Verdict(p.draft.text == p.target.text, float(p.draft.text == p.target.text), self.name)
-                for p in pairs]
+        out = []
+        for p in pairs:
+            same = same_tokens(p.draft, p.target)
+            detail = "" if same or p.draft.text != p.target.text else "same text, other token ids"
+            out.append(Verdict(same, float(same), self.name, detail))
+        return out
 
 
 def normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().casefold()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 class NormalizedVerifier:

@@ -18,8 +18,12 @@ Pairs the pre-check rules on (equal text, a stop-reason mismatch: verifier/prech
 never reach the judge.
 
 Both capitalisations are scored ("Yes", "yes", "No", "no": distinct first tokens in the
-Qwen tokenizer) and P(yes) = P(Yes) + P(yes) after renormalising over the four, so the
-verdict does not depend on which spelling the model prefers after the chat header.
+Qwen tokenizer) and P(yes) = P(Yes) + P(yes), so the verdict does not depend on which spelling
+the model prefers after the chat header. The probabilities are the model's own, over its whole
+vocabulary, never renormalised over the four: a judge that puts 1% on "Yes" and 0.5% on "No" is
+not answering the question (renormalised, that would read as 0.67 and pass). A pair is accepted
+only when P(yes) itself reaches the threshold and the mass on the four answers is at least
+MIN_CHOICE_MASS.
 """
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ YES = ("Yes", "yes")
 #: without the variable ignore it.
 NO_THINKING = {"enable_thinking": False}
 NO = ("No", "no")
+#: judges and raters: below this probability on the answer tokens (yes/no, the digits) the model
+#: did not answer what it was asked, and the pair is rejected whatever the split between them
+MIN_CHOICE_MASS = 0.5
 
 JUDGE_SYSTEM = "You are a careful math teacher. You check whether two solution steps agree."
 JUDGE_TEMPLATE = """{context}Step A:
@@ -114,8 +121,7 @@ class LLMJudgeVerifier:
         probs = await self.scorer.choice_probs([self.prompt(p) for p in pairs], [*YES, *NO])
         out = []
         for row in probs:
-            p_yes = float(sum(row[: len(YES)]))
-            total = float(sum(row)) or 1.0
-            p_yes /= total
-            out.append(Verdict(p_yes >= self.threshold, p_yes, self.name, f"p_yes={p_yes:.4f}"))
+            p_yes, p_no = float(sum(row[: len(YES)])), float(sum(row[len(YES):]))
+            ok = p_yes + p_no >= MIN_CHOICE_MASS and p_yes >= self.threshold
+            out.append(Verdict(ok, p_yes, self.name, f"p_yes={p_yes:.4f} p_no={p_no:.4f}"))
         return out

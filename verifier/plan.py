@@ -6,9 +6,9 @@ almost exactly like the full one (all-MiniLM-L6-v2 accepted 10 of the 12 dropped
 of the labelled pairs, at cosine 0.87-0.99: docs/verifiers.md). Accepting it is the
 costliest kind of wrong draft: the target then follows the shorter plan and leaves that
 computation out of the answer. Three rules, about structure, operations and the problem's words,
-none about style, and all only for steps that compute nothing (no "= 24", no "3/4 * 7000"
-on either side): a step that computes is the numeric guard's, which sees its numbers (its
-bullets are working, not plan items).
+none about style, and all only for steps that compute nothing (no "= 24", no "3/4 * 7000", no
+final answer on either side): a step that computes is the numeric guard's, which sees its
+numbers (its bullets are working, not plan items).
 
 1. Items: lines that open with a list marker ("1.", "2)", "-", "*", "•", "Step 3:") are the
    step's items. When either side has items, both must have the same number of them: an
@@ -88,11 +88,15 @@ def operations(text: str) -> set[str]:
     return {_OPS[w] for w in _WORD.findall(text.lower()) if w in _OPS}
 
 
+#: a final answer ("\boxed{15}", "#### 15", "The answer is 15"): the numeric guard's, never a plan
+_ANSWER = re.compile(r"\\boxed\s*\{|####|\banswer\s+is\s*:?\s*\$?\s*-?\d", re.IGNORECASE)
+
+
 def computes(text: str) -> bool:
-    """True when the step does arithmetic: a result ("= 24") or an operation between numbers
-    ("3/4 * 7000", LaTeX included)."""
+    """True when the step does arithmetic or states a final answer: a result ("= 24"), an
+    operation between numbers ("3/4 * 7000", LaTeX included), "\\boxed{24}", "The answer is 24"."""
     plain = _FRAC.sub(r"\1/\2", _TIMES.sub(" * ", text))
-    return bool(_RESULT.search(plain) or _OPERATION.search(plain))
+    return bool(_RESULT.search(plain) or _OPERATION.search(plain) or _ANSWER.search(text))
 
 
 class PlanGuard:

@@ -1,9 +1,11 @@
 """The cheap rulings in front of every semantic verifier (embedding, LLM judge, target score).
 
-- A stop-reason mismatch (one step ends the answer with EOS, the other does not) is rejected:
-  never equivalent, whatever the text says (the core applies the same rule to every verifier).
-- Equal text after whitespace and case folding is accepted without calling the model, as the
-  reference does before its judge: an identical step then costs no judge or embedder call
+- A stop mismatch (one step ends the answer with EOS and the other does not, or one closes
+  `</think>` and the other does not) is rejected: never equivalent, whatever the text says (the
+  core applies the same rule to every verifier).
+- Equal text after whitespace folding is accepted without calling the model, as the reference
+  does before its judge (case is kept: "N" and "n" may be different quantities): an identical
+  step then costs no judge or embedder call
   and cannot be rejected by a noisy score. It is also the one place the target-score rater
   uses the target's own step, which its prompt does not show.
 
@@ -26,7 +28,7 @@ def ruling(pair: VerifyPair) -> Verdict | None:
     if stop_mismatch(pair.draft, pair.target):
         return stop_verdict(pair.draft, pair.target)
     if normalize(pair.draft.text) == normalize(pair.target.text):
-        return Verdict(True, 1.0, EQUAL, "equal after whitespace/case folding")
+        return Verdict(True, 1.0, EQUAL, "equal after whitespace folding")
     return None
 
 

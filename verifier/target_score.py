@@ -2,7 +2,10 @@
 
 No third model: the target model itself reads the question, the accepted steps and the
 drafted step, and is asked for a single digit. The probabilities of "0".."9" come from one
-`choice_probs` call for the batch. The rating is the *expected* digit, sum(i * P(i)),
+`choice_probs` call for the batch (the model's own probabilities over its whole vocabulary).
+When their sum is below MIN_CHOICE_MASS the model did not answer with a rating and the draft
+is rejected: a rating read from the digits' share of a 3% mass would be noise. Otherwise the
+rating is the *expected* digit over the digits, sum(i * P(i)) / sum(P(i)),
 rather than the argmax a greedy single-token answer would give: it is smoother (a step the
 model splits between 6 and 8 gets ~7, not whichever wins by a hair) and gives a usable
 ranking score; pass `expected=False` for SpecReason's argmax behaviour. Accepted when the
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from orchestrator.protocols import ChoiceScorer
 from orchestrator.types import Prompt, Verdict, VerifyPair
-from verifier.judge import NO_THINKING, clip, question_text
+from verifier.judge import MIN_CHOICE_MASS, NO_THINKING, clip, question_text
 from verifier.kinds import KINDS
 from verifier.precheck import prechecked
 
@@ -88,6 +91,7 @@ class TargetScoreVerifier:
         for row in probs:
             r = self.rating(row)
             best = max(range(10), key=row.__getitem__)
-            out.append(Verdict(r >= self.threshold, r, self.name,
-                               f"rating={r:.2f} argmax={best} p={row[best]:.2f}"))
+            mass = float(sum(row))
+            out.append(Verdict(mass >= MIN_CHOICE_MASS and r >= self.threshold, r, self.name,
+                               f"rating={r:.2f} argmax={best} p={row[best]:.2f} digits={mass:.2f}"))
         return out

@@ -27,7 +27,7 @@ g + 1 times in one batch; with step acceptance b it emits E = (1 - b^(g+1)) / (1
 QUALITY_NOTE = """\
 Accuracy: the answer's last number against the GSM8K gold. Same final answer as ar: the same last
 number as ar's answer to the question (in this run). Accepted drafts used: drafted steps the
-answers kept; of those, how many are not the target's own step (after whitespace/case folding),
+answers kept; of those, how many are not the target's own step (after whitespace folding),
 and how many the numeric guard (verifier/numeric.py) would have rejected against the target's
 step: the accepted drafts a stricter check would have refused (benchmarks/bench/strict_check.py).
 """

@@ -6,7 +6,7 @@ which keeps every pair it ruled on, and `strict_review` then looks at each draft
 answer actually used and asks two stricter checks about it against the target's own step at
 that position:
 
-- equality: the same text after whitespace and case folding (the verifier pre-check);
+- equality: the same text after whitespace folding (the verifier pre-check);
 - the numeric guard (verifier/numeric.py): no computed result or one-sided number differs.
 
 Counts of accepted drafts each would have rejected go next to accuracy in the report, with a

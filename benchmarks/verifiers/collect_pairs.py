@@ -36,7 +36,10 @@ async def collect(args) -> int:
     from orchestrator.types import Prompt, SamplingParams, StepRequest
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
-    picked = list(range(args.start, min(len(rows), args.start + args.questions)))
+    if args.rows:
+        picked = [int(x) for x in args.rows.split(",") if x.strip()]
+    else:
+        picked = list(range(args.start, min(len(rows), args.start + args.questions)))
     target = build_engine(EngineConfig(model=args.target, device="cpu"))
     drafts = []
     for spec in args.drafts.split(","):
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="GSM8K-format JSONL (use the train split)")
     p.add_argument("--start", type=int, default=7400, help="first row of --data")
     p.add_argument("--questions", type=int, default=12)
+    p.add_argument("--rows", default=None, metavar="I,J,...",
+                   help="these rows of --data instead of --start/--questions (e.g. questions with a comparative)")
     p.add_argument("--target", default="qwen2.5-0.5b")
     p.add_argument("--drafts", default="smollm2-135m,qwen2.5-0.5b@0.8",
                    help="comma-separated draft models; NAME@T samples at temperature T")

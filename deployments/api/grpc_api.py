@@ -32,7 +32,8 @@ def grpc_fail(context, err: HTTPError) -> None:
 
 
 def pb_steps(steps: list[dict]) -> list[pb.Step]:
-    return [pb.Step(text=s["text"], source=s["source"], tokens=s.get("tokens", 0)) for s in steps]
+    return [pb.Step(text=s["text"], source=s["source"], tokens=s.get("tokens", 0), rejected_draft=s.get("rejected_draft"))
+            for s in steps]
 
 
 def pb_stats(st: dict) -> pb.Stats:

@@ -93,6 +93,8 @@ class LookaheadRequestOptions(BaseModel):
     max_step_tokens: int | None = bounded("max_step_tokens")  # a step is cut after this many tokens
     schedule: Schedule | None = None
     verifier: VerifierKind | None = None
+    # steps[].rejected_draft (the draft a verifier refused, unverified text) in the response
+    rejected_drafts: bool = False
 
 
 class ContentPart(BaseModel):

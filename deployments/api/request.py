@@ -26,6 +26,7 @@ class RequestOptions:
     width: int | None = None  # W, sibling drafts per position
     depth: int | str | None = None  # g, or "auto"
     max_step_tokens: int | None = None
+    rejected_drafts: bool = False  # a response option: rejected drafts' text in the steps
     # how each token is chosen, in vLLM's order: the distribution, the bias, the penalties
     temperature: float | None = None
     top_p: float | None = None

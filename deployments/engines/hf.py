@@ -21,7 +21,7 @@ from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_id
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
 
 
-HF_ENGINE_KWARGS = frozenset({"max_batch"}) | STATIC_KWARGS
+HF_ENGINE_KWARGS = frozenset({"max_batch", "suppress_tokens"}) | STATIC_KWARGS
 
 
 def pick_device(device: str) -> str:
@@ -39,8 +39,9 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 class HFEngine(Engine):
     """StepEngine and ChoiceScorer over a transformers causal LM.
 
-    `cfg.engine_kwargs` may set `max_batch` (rows per forward loop, default 16); anything else is
-    refused, so a vLLM-only option never passes silently.
+    `cfg.engine_kwargs` may set `max_batch` (rows per forward loop, default 16), `suppress_tokens`
+    (Engine) and the static decoder's options; anything else is refused, so a vLLM-only option
+    never passes silently.
     """
 
     def __init__(self, cfg: EngineConfig) -> None:
@@ -136,7 +137,7 @@ class HFEngine(Engine):
         prompt_ids = self.renderer.ids(req.prompt)
         ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
         limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - (len(ids) - len(prompt_ids)))
-        return StepRow(ids, req.sampling, limit, budget_cut)
+        return StepRow(ids, self.sampling_for(req.sampling), limit, budget_cut)
 
     def _step(self, row: StepRow) -> Step:
         text = self.tokenizer.decode(row.out, skip_special_tokens=True)
@@ -259,8 +260,7 @@ class HFEngine(Engine):
             for p in prompts:  # one by one: judge prompts differ a lot in length
                 ids = torch.tensor([self.renderer.ids(p)], device=self.device)
                 logits = self.model(input_ids=ids).logits[0, -1].float()
-                probs = torch.softmax(logits, -1)[first]
-                result.append((probs / probs.sum().clamp(min=1e-12)).tolist())
+                result.append(torch.softmax(logits, -1)[first].tolist())  # raw: see Engine.choice_probs
         return result
 
 

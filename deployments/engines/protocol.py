@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from dataclasses import replace
+
 from deployments.config import EngineConfig
-from orchestrator.types import Prompt, Step, StepRequest
+from orchestrator.types import Prompt, SamplingParams, Step, StepRequest
+
+#: the logit bias that suppresses a token (the bound vLLM allows; far beyond any gap between a
+#: model's top logits)
+SUPPRESS_BIAS = -100.0
 
 
 class EngineUnhealthy(RuntimeError):
@@ -27,6 +33,17 @@ class Engine(ABC):
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
         self.name = cfg.model
+        # engine_kwargs "suppress_tokens": token ids this engine never writes (transformers'
+        # generation_config.suppress_tokens), as a -100 logit bias on every request. A draft that
+        # may not write ".\n\n" as one token writes the same text in other tokens than its target.
+        self.suppress_tokens = tuple(int(t) for t in cfg.engine_kwargs.get("suppress_tokens", ()))
+
+    def sampling_for(self, sampling: SamplingParams) -> SamplingParams:
+        """A request's sampling with this engine's suppressed tokens added to its logit bias."""
+        if not self.suppress_tokens:
+            return sampling
+        bias = dict(sampling.logit_bias) | {t: SUPPRESS_BIAS for t in self.suppress_tokens}
+        return replace(sampling, logit_bias=tuple(sorted(bias.items())))
 
     # -- the core's protocols (StepEngine, ChoiceScorer) -----------------------------------
     @abstractmethod
@@ -36,8 +53,9 @@ class Engine(ABC):
 
     @abstractmethod
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
-        """For each prompt (chat template + generation prompt), the probabilities of each choice's
-        first token, renormalised over the choices (judges and raters read verdicts this way)."""
+        """For each prompt (chat template + generation prompt), the probability of each choice's
+        first token over the whole vocabulary, not renormalised over the choices (judges and
+        raters reject a pair when the total is low: the model answered something else)."""
 
     # -- what the Serve layer and the CLI need ------------------------------------------
     @property

@@ -87,7 +87,13 @@ def engine_args(cfg: EngineConfig, path: str, cpu: bool) -> dict:
     """The AsyncEngineArgs keyword arguments for one EngineConfig (engine_kwargs passed through)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    if cfg.batch_invariant and cpu:
+        # vLLM applies VLLM_BATCH_INVARIANT in its GPU worker only (cuBLAS settings on Hopper and
+        # Blackwell, Triton kernels on Ampere and ROCm); the CPU worker has no such mode
+        raise VLLMUnsupported("batch_invariant: vLLM has no batch-invariant mode on CPU (its GPU worker only); "
+                              "use the hf engine with batch_invariant for bit-identical rows on CPU")
     kwargs = dict(cfg.engine_kwargs)
+    kwargs.pop("suppress_tokens", None)  # ours (Engine.sampling_for), not vLLM's
     lookup = {k: kwargs.pop(k) for k in ("prompt_lookup_max", "prompt_lookup_min") if k in kwargs}
     spec = speculative_config(cfg, {**lookup, **(kwargs.pop("speculative_config", None) or {})})
     if cfg.dtype != "auto":
@@ -159,6 +165,8 @@ class VLLMEngine(Engine):
         if self.cpu:
             _cpu_environment(cfg)
         self.engine_args = engine_args(cfg, path, self.cpu)
+        if cfg.batch_invariant:  # read by vLLM's engine core and GPU worker when they start
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
         self.spec_stats = {"requests": 0, "spec_steps": 0, "draft_tokens": 0, "accepted_tokens": 0}
 
         self._loop = asyncio.new_event_loop()
@@ -240,7 +248,7 @@ class VLLMEngine(Engine):
         rid = f"{req.request_id or 'step'}-{index}-{uuid.uuid4().hex[:12]}"
         row = _Row(rid, ids, limit, budget_cut)
         if limit > 0:
-            s = req.sampling
+            s = self.sampling_for(req.sampling)
             row.params = VSamplingParams(
                 n=1,
                 temperature=max(0.0, s.temperature),
@@ -357,9 +365,7 @@ class VLLMEngine(Engine):
         result = []
         for out in outs:
             lp = out.outputs[0].logprobs[0]  # token id -> Logprob (raw model distribution)
-            probs = [math.exp(lp[t].logprob) if t in lp else 0.0 for t in first]
-            total = sum(probs)
-            result.append([p / total for p in probs] if total > 0 else [1.0 / len(first)] * len(first))
+            result.append([math.exp(lp[t].logprob) if t in lp else 0.0 for t in first])  # raw, not renormalised
         return result
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -165,6 +165,8 @@ class Orchestrator:
             raise BadRequest(str(exc), "stop") from exc
         session, prompt_tokens = await self._session(spec)
         rid = session.request_id
+        # rejected drafts are unverified small-model text: in the response only when asked for
+        rejected = spec.options.rejected_drafts
         timeout = min(float(spec.timeout_s or self.cfg.server.request_timeout_s),
                       self.cfg.server.request_timeout_s)
         deadline = time.monotonic() + timeout
@@ -181,14 +183,14 @@ class Orchestrator:
                     raise DeadlineExceeded(f"request exceeded its deadline of {timeout:g}s") from None
                 pieces = stops.feed(steps)
                 if pieces:
-                    yield {"steps": [_piece_dict(p) for p in pieces]}
+                    yield {"steps": [_piece_dict(p, rejected) for p in pieces]}
             pieces = stops.finish()
             if pieces:
-                yield {"steps": [_piece_dict(p) for p in pieces]}
+                yield {"steps": [_piece_dict(p, rejected) for p in pieces]}
             await stream.aclose()  # a stop string ends the session before its own end; stats final
             result = stops.result(session.result())
             self._account(result.stats)
-            yield {"done": True, **result.to_dict()}
+            yield {"done": True, **result.to_dict(rejected)}
         finally:
             await stream.aclose()  # cancels whatever the session still has in flight
             self.sessions.pop(rid, None)
@@ -234,9 +236,9 @@ class Orchestrator:
         return dict(zip((r for r, _ in roles), results))
 
 
-def _piece_dict(piece: Piece) -> dict:
+def _piece_dict(piece: Piece, rejected_drafts: bool = False) -> dict:
     """A streamed piece of a step; its tokens are counted once, on the step's last piece."""
-    d = step_dict(piece.step)
+    d = step_dict(piece.step, rejected_drafts)
     d["text"] = piece.text
     if not piece.last:
         d["tokens"] = 0

@@ -679,3 +679,36 @@ async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, ht
     assert over_http.prompt == over_grpc.prompt
     assert over_http.verifier.name == over_grpc.verifier.name == "normalized"
     assert over_http.stats.mode == over_grpc.stats.mode == "lr"
+
+
+# -- rejected drafts: unverified text, in a response only when asked for -----------------------
+
+@LOOP
+async def test_rejected_drafts_only_when_the_request_asks(app, http):
+    from protos.lookahead.v1 import lookahead_pb2 as pb
+
+    # sampled, so draft and target rows draw with other seeds and the exact verifier rejects drafts
+    body = {"model": "lookahead", "messages": MSG, "max_tokens": 24, "temperature": 1.0, "seed": 5}
+    for la in ({"mode": "lr", "depth": 2}, {"mode": "lr", "depth": 2, "rejected_drafts": False}):
+        r = await http.post("/v1/chat/completions", json={**body, "lookahead": la})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["lookahead"]["verified_steps"] > r.json()["usage"]["lookahead"]["accepted_steps"]
+        assert not any("rejected_draft" in s for s in r.json()["lookahead"]["steps"])
+    la = {"mode": "lr", "depth": 2, "rejected_drafts": True}
+    full = (await http.post("/v1/chat/completions", json={**body, "lookahead": la})).json()
+    assert any(s.get("rejected_draft") for s in full["lookahead"]["steps"])
+    chunks = events(await http.post("/v1/chat/completions", json={**body, "lookahead": la, "stream": True}))
+    streamed = [s for c in chunks for s in c["lookahead"]["steps"]]
+    assert [s.get("rejected_draft") for s in streamed if s.get("rejected_draft")] == \
+        [s["rejected_draft"] for s in full["lookahead"]["steps"] if s.get("rejected_draft")]
+
+    def req(shown: bool):
+        return pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content=QUESTION)], max_tokens=24,
+                                  temperature=1.0, seed=5,
+                                  lookahead=pb.LookaheadOptions(mode="lr", depth=2, rejected_drafts=shown))
+
+    plain, shown = (await app.ingress.Generate(req(False), Context())), (await app.ingress.Generate(req(True), Context()))
+    assert plain.text == shown.text == full["choices"][0]["message"]["content"]
+    assert not any(s.HasField("rejected_draft") for s in plain.steps)
+    assert [s.rejected_draft for s in shown.steps if s.HasField("rejected_draft")] == \
+        [s["rejected_draft"] for s in full["lookahead"]["steps"] if s.get("rejected_draft")]

@@ -17,7 +17,7 @@ from protos.lookahead.v1 import lookahead_pb2 as pb
 
 # every per-request option set away from its default
 LOOKAHEAD = {"mode": "lr+sd", "depth": 3, "width": 2, "schedule": "async", "verifier": "normalized",
-             "max_step_tokens": 40}
+             "max_step_tokens": 40, "rejected_drafts": True}
 SAMPLING = {"max_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 5, "seed": 11,
             "repetition_penalty": 1.1, "min_p": 0.05}
 BIAS = {"17": 2.5, "5": -1.0}

@@ -160,9 +160,11 @@ async def test_steps_carry_their_verdicts():
         ("draft", "exact", 1.0), ("target", "exact", 0.0)]
     assert steps[1].rejected_draft == "wrong 1.0\n\n"
     result = await run(*engines(wrong_at={1: True}), depth=3)
-    shown = result.to_dict()["steps"]
+    shown = result.to_dict(rejected_drafts=True)["steps"]
     assert shown[0] == {"text": "A\n\n", "source": "draft", "tokens": 3, "verifier": "exact", "score": 1.0}
     assert shown[1]["rejected_draft"] == "wrong 1.0\n\n" and shown[1]["score"] == 0.0
+    # unverified draft text is left out of a response unless the caller asks for it
+    assert [s.get("rejected_draft") for s in result.to_dict()["steps"]] == [None] * len(result.steps)
 
 
 @pytest.mark.parametrize("schedule", ["sync", "async"])
@@ -243,3 +245,77 @@ async def test_a_dead_draft_is_retried_ever_less_often():
     # pauses of 1, 2, 4, 8 cycles after consecutive failures: tried at cycles 0, 1, 3, 7, 15
     assert [pos for call in draft.calls for pos, _ in call] == [0, 1, 3, 7, 15]
     assert len(result.stats.degraded) == 5
+
+
+# --- lossless is token-exact ------------------------------------------------------------------
+
+@pytest.mark.parametrize("schedule", ["sync", "async"])
+async def test_same_text_in_other_tokens_is_rejected_by_exact(schedule):
+    # the draft writes step 1 with the target's text in other token ids; a target row conditioned
+    # on those ids goes off track (tests/support/fakes.py), as a real model's may
+    ar = await generate(ScriptedEngine(TRUTH), PROMPT, LookaheadParams(mode="ar"))
+    target, draft = engines(retokenize_at={1})
+    lr = await run(target, draft, schedule=schedule, depth=3)
+    assert lr.text == ar.text and [s.token_ids for s in lr.steps] == [s.token_ids for s in ar.steps]
+    assert lr.steps[1].source == "target" and lr.steps[1].rejected_draft == TRUTH[1]
+    assert lr.stats.accepted_by_depth[0] >= 1  # drafts around it were accepted
+    # a verifier comparing text only would have let the off-track steps in: the hole this closes
+    target, draft = engines(retokenize_at={1})
+    holed = await generate(target, PROMPT, LookaheadParams(mode="lr", schedule=schedule, depth=3), draft,
+                           NormalizedVerifier())
+    assert holed.text != ar.text
+
+
+async def test_exact_verifier_compares_token_ids_with_one_tokenizer_and_text_across():
+    from orchestrator.types import Step, VerifyPair
+
+    def pair(d_ids, t_ids, d_key="k", t_key="k", d_text="A.\n\n", t_text="A.\n\n"):
+        return VerifyPair(PROMPT, [], Step(d_text, d_ids, d_key, "delimiter", "draft"),
+                          Step(t_text, t_ids, t_key, "delimiter"))
+
+    out = await ExactVerifier().verify([pair([1, 2], [1, 2]), pair([1, 3, 3], [1, 2]),
+                                        pair([7, 8, 9], [1, 2], d_key="other"),
+                                        pair([1, 2], [1, 2], d_key="other", d_text="A. \n\n")])
+    assert [v.accepted for v in out] == [True, False, True, False]
+    assert out[1].detail == "same text, other token ids"
+
+
+# --- width > 1 under greedy decoding ------------------------------------------------------------
+
+async def test_greedy_width_samples_the_other_siblings_with_distinct_seeds():
+    from orchestrator.lookahead import SIBLING_SAMPLING
+
+    target, draft = engines()
+    seen = []
+    original = draft.generate_steps
+
+    async def record(requests):
+        seen.append([r.sampling for r in requests])
+        return await original(requests)
+
+    draft.generate_steps = record
+    steps, session = await first_cycle(target, draft, depth=2, width=3)
+    first = seen[0]
+    assert first[0].greedy and first[0].seed is None  # sibling 0 is the greedy step
+    assert all(s.temperature == SIBLING_SAMPLING["temperature"] and s.top_k == SIBLING_SAMPLING["top_k"]
+               for s in first[1:])
+    assert len({s.seed for s in first[1:]}) == 2 and None not in {s.seed for s in first[1:]}
+    # the scripted draft writes the same step for every sibling: copies are verified once
+    assert session.stats.drafted_steps == 3 * len(seen)
+    assert session.stats.verified_by_depth == [1, 1]
+    assert [s.source for s in steps] == ["draft", "draft", "target"]
+
+
+async def test_sync_extends_the_sibling_that_was_accepted():
+    # sibling 0 is wrong at position 0, sibling 1 right: the cycle ends on sibling 1 (the deeper
+    # rows were conditioned on sibling 0) and the next cycle drafts and expands after sibling 1
+    target, draft = engines(wrong_at={0: {0}})
+    session = Lookahead(target, draft, ExactVerifier(), PROMPT, LookaheadParams(depth=2, width=2))
+    stream = session.stream()
+    first = await stream.__anext__()
+    assert [(s.text, s.source) for s in first] == [("A\n\n", "draft")]
+    calls = len(draft.prefixes)
+    second = await stream.__anext__()
+    await stream.aclose()
+    assert all(prefix[:1] == ("A\n\n",) for prefix, _ in draft.prefixes[calls:])
+    assert [s.source for s in second][:1] == ["draft"] and second[0].text == "B\n\n"

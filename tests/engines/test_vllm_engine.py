@@ -58,6 +58,15 @@ def test_engine_args_mapping():
         engine_args(EngineConfig(model=MODEL, engine="vllm", engine_kwargs={"not_an_arg": 1}), "/m", cpu=True)
     with pytest.raises(ValueError, match="speculative_model"):
         engine_args(EngineConfig(model=MODEL, engine="vllm", token_speculation="draft_model"), "/m", cpu=True)
+    # batch invariance is a GPU-worker mode in vLLM: refused on CPU rather than silently ignored
+    from deployments.engines.vllm_engine import VLLMUnsupported
+
+    with pytest.raises(VLLMUnsupported, match="batch_invariant"):
+        engine_args(EngineConfig(model=MODEL, engine="vllm", batch_invariant=True), "/m", cpu=True)
+    assert engine_args(EngineConfig(model=MODEL, engine="vllm", batch_invariant=True), "/m", cpu=False)["model"] == "/m"
+    # suppress_tokens is the engine's own (a logit bias per request), not a vLLM engine argument
+    assert "suppress_tokens" not in engine_args(
+        EngineConfig(model=MODEL, engine="vllm", engine_kwargs={"suppress_tokens": [382]}), "/m", cpu=True)
 
 
 @LOOP

@@ -27,7 +27,7 @@ def pair(draft: str, target: str, draft_stop: str = "delimiter", target_stop: st
                       Step(draft, [], "a", draft_stop, "draft"), Step(target, [], "b", target_stop))
 
 
-SAME = pair("In May she sold 48 / 2 = 24 clips.\n\n", "in may she sold  48 / 2 = 24 clips.\n\n")
+SAME = pair("In May she sold 48 / 2 = 24 clips.\n\n", "In May she  sold 48 / 2 = 24 clips.\n\n")
 OTHER = pair("In May she sold half as many: 24 clips.\n\n", "In May she sold 48 / 2 = 24 clips.\n\n")
 EARLY_END = pair("The answer is 72.", "The answer is 72.\n\n", draft_stop="eos")
 LATE_END = pair("The answer is 72.\n\n", "The answer is 72.", target_stop="eos")
@@ -161,3 +161,34 @@ def test_a_template_without_thinking_ignores_the_setting(qwen_tokenizer):
     plain = Prompt(messages=judge_prompt.messages)
     assert renderer.text(judge_prompt) == renderer.text(plain)
     assert renderer.text(judge_prompt).endswith("<|im_start|>assistant\n")
+
+
+def test_the_pre_check_keeps_case_and_rules_a_think_mismatch():
+    from verifier.precheck import ruling
+
+    assert ruling(pair("Let N = 5 be the count.\n\n", "Let n = 5 be the count.\n\n")) is None  # the model decides
+    closes = pair("So the answer is 12.</think>\n\n", "So the answer is 12.\n\n")
+    opens = pair("Check: 3 * 4 = 12.\n\n", "Check: 3 * 4 = 12.</think>\n\n")
+    for p in (closes, opens):
+        v = ruling(p)
+        assert (v.accepted, v.verifier) == (False, "stop-reason") and "</think>" in v.detail
+    assert "draft" in ruling(closes).detail and "target" in ruling(opens).detail
+
+
+@pytest.mark.parametrize("probs, accepted", [
+    ([0.01, 0.0, 0.005, 0.0], False),  # 1% yes, 0.5% no: the judge answered something else
+    ([0.3, 0.1, 0.05, 0.0], False),  # P(yes) 0.4 < 0.5, however small P(no) is
+    ([0.45, 0.1, 0.3, 0.1], True),
+])
+async def test_judge_decides_on_the_raw_probabilities(probs, accepted):
+    out = await LLMJudgeVerifier(ScriptedScorer(probs)).verify([OTHER])
+    assert out[0].accepted is accepted and out[0].score == pytest.approx(probs[0] + probs[1])
+
+
+@pytest.mark.parametrize("probs, accepted", [
+    ([0.0] * 9 + [0.04], False),  # every digit's mass on 9, but only 4% of it: no rating was given
+    ([0.0] * 8 + [0.3, 0.5], True),  # 80% on digits, rating 8.6
+])
+async def test_rater_rejects_when_the_digits_get_little_mass(probs, accepted):
+    out = await TargetScoreVerifier(ScriptedScorer(probs)).verify([OTHER])
+    assert out[0].accepted is accepted and "digits=" in out[0].detail

@@ -17,7 +17,7 @@ from verifier.exact import ExactVerifier, NormalizedVerifier
 from verifier.factory import DEFAULT_THRESHOLDS, build_verifier
 from verifier.kinds import VERIFIER_KINDS
 from verifier.judge import LLMJudgeVerifier
-from verifier.numeric import GuardedVerifier, NumericGuard, extract_numbers
+from verifier.numeric import GuardedVerifier, NumericGuard, read_step
 from verifier.target_score import TargetScoreVerifier
 
 NATALIA = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
@@ -103,10 +103,11 @@ async def test_exact_verifier():
 
 async def test_normalized_verifier():
     v = NormalizedVerifier()
-    folded = pair_of(MAY, "in may she  sold 48 / 2 = 24 CLIPS.\n")
-    out = await v.verify([folded, make_pair("para_may"), make_pair("wrong_may")])
-    check_verdicts(out, "normalized", 3)
-    assert [x.accepted for x in out] == [True, False, False]
+    folded = pair_of(MAY, MAY.replace(" ", "  ").strip() + "\n")
+    cased = pair_of(MAY, MAY.upper())  # case is kept: "N" and "n" may be different quantities
+    out = await v.verify([folded, cased, make_pair("para_may"), make_pair("wrong_may")])
+    check_verdicts(out, "normalized", 4)
+    assert [x.accepted for x in out] == [True, False, False, False]
 
 
 # --- numeric guard -------------------------------------------------------------------------
@@ -125,21 +126,73 @@ def test_numeric_guard_passes_steps_without_numbers():
 
 
 def test_numeric_extraction_spellings():
-    vals = lambda s: extract_numbers(s).values  # noqa: E731
-    assert vals("It costs $1,200.") == {1200}
-    assert vals("3.50 dollars") == vals("3.5 dollars")
-    assert vals("64*.25") == {64, Fraction(1, 4)}
-    assert vals("12% off") == {12, Fraction("0.12")}
-    assert vals("Step 3: twelve eggs") == {12}
-    assert vals("forty-eight clips") == {48}
+    stated = lambda s: {v for q in read_step(s).quantities for v in q.values}  # noqa: E731
+    assert stated("It costs $1,200.") == {1200}
+    assert stated("3.50 dollars") == stated("3.5 dollars")
+    assert stated("64*.25") == {64, Fraction(1, 4)} and [q.value for q in read_step("64*.25").computed] == [16]
+    assert stated("12% off") == {12, Fraction("0.12")}
+    assert stated("Step 3: twelve eggs") == {12}
+    assert stated("forty-eight clips") == {48}
+    # fractions are values; word fractions, multipliers and dozens are numbers
+    assert stated("2/3 of the apples") == {Fraction(2, 3)}
+    assert stated("two thirds of the apples") == {Fraction(2, 3)}
+    assert stated("half as many") == {Fraction(1, 2)} and stated("a quarter of it") == {Fraction(1, 4)}
+    assert stated("the third tank") == set()  # an ordinal, not a fraction
+    assert stated("twice as many") == {2} and stated("three times as many") == {3}
+    assert stated("two dozen eggs") == {24} and stated("a dozen eggs") == {12}
+    assert stated("x = -3") == {-3} and stated("10 - 3") == {10, 3}
     # calculator annotations only repeat the visible calculation
-    assert extract_numbers("48/2=<<48/2=24>>24 clips").values == {48, 2, 24}
-    # results: the end of a chain, fractions, boxed and #### answers
-    assert [r[0] for r in extract_numbers("x = 160/2 = 80 and 48 + 24 = 72").results] == [80, 80, 72]
-    assert [r[0] for r in extract_numbers("= \\frac{3}{4}").results] == [0.75]
-    assert [r[0] for r in extract_numbers("The answer is \\boxed{72}.").results] == [72]
-    assert [r[0] for r in extract_numbers("#### 72").results] == [72]
-    assert extract_numbers("so 2x = 180 - 20").results == []  # an expression, not a result
+    assert stated("48/2=<<48/2=24>>24 clips") == {24}
+    # results: the end of a chain, fractions, boxed and #### answers, final-answer statements
+    results = lambda s: [q.value for q in read_step(s).results]  # noqa: E731
+    assert results("x = 160/2 = 80 and 48 + 24 = 72") == [80, 80, 72]
+    assert results("= \\frac{3}{4}") == [Fraction(3, 4)]
+    assert results("The answer is \\boxed{72}.") == [72]
+    assert results("#### 72") == [72]
+    assert results("The answer is 48.") == [48] and results("So the final answer is: $1,250.") == [1250]
+    assert results("so 2x = 180 - 20") == []  # an expression, not a result
+    # computations: units dropped, "of" and "times" products
+    computed = lambda s: [q.value for q in read_step(s).computed]  # noqa: E731
+    assert computed("100 \\text{ dollars/day} \\times 5 \\text{ days} = 500 \\text{ dollars}") == [500]
+    assert computed("2/3 of his 48 apples") == [32] and computed("half of 18") == [9]
+    assert computed("60% of $60000") == [36000] and computed("3 times as many as 12") == [36]
+    assert computed("3 of the 5 boxes") == []  # a count, not a product
+    # attributes: unit, money, direction
+    (q,) = read_step("30 km").quantities
+    assert q.unit == "km" and not q.money
+    assert read_step("$12").quantities[0].money and read_step("12 dollars").quantities[0].money
+    assert [q.direction for q in read_step("12 more and 5 fewer").quantities] == ["up", "down"]
+
+
+@pytest.mark.parametrize("draft, target, context", [
+    # substitution: both numbers in the question, still a different value
+    ("In May she sold 48 clips.", "In May she sold 24 clips.", NATALIA + " 48 / 2 = 24"),
+    ("x = 3", "x = -3", ""),  # sign
+    ("He keeps 2/3 of his 48 apples.", "He keeps 1/3 of his 48 apples.", "He has 48 apples; he gives 2/3 away."),
+    ("She has twice as many.", "She has three times as many.", ""),  # word multipliers
+    ("Half of them are red.", "A third of them are red.", ""),
+    ("He drives 30 km.", "He drives 30 miles.", "30 km 30 miles"),  # unit
+    ("It costs $1,235.", "It costs $1,234.50.", "$1,234.50"),  # money, exactly
+    ("She has 12 more apples.", "She has 12 fewer apples.", "12"),  # comparative
+    ("The answer is 48.", "The answer is 46.", "48 46"),  # final answer
+])
+def test_numeric_guard_rejects_a_changed_value(draft, target, context):
+    for d, t in ((draft, target), (target, draft)):  # symmetric
+        ok, reason = NumericGuard().check(d, t, context)
+        assert not ok, (d, t, reason)
+
+
+@pytest.mark.parametrize("draft, target", [
+    ("In May she sold 48/2 = 24 clips.", "Half of 48 is 24, so she sold 24 clips in May."),
+    ("He keeps 2/3 of 48 = 32 apples.", "He keeps two thirds of his 48 apples, which is 32."),
+    ("She has 2 x 12 = 24 eggs.", "She has two dozen eggs, so the answer is 24."),
+    ("180 + 0.5 \\times 180 = 180 + 90 = 270 \\text{ inches}", "180 \\text{ inches} \\times 1.50 = 270 \\text{ inches}"),
+    ("The answer is 72.", "So she sold 48 + 24 = 72 clips. #### 72"),
+])
+def test_numeric_guard_agrees_on_the_same_results(draft, target):
+    for d, t in ((draft, target), (target, draft)):
+        c = NumericGuard().compare(d, t, NATALIA)
+        assert c.ok and c.agreed, (d, t, c.reason)
 
 
 def test_numeric_guard_rules():
@@ -154,14 +207,31 @@ def test_numeric_guard_rules():
     # rounding of non-integers
     assert g.check("10/3 = 3.33 hours", "10 / 3 ≈ 3.333 hours")[0]
     assert not g.check("10/3 = 3.3 hours", "10/3 = 3.33 hours")[0]
-    # a one-sided number is tolerated only as a restated given or a small constant
+    # a number on one side only is tolerated only as a restated given or a small constant
     assert g.check("She has 48 clips and sells 24 more.", "She sells 24 more.", NATALIA)[0]
     assert not g.check("She has 48 clips and sells 24 more.", "She sells 24 more.")[0]
-    assert g.check("48 / 2 = 24", "half of 48 = 24")[0]  # 2 is a constant
+    assert g.check("48 / 2 = 24", "half of 48 = 24")[0]
     assert not g.check("She sold 24 clips in May.", "She sold 42 clips in May.", NATALIA)[0]
     # final answers
     assert g.check("The answer is \\boxed{72}.", "#### 72")[0]
     assert not g.check("The answer is \\boxed{72}.", "#### 70")[0]
+    # steps without numbers agree on nothing: the inner verifier's usual threshold applies
+    assert g.compare("Let's add them up.", "Now we add the two amounts.").agreed is False
+
+
+async def test_guarded_verifier_accepts_agreed_results_at_the_lower_threshold():
+    class Scored:
+        name = "s"
+
+        async def verify(self, pairs):
+            return [Verdict(False, 0.9, self.name, "cosine=0.9") for _ in pairs]
+
+    same = pair_of("In May she sold 48/2 = 24 clips.\n\n", "Half of 48 is 24 clips.\n\n", NATALIA)
+    words = pair_of("Now add them.\n\n", "Then we add the two.\n\n", NATALIA)
+    out = await GuardedVerifier(Scored(), agreed_threshold=0.85).verify([same, words])
+    assert [v.accepted for v in out] == [True, False] and "same results" in out[0].detail
+    out = await GuardedVerifier(Scored(), agreed_threshold=0.95).verify([same])
+    assert out[0].accepted is False
 
 
 class RecordingVerifier:
