@@ -21,6 +21,7 @@ from deployments.serve.metrics import LookaheadMetrics
 from deployments.serve.remote import RemoteEngine, cancel_quietly, response_result
 from deployments.serve.request_ids import serve_request_id
 from orchestrator.lookahead import Lookahead
+from orchestrator.policy import PriorBook
 from orchestrator.stop_strings import Piece, StopStrings
 from orchestrator.types import Prompt, Stats, step_dict
 
@@ -39,6 +40,7 @@ class Orchestrator:
         self.verifiers: dict[str, object] = {}
         self.sessions: dict[str, Lookahead] = {}
         self.totals = Stats(mode="all")
+        self.priors = PriorBook()  # per model pair, verifier, sampling and schedule: the depth policy's history
         self.requests = 0
         self.started = time.time()
         self._ready = asyncio.Lock()
@@ -77,7 +79,7 @@ class Orchestrator:
             self.verifiers[kind] = build_verifier(vcfg, target=self.engines["target"], judge=self.engines.get("judge"))
         return self.verifiers[kind]
 
-    async def _session(self, spec: dict) -> tuple[Lookahead, int]:
+    async def _session(self, spec: dict) -> tuple[Lookahead, int, tuple]:
         engines = await self._engines()
         overrides = dict(spec.get("overrides") or {})
         kind = overrides.pop("verifier", None) or self.cfg.verifier.kind
@@ -110,12 +112,14 @@ class Orchestrator:
         missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
         rid = spec.get("request_id") or serve_request_id()
-        # depth "auto" starts from what this replica has measured so far (acceptance by depth, costs)
+        # depth "auto" starts from what this replica has measured so far for requests of this kind
+        prior_key = PriorBook.key(self.cfg.target.engine.model, self.cfg.draft.engine.model if self.cfg.draft else "",
+                                  kind, params.target_sampling.greedy, params.schedule, mode)
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid,
-                            prior=self.totals.to_dict() if self.totals.cycles else None)
+                            prior=self.priors.get(prior_key))
         session.stats.mode = mode  # the mode asked for (lr+sd, sd), not the core's lr/ar
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
-        return session, prompt_tokens
+        return session, prompt_tokens, prior_key
 
     def _check_logit_bias(self, params, engines: dict) -> None:
         bias = params.target_sampling.logit_bias
@@ -160,7 +164,7 @@ class Orchestrator:
             stops = StopStrings(spec.get("stop"))
         except ValueError as exc:
             raise BadRequest(str(exc), "stop") from exc
-        session, prompt_tokens = await self._session(spec)
+        session, prompt_tokens, prior_key = await self._session(spec)
         rid = session.request_id
         timeout = min(float(spec.get("timeout_s") or self.cfg.server.request_timeout_s),
                       self.cfg.server.request_timeout_s)
@@ -184,7 +188,7 @@ class Orchestrator:
                 yield {"steps": [_piece_dict(p) for p in pieces]}
             await stream.aclose()  # a stop string ends the session before its own end; stats final
             result = stops.result(session.result())
-            self._account(result.stats)
+            self._account(result.stats, prior_key)
             yield {"done": True, **result.to_dict()}
         finally:
             await stream.aclose()  # cancels whatever the session still has in flight
@@ -196,10 +200,12 @@ class Orchestrator:
             out.update(chunk)
         return out
 
-    def _account(self, st: Stats) -> None:
-        # Running totals: the /stats endpoint, and the prior every new session's depth policy starts from.
+    def _account(self, st: Stats, prior_key: tuple | None = None) -> None:
+        # Running totals: the /stats endpoint; per kind of request, the prior new sessions' depth policy starts from.
         self.requests += 1
         self.totals.accumulate(st)
+        if prior_key is not None and st.mode.startswith("lr"):
+            self.priors.add(prior_key, st)
 
     async def stats(self) -> dict:
         totals = self.totals.to_dict()
