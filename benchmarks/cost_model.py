@@ -59,9 +59,7 @@ def lr_inputs(lr: dict, base: dict | None, ar: dict | None, g: int, width: int,
     # T1_ar / T1_base from one source: both from the run, else both from the calibration
     base_speedup = (run_ar / run_base if run_ar and run_base
                     else calib_t1_ar / calib_t1_base if calib_t1_ar and calib_t1_base else None)
-    # every verdict (probes' and drafts judged aside included), else the answer's
-    verified, accepted = sum(lr.get("verified_by_depth") or []), sum(lr.get("accepted_by_depth") or [])
-    b = (_div(accepted, verified) if verified else _div(lr["accepted_steps"], lr["verified_steps"])) or 0.0
+    b = _div(lr["accepted_steps"], lr["verified_steps"]) or 0.0
     bs = b_by_depth or [b]
     draft_calls = lr["drafted_steps"] / width if width else 0
     d = _div(lr["draft_s"], draft_calls)

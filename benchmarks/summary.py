@@ -55,11 +55,9 @@ def summarize_mode(records: list[dict]) -> dict:
         "tokens": t["tokens"],
         "tokens_per_s": round(t["tokens"] / total_latency, 4) if total_latency else 0.0,
         "steps": t["steps"],
-        # every verdict, probes' and drafts judged aside included (Stats.count_verified)
         "acceptance": {
-            "rate": round(sum(t["accepted_by_depth"]) / sum(t["verified_by_depth"]), 4) if sum(t["verified_by_depth"])
-            else None,
-            "verified": sum(t["verified_by_depth"]), "accepted": sum(t["accepted_by_depth"]),
+            "rate": round(t["accepted_steps"] / t["verified_steps"], 4) if t["verified_steps"] else None,
+            "verified": t["verified_steps"], "accepted": t["accepted_steps"],
             "by_depth": [round(a / v, 4) if v else None for a, v in zip(t["accepted_by_depth"], t["verified_by_depth"])],
             "verified_by_depth": t["verified_by_depth"], "accepted_by_depth": t["accepted_by_depth"],
         },

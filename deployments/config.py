@@ -60,6 +60,9 @@ class EngineConfig(_Strict):
     # deployments/engines/static_decode.py), dynamic (plain eager loop) or auto (static on CUDA)
     decode: Literal["auto", "dynamic", "static"] = "auto"
     cpu_threads: int | None = Field(None, ge=1)  # torch threads on CPU (Ray sets OMP_NUM_THREADS=1 in actors)
+    # vLLM-CPU: the cores this engine's threads are bound to (VLLM_CPU_OMP_THREADS_BIND), e.g. "1" or
+    # "0-3"; unset: every core the process may use. Disjoint sets give draft and target their own cores.
+    cpu_cores: str | None = Field(None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
 
 

@@ -129,10 +129,9 @@ class Stats:
     verified_steps: int = 0  # draft positions the verifier ruled on
     accepted_steps: int = 0
     target_steps: int = 0
-    # every verdict by depth, aside ones included (what the depth policy learns from)
     verified_by_depth: list[int] = field(default_factory=list)
     accepted_by_depth: list[int] = field(default_factory=list)
-    aside_verdicts: int = 0  # probes' and late async drafts' verdicts: in the by-depth counts only
+    aside_verdicts: int = 0  # verdicts on drafts the answer did not wait for (probes, late async drafts)
     draft_tokens: int = 0
     target_tokens: int = 0
     tokens: int = 0
@@ -165,17 +164,17 @@ class Stats:
     def count_verified(self, depth: int, accepted: bool, used: bool = True) -> None:
         """One draft position ruled on at depth (0-based from the accepted prefix). `used=False`:
         a draft the answer did not wait for (a probe's, or in the async window one that finished
-        after its target step), judged for the acceptance by depth only; verified_steps and
-        accepted_steps count the verdicts the answer was built from."""
+        after its target step), judged for the acceptance estimate only: counted like any
+        verdict, and in aside_verdicts."""
         while len(self.verified_by_depth) <= depth:
             self.verified_by_depth.append(0)
             self.accepted_by_depth.append(0)
         self.verified_by_depth[depth] += 1
-        self.accepted_by_depth[depth] += accepted
-        if used:
-            self.verified_steps += 1
-            self.accepted_steps += accepted
-        else:
+        self.verified_steps += 1
+        if accepted:
+            self.accepted_by_depth[depth] += 1
+            self.accepted_steps += 1
+        if not used:
             self.aside_verdicts += 1
 
     def count_target_call(self, rows: int, seconds: float, tokens: float = 0.0) -> None:

@@ -23,6 +23,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="hf engine: run batch rows one by one (bit-identical greedy results)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--target-cores", default=None, metavar="CORES",
+                   help="vLLM-CPU: bind the target's threads to these cores, e.g. 1 or 2-3 (the cpu-split profile)")
+    p.add_argument("--draft-cores", default=None, metavar="CORES", help="vLLM-CPU: the draft's cores, e.g. 0")
 
 
 def add_lookahead_args(p: argparse.ArgumentParser) -> None:
@@ -47,11 +50,13 @@ def app_config_from_args(args, mode: str):
     sd = mode.endswith("sd")
     common = dict(engine=args.engine, device=args.device, dtype=args.dtype, batch_invariant=args.batch_invariant)
     target = EngineConfig(model=args.target, token_speculation="ngram" if sd else "none",
-                          num_speculative_tokens=args.sd_tokens, **common)
+                          num_speculative_tokens=args.sd_tokens, cpu_cores=getattr(args, "target_cores", None),
+                          **common)
+    draft = EngineConfig(model=args.draft, cpu_cores=getattr(args, "draft_cores", None), **common)
     speculate = mode.startswith("lr")
     return AppConfig(
         target=RoleConfig(engine=target),
-        draft=RoleConfig(engine=EngineConfig(model=args.draft, **common)) if speculate else None,
+        draft=RoleConfig(engine=draft) if speculate else None,
         judge=RoleConfig(engine=EngineConfig(model=args.judge, **common)) if speculate and args.judge else None,
         verifier=VerifierConfig(kind=args.verifier, threshold=args.threshold,
                                 numeric_guard=not args.no_numeric_guard),
