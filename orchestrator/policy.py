@@ -20,10 +20,10 @@ acceptance is estimated from many verdicts; a drafter that turns good (or bad) m
 followed within a few cycles.
 
 Choice. The depth is chosen on an upper bound, each b_d at its posterior mean plus `optimism`
-standard deviations: the best g, or g = 0 (plain target decoding) when no g > 0 beats 1. A
-little optimism tries an uncertain depth while it might pay; the bound is the only caution-or-
-courage knob (no gain threshold on top). Probes keep b_0 measured at g = 0, so the bound stays
-close to the mean where b_0 decides.
+standard deviations (one while the short memory has taken over): the best g, or g = 0 (plain
+target decoding) when no g > 0 beats 1. A little optimism tries an uncertain depth while it
+might pay; the bound is the only caution-or-courage knob (no gain threshold on top). Probes keep
+b_0 measured at g = 0, so the bound stays close to the mean where b_0 decides.
 
 Costs, in target-step times T(1), from the request's Stats blended with the prior's:
 - r(n) = T(n) / T(1): per token of a row, n being the rows in one call or, in the async window,
@@ -139,9 +139,12 @@ class Beliefs:
         sd_fast = math.sqrt(fa * fb / ((fa + fb) ** 2 * (fa + fb + 1.0)))
         return self.fast if abs(m_fast - m_slow) > self.alarm * sd_fast else self.slow
 
-    def upper(self, z: float) -> list[float]:
-        """Each depth's posterior mean plus z standard deviations (z = 0: the mean)."""
+    def upper(self, z: float, z_alarm: float | None = None) -> list[float]:
+        """Each depth's posterior mean plus z standard deviations (z = 0: the mean); `z_alarm`
+        instead while the short memory has taken over (a change is under way: look at it)."""
         decay = self.memory()
+        if decay == self.fast and z_alarm is not None:
+            z = z_alarm
         pa, pb = self._pool(decay)
         m = pa / (pa + pb)
         out = []
@@ -192,12 +195,12 @@ class Ledger:
 
 class SpeculationPolicy:
     def __init__(self, max_depth: int = 6, prior: dict | None = None, *, schedule: str = "sync",
-                 optimism: float = 0.25, decay: float = 0.95, fast_decay: float = 0.7,
-                 shared_weight: float = 2.0,
-                 prior_verdicts: float = 8.0, prior_calls: float = 4.0, batch_slope: float = 0.15,
+                 optimism: float = 0.25, alarm_optimism: float = 1.0, decay: float = 0.95,
+                 fast_decay: float = 0.7, shared_weight: float = 2.0, prior_verdicts: float = 8.0, prior_calls: float = 4.0, batch_slope: float = 0.15,
                  draft_cost: float = 0.3, probe_budget: float = 0.03, min_probe_every: int = 1,
                  max_probe_every: int = 16) -> None:
-        """`optimism`: standard deviations above each b_d's mean that depths are chosen on;
+        """`optimism`: standard deviations above each b_d's mean that depths are chosen on
+        (`alarm_optimism` while the short memory has taken over: a change is worth a look);
         `decay` / `fast_decay`: weight the long and the short memory keep of older verdicts per
         observed cycle; `shared_weight`: pseudo-verdicts of the shared prior in each depth's
         posterior; `prior_verdicts` / `prior_calls`: the most the prior may weigh; `batch_slope`
@@ -213,7 +216,7 @@ class SpeculationPolicy:
         self.batch_slope, self.draft_cost = batch_slope, draft_cost
         self.probe_budget = probe_budget
         self.min_probe_every, self.max_probe_every = min_probe_every, max_probe_every
-        self.optimism = optimism
+        self.optimism, self.alarm_optimism = optimism, alarm_optimism
         self.beliefs = Beliefs(max_depth, decay, fast_decay, shared_weight)
         self.ledger = Ledger(0.9)  # cycle costs: about the last 10 of each kind
         self._seen_acc: list[int] = []  # the Stats' verdict counts already in the beliefs
@@ -353,7 +356,7 @@ class SpeculationPolicy:
                                           _get(self.prior, "verify_calls", 0))
         c = d / t1 if t1 and d is not None else self.draft_cost
         v = v_mean / t1 if t1 and v_mean is not None else 0.0
-        means, upper = self.beliefs.upper(0.0), self.beliefs.upper(self.optimism)
+        means, upper = self.beliefs.upper(0.0), self.beliefs.upper(self.optimism, self.alarm_optimism)
         gs = range(self.max_depth + 1)
         return Estimate(means, upper, c, v, r, [self._predict(upper, g, c, r, v) for g in gs],
                         [self._predict(means, g, c, r, v) for g in gs], self._probe_cost(c, v),
