@@ -137,7 +137,7 @@ class Lookahead:
         self._failures = 0  # draft/verifier failures in a row
         self._resume_at = 0  # the cycle from which speculation is tried again after a failure
         self._load = _Load()
-        self._busy: dict[str, list] = {}  # phase -> [calls running, since when]
+        self._busy: dict[str, list] = {}  # phase -> [calls running, busy time credited up to]
         self._aside_tasks: set[asyncio.Task] = set()  # probe verdicts the answer does not wait for
         self._t0: float | None = None
 
@@ -325,8 +325,8 @@ class Lookahead:
     async def judge_aside(self, prefix: list[Step], drafts: Awaitable, target: Step, depth: int,
                           verdicts: Awaitable | None = None) -> None:
         """Judge drafts the answer did not wait for (a probe's; in the async window, one that
-        finished after its target step), for the acceptance by depth only: counting only the
-        drafts that beat the target would favour short steps (Stats.count_verified, used=False)."""
+        finished after its target step), for the acceptance estimate: counting only the drafts
+        that beat the target would favour short steps (Stats.count_verified, used=False)."""
         try:
             found = await drafts
             ruled = await (verdicts if verdicts is not None else
