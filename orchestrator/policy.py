@@ -320,19 +320,25 @@ class SpeculationPolicy:
         D alone = D beside - the target's extra seconds, until drafting cycles time it alone."""
         d_all, sources["c"] = self._mean(st.draft_s, st.draft_calls, _get(self.prior, "draft_s", 0.0),
                                          _get(self.prior, "draft_calls", 0))
-        if self.schedule == "async" or d_all is None:
-            return d_all
-        t_probe = self.ledger.mean("probe", "t1_s", "t1_calls")
-        t_plain = self.ledger.mean("plain", "t1_s", "t1_calls")
-        if t_probe is None or t_plain is None or t_probe < 1.05 * t_plain:
+        extra = self._contention()
+        if (self.schedule == "async" and not extra) or d_all is None or not extra:
             return d_all  # no contention seen: drafts cost the same beside a target step or alone
-        alone = self.ledger.mean("draft", "draft_s", "draft_calls")
+        alone = self.ledger.mean("draft", "draft_s", "draft_calls") if self.schedule == "sync" else None
         if alone is not None:
             sources["c"] = "drafting cycles"
             return alone
         beside = self.ledger.mean("probe", "draft_s", "draft_calls") or d_all
         sources["c"] = "probes, contention removed"
-        return max(beside / 2.0, beside - (t_probe - t_plain))
+        return max(beside / 2.0, beside - extra)
+
+    def _contention(self) -> float:
+        """Seconds a probe's draft added to the target step beside it (0 when under 5%): draft
+        and target share their cores."""
+        t_probe = self.ledger.mean("probe", "t1_s", "t1_calls")
+        t_plain = self.ledger.mean("plain", "t1_s", "t1_calls")
+        if t_probe is None or t_plain is None or t_probe < 1.05 * t_plain:
+            return 0.0
+        return t_probe - t_plain
 
     def _probe_cost(self, c: float, v: float) -> float:
         """A probe cycle's extra wall time per token over a plain g = 0 cycle's; before both were
@@ -342,8 +348,10 @@ class SpeculationPolicy:
             return v + max(0.0, c - 1.0)
         return max(0.0, probe / plain - 1.0)
 
-    def _predict(self, b: list[float], g: int, c: float, r: list[float], v: float) -> float:
-        if self.schedule == "async":
+    def _predict(self, b: list[float], g: int, c: float, r: list[float], v: float, shared: bool) -> float:
+        # where draft and target share their cores, drafting beside the target saves nothing:
+        # the async window then pays for its drafts as a sync cycle does
+        if self.schedule == "async" and not shared:
             return async_speedup(b, g, c, r, v)
         return cycle_speedup(b, g, c, r[g], v)
 
@@ -357,9 +365,11 @@ class SpeculationPolicy:
         c = d / t1 if t1 and d is not None else self.draft_cost
         v = v_mean / t1 if t1 and v_mean is not None else 0.0
         means, upper = self.beliefs.upper(0.0), self.beliefs.upper(self.optimism, self.alarm_optimism)
-        gs = range(self.max_depth + 1)
-        return Estimate(means, upper, c, v, r, [self._predict(upper, g, c, r, v) for g in gs],
-                        [self._predict(means, g, c, r, v) for g in gs], self._probe_cost(c, v),
+        gs, shared = range(self.max_depth + 1), self._contention() > 0
+        if shared:
+            sources["schedule"] = "shared cores: async costed as sync" if self.schedule == "async" else "shared cores"
+        return Estimate(means, upper, c, v, r, [self._predict(upper, g, c, r, v, shared) for g in gs],
+                        [self._predict(means, g, c, r, v, shared) for g in gs], self._probe_cost(c, v),
                         timed=bool(t1) and d is not None, sources=sources)
 
     # -- decisions ------------------------------------------------------------------------
