@@ -102,9 +102,9 @@ def cmd_demo(args) -> int:
     print(f"\nQ: {question}\n")
     print("lr+sd, depth auto (the default: n-gram token speculation inside every target step; steps drafted "
           "only where the policy's cost model predicts a gain)", flush=True)
-    before = _token_acceptance()
+    before = _token_acceptance(cfg)
     lr = _stream_question(cfg, question, "lr+sd", args.max_tokens, show=True)
-    lr["token_level"] = _delta(_token_acceptance(), before)
+    lr["token_level"] = _delta(_token_acceptance(cfg), before)
     print("\n" + _stats_line(lr))
     for line in _policy_lines(lr["stats"]):
         print(line)
@@ -129,20 +129,24 @@ def cmd_demo(args) -> int:
 
 
 def _shutdown() -> None:
-    """Serve, then Ray, stopped before the interpreter exits (left to exit hooks, Ray's shutdown
-    raced the Serve controller's and logged errors)."""
+    """Both applications deleted (their replicas stop and close their engines), then Ray. Serve's
+    own shutdown call races its controller's exit and Ray logs that as a failed task."""
     import ray
     from ray import serve
 
-    serve.shutdown()
+    for app in ("lookahead", PLAIN_APP):
+        serve.delete(app)
     ray.shutdown()
 
 
-def _token_acceptance() -> dict:
-    from ray import serve
+def _token_acceptance(cfg) -> dict:
+    """The target replica's token-level speculation totals, from the stats endpoint (over HTTP,
+    like every other demo request: no Serve handle in this process)."""
+    import httpx
 
-    handle = serve.get_deployment_handle("TargetEngine", app_name="lookahead")
-    return handle.token_acceptance.remote().result()
+    r = httpx.get(f"http://127.0.0.1:{cfg.server.http_port}/v1/lookahead/stats", timeout=30)
+    r.raise_for_status()
+    return r.json().get("token_speculation") or {}
 
 
 def _delta(after: dict, before: dict) -> dict:

@@ -213,6 +213,11 @@ class Orchestrator:
         totals.update(requests=self.requests, active_sessions=len(self.sessions),
                       steps_per_s=round(steps / self.totals.wall_s, 3) if self.totals.wall_s else 0.0,
                       uptime_s=round(time.time() - self.started, 1))
+        try:  # token-level speculation inside the target's steps (one replica's running totals)
+            totals["token_speculation"] = await asyncio.wait_for(
+                response_result(self.handles["target"].token_acceptance.remote()), 10)
+        except Exception as exc:  # noqa: BLE001 - the stats answer without it
+            totals["token_speculation"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
         return totals
 
     async def active_sessions(self) -> list[str]:
