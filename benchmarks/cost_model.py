@@ -29,7 +29,14 @@ so a gap between prediction and realization can be attributed.
 from __future__ import annotations
 
 # the formulas live in the core (the adaptive depth policy uses them); re-exported here
-from orchestrator.cost_model import predicted_speedup, steps_per_cycle  # noqa: F401
+from orchestrator.cost_model import (  # noqa: F401
+    async_speedup,
+    cycle_speedup,
+    predicted_speedup,
+    steps_per_cycle,
+    steps_per_cycle_by_depth,
+    steps_per_run,
+)
 
 
 def _div(a: float, b: float) -> float | None:
@@ -37,10 +44,15 @@ def _div(a: float, b: float) -> float | None:
 
 
 def lr_inputs(lr: dict, base: dict | None, ar: dict | None, g: int, width: int,
-              r: float | None, calib_t1_base: float | None, calib_t1_ar: float | None) -> dict:
+              r: float | None, calib_t1_base: float | None, calib_t1_ar: float | None, *,
+              schedule: str = "sync", r_by_rows: list[float] | None = None,
+              b_by_depth: list[float] | None = None) -> dict:
     """The cost model for one lr mode from summed Stats (`lr`, `base`, `ar`: dicts with
     draft_s, target_s, verify_s, wall_s, cycles, drafted_steps, verified_steps, accepted_steps,
-    target_steps, steps, draft_tokens_generated). Values that cannot be measured are None."""
+    target_steps, steps, draft_tokens_generated, and the verdicts by depth). `schedule`: the
+    formula, sync cycles or the async window (drafting overlapped; needs `r_by_rows`, r(1..g+1));
+    `b_by_depth`: acceptance to predict with instead of the run's pooled rate (the policy's
+    estimate). Values that cannot be measured are None."""
     run_base = _div(base["target_s"], base["target_steps"]) if base else None
     run_ar = _div(ar["target_s"], ar["target_steps"]) if ar else None
     t1_base = run_base or calib_t1_base
@@ -48,19 +60,21 @@ def lr_inputs(lr: dict, base: dict | None, ar: dict | None, g: int, width: int,
     base_speedup = (run_ar / run_base if run_ar and run_base
                     else calib_t1_ar / calib_t1_base if calib_t1_ar and calib_t1_base else None)
     b = _div(lr["accepted_steps"], lr["verified_steps"]) or 0.0
+    bs = b_by_depth or [b]
     draft_calls = lr["drafted_steps"] / width if width else 0
     d = _div(lr["draft_s"], draft_calls)
     c = _div(d, t1_base) if d is not None and t1_base else None
     out: dict = {
         "g": g, "width": width, "b": round(b, 4), "c": _r(c), "r": _r(r),
-        "E": round(steps_per_cycle(b, g), 4),
+        "E": round(steps_per_run(bs) if schedule == "async" else steps_per_cycle_by_depth(bs, g), 4),
+        "schedule": schedule,
         "t1_base_s": _r(t1_base), "t1_base_source": "run" if run_base else "calibration",
         "base_speedup": _r(base_speedup),
         "draft_step_s": _r(d),
         "predicted_speedup_vs_base": None, "predicted_speedup": None,
     }
-    if c is not None and r:
-        vs_base = predicted_speedup(b, g, c, r)
+    if c is not None and r and (schedule == "sync" or r_by_rows):
+        vs_base = async_speedup(bs, g, c, r_by_rows) if schedule == "async" else cycle_speedup(bs, g, c, r)
         out["predicted_speedup_vs_base"] = round(vs_base, 4)
         if base_speedup:
             out["predicted_speedup"] = round(vs_base * base_speedup, 4)

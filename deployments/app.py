@@ -55,8 +55,10 @@ def __getattr__(name: str) -> Application:
     return build_app(PROFILES[profile])
 
 
-def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False):
-    """ray.init (if needed) + Serve on the config's HTTP and gRPC ports + the application."""
+def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False, also: dict | None = None):
+    """ray.init (if needed) + Serve on the config's HTTP and gRPC ports + the application.
+    `also`: {name: AppConfig} of further applications deployed at once beside it, each under
+    the route prefix /<name> (the demo's plain target); returns the first one's handle."""
     import ray
     from ray import serve
 
@@ -70,4 +72,8 @@ def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False):
                  _temp_dir=tempfile.mkdtemp(prefix="lookahead-ray-"))
     sc = serve_config(cfg)
     serve.start(http_options={"host": "0.0.0.0", "port": cfg.server.http_port}, grpc_options=sc["grpc_options"])
-    return serve.run(build_app(cfg), name="lookahead", route_prefix="/")
+    if not also:
+        return serve.run(build_app(cfg), name="lookahead", route_prefix="/")
+    targets = [serve.RunTarget(build_app(cfg), name="lookahead", route_prefix="/")]
+    targets += [serve.RunTarget(build_app(c), name=name, route_prefix=f"/{name}") for name, c in also.items()]
+    return serve.run_many(targets)[0]

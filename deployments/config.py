@@ -85,6 +85,9 @@ class EngineConfig(Strict):
     # deployments/engines/static_decode.py), dynamic (plain eager loop) or auto (static on CUDA)
     decode: Literal["auto", "dynamic", "static"] = "auto"
     cpu_threads: int | None = Field(None, ge=1)  # torch threads on CPU (Ray sets OMP_NUM_THREADS=1 in actors)
+    # vLLM-CPU: the cores this engine's threads are bound to (VLLM_CPU_OMP_THREADS_BIND), e.g. "1" or
+    # "0-3"; unset: every core the process may use. Disjoint sets give draft and target their own cores.
+    cpu_cores: str | None = Field(None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through (vLLM EngineArgs)
 
 
@@ -174,18 +177,21 @@ class AppConfig(Strict):
                    engine: str | None = None, device: str | None = None, dtype: str | None = None,
                    batch_invariant: bool = False, sd_tokens: int | None = None, verifier: str | None = None,
                    threshold: float | None = None, numeric_guard: bool | None = None,
+                   target_cores: str | None = None, draft_cores: str | None = None,
                    **defaults: Any) -> "AppConfig":
         """The config of an in-process run of one mode (`lookahead generate`, the benchmarks): the
         target speculates tokens when the mode has a token layer (n-gram, `sd_tokens` per step),
         the draft and judge are there only when the mode drafts steps. `defaults` are
-        LookaheadDefaults fields; every argument left None takes this config's default. Without
+        LookaheadDefaults fields; every argument left None takes this config's default;
+        `target_cores` / `draft_cores` pin a vLLM-CPU engine's threads (the cpu-split profile). Without
         drafts the verifier is never asked, so it is the plain exact one (needing no judge)."""
         layers = Mode.parse(mode or LookaheadDefaults().mode)
         common = _given(engine=engine, device=device, dtype=dtype, batch_invariant=batch_invariant)
         speculation = {"token_speculation": "ngram", **_given(num_speculative_tokens=sd_tokens)} if layers.tokens else {}
         return cls(
-            target=RoleConfig(engine=EngineConfig(model=target, **speculation, **common)),
-            draft=RoleConfig(engine=EngineConfig(model=draft, **common)) if layers.steps and draft else None,
+            target=RoleConfig(engine=EngineConfig(model=target, **speculation, **common, **_given(cpu_cores=target_cores))),
+            draft=RoleConfig(engine=EngineConfig(model=draft, **common, **_given(cpu_cores=draft_cores)))
+            if layers.steps and draft else None,
             judge=RoleConfig(engine=EngineConfig(model=judge, **common)) if layers.steps and judge else None,
             verifier=VerifierConfig(**_given(kind=verifier, threshold=threshold, numeric_guard=numeric_guard))
             if layers.steps else VerifierConfig(),

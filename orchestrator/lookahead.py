@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Awaitable
@@ -106,6 +105,34 @@ def prefix_digest(prefix: list[Step]) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+class _Load:
+    """Target rows in flight, and for each running call the time-weighted mean of them."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.calls: dict[int, list[float]] = {}  # key -> [rows x seconds so far, start]
+        self._since = 0.0
+        self._next = 0
+
+    def _tick(self, now: float) -> None:
+        for c in self.calls.values():
+            c[0] += self.rows * (now - self._since)
+        self._since = now
+
+    def start(self, n: int, now: float) -> int:
+        self._tick(now)
+        self.rows += n
+        self._next += 1
+        self.calls[self._next] = [0.0, now]
+        return self._next
+
+    def end(self, key: int, n: int, now: float) -> float:
+        self._tick(now)
+        area, t0 = self.calls.pop(key)
+        self.rows -= n
+        return area / (now - t0) if now > t0 else float(n)
+
+
 class Lookahead:
     """One request's session: the accepted prefix, in-flight branches and stats."""
 
@@ -119,13 +146,22 @@ class Lookahead:
         self.stats = Stats(mode=Mode(params.mode == "lr", params.tokens).name)
         self.speculate = (params.mode == "lr" and params.depth != 0 and draft is not None
                           and verifier is not None)
-        self.policy = (SpeculationPolicy(params.max_depth, prior)
-                       if self.speculate and params.depth == AUTO else None)
         self.seed = params.seed if params.seed is not None else secrets.randbits(31)
+        self.policy = (SpeculationPolicy(params.max_depth, prior, schedule=params.schedule)
+                       if self.speculate and params.depth == AUTO else None)
         self._calls = 0
         self._failures = 0  # draft/verifier failures in a row
         self._resume_at = 0  # the cycle from which speculation is tried again after a failure
-        self._targets_in_flight = 0
+        self._load = _Load()
+        self._busy: dict[str, list] = {}  # phase -> [calls running, busy time credited up to]
+        self._aside_tasks: set[asyncio.Task] = set()  # probe verdicts the answer does not wait for
+        self._t0: float | None = None
+
+    @staticmethod
+    def now() -> float:
+        """The event loop's clock: every timing the policy decides on comes from it, so a loop with
+        a simulated clock drives the session exactly (tests, benchmarks/policy_replay.py)."""
+        return asyncio.get_running_loop().time()
 
     # -- engine calls -------------------------------------------------------------------
     def _request(self, prefix: list[Step], sampling: SamplingParams) -> StepRequest:
@@ -134,26 +170,37 @@ class Lookahead:
                            self.params.max_tokens, f"{self.request_id}-{self._calls}")
 
     async def _timed(self, phase: str, aw: Awaitable):
-        t0 = time.perf_counter()
+        """Await `aw`, adding to the phase's seconds the time during which at least one call of
+        the phase ran: calls that overlap (the async window's) count once, as the device's busy
+        time, credited as each call ends."""
+        busy = self._busy.setdefault(phase, [0, 0.0])  # [calls running, credited up to]
+        if busy[0] == 0:
+            busy[1] = self.now()
+        busy[0] += 1
         try:
             return await aw
         finally:
-            setattr(self.stats, phase, getattr(self.stats, phase) + time.perf_counter() - t0)
+            now = self.now()
+            setattr(self.stats, phase, getattr(self.stats, phase) + now - busy[1])
+            busy[0] -= 1
+            busy[1] = now
 
     async def _target_steps(self, prefixes: list[list[Step]]) -> list[Step]:
         sampling = self.params.target_sampling
         # target seeds depend on the position only, as in plain target decoding
         reqs = [self._request(p, sampling.with_seed(self._seed(sampling, len(p), 0, 0))) for p in prefixes]
-        # rows: this call's batch plus the target calls already running (the async window's
-        # concurrent single-row calls share the engine's batches); what the policy's r(n) is fitted on
-        rows = len(prefixes) + self._targets_in_flight
-        self._targets_in_flight += len(prefixes)
-        t0 = time.perf_counter()
+        # rows: the mean number of target rows in flight while this call ran, its own batch and
+        # the async window's concurrent calls (which share the engine's batches): what the
+        # policy's r(n) is fitted on. Counted at the start only, a root target that others join
+        # later would pass for a slow single row.
+        key = self._load.start(len(prefixes), self.now())
+        t0 = self.now()
         try:
             steps = await self._timed("target_s", self.target.generate_steps(reqs))
         finally:
-            self._targets_in_flight -= len(prefixes)
-        self.stats.count_target_call(rows, time.perf_counter() - t0)
+            rows = self._load.end(key, len(prefixes), self.now())
+        tokens = sum(len(s.token_ids) for s in steps) / len(steps) if steps else 0.0
+        self.stats.count_target_call(max(1, round(rows)), self.now() - t0, tokens)
         return steps
 
     def _sibling_sampling(self, k: int) -> SamplingParams:
@@ -228,6 +275,8 @@ class Lookahead:
             return 0, False
         if self.policy is None:
             return int(self.params.depth), False
+        if self._t0 is not None:  # the policy times the cycles it chose from the wall clock
+            self.stats.wall_s = self.now() - self._t0
         d = self.policy.decide(self.stats)
         return d.depth, d.probe
 
@@ -283,9 +332,10 @@ class Lookahead:
         return await self._judge(prefix, chain, targets)
 
     async def _probe_cycle(self, prefix: list[Step]) -> list[Step]:
-        """g = 0 plus one drafted step checked against the target's own step T(P): no extra
-        target row, no bonus step. The draft needs nothing from the target, so both run at
-        once: on their own devices the probe costs the client only its verification."""
+        """g = 0 plus one drafted step, judged against the target's own step T(P) for the
+        acceptance estimate only. The draft needs nothing from the target, so both run at once,
+        and the answer takes the target's step as soon as it is ready: on their own devices a
+        probe costs the answer nothing (its verdict reaches the policy a cycle or two later)."""
         draft = asyncio.ensure_future(self._draft_steps(prefix))
         try:
             targets = await self._target_steps([prefix])
@@ -293,14 +343,30 @@ class Lookahead:
             draft.cancel()
             await asyncio.gather(draft, return_exceptions=True)
             raise
+        self._aside(self.judge_aside(prefix, draft, targets[0], depth=0))
+        return [targets[0]]
+
+    def _aside(self, coro) -> None:
+        """Run `coro` beside the answer; the stream's end cancels it if it is still running."""
+        task = asyncio.ensure_future(coro)
+        self._aside_tasks.add(task)
+        task.add_done_callback(self._aside_tasks.discard)
+
+    async def judge_aside(self, prefix: list[Step], drafts: Awaitable, target: Step, depth: int,
+                          verdicts: Awaitable | None = None) -> None:
+        """Judge drafts the answer did not wait for (a probe's; in the async window, one that
+        finished after its target step), for the acceptance estimate: counting only the drafts
+        that beat the target would favour short steps (Stats.count_verified, used=False)."""
         try:
-            chain = [await draft]
+            found = await drafts
+            ruled = await (verdicts if verdicts is not None else
+                           self._verify([VerifyPair(self.prompt, prefix, d, target) for d in found]))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed probe degrades like any draft
-            self._degrade("draft", exc)
-            chain = []
-        return await self._judge(prefix, chain, targets)
+            self._degrade("probe", exc)
+            return
+        self.stats.count_verified(depth, any(v.accepted for v in ruled), used=False)
 
     async def _judge(self, prefix, chain, targets) -> list[Step]:
         """The cycle's steps: drafts accepted up to the first mismatch, then the target's."""
@@ -343,7 +409,7 @@ class Lookahead:
     # -- driver -----------------------------------------------------------------------
     async def stream(self) -> AsyncIterator[list[Step]]:
         """Yield the steps each cycle accepts, until EOS or the token budget."""
-        t0 = time.perf_counter()
+        self._t0 = self.now()
         try:
             if self.speculate and self.params.schedule == "async":
                 # aclosing: closing this stream must close the window now (cancelling its tasks),
@@ -357,7 +423,11 @@ class Lookahead:
                 self.stats.cycles += 1
                 yield [self._emit(s) for s in steps]
         finally:
-            self.stats.wall_s = time.perf_counter() - t0
+            self.stats.wall_s = self.now() - self._t0
+            for task in list(self._aside_tasks):
+                task.cancel()
+            if self._aside_tasks:
+                await asyncio.gather(*self._aside_tasks, return_exceptions=True)
 
     def result(self) -> GenerationResult:
         last = self.steps[-1] if self.steps else None

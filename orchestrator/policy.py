@@ -1,38 +1,64 @@
-"""Adaptive speculation depth (`depth: "auto"`): before each cycle, pick the depth g in
-0..max_depth that the cost model (orchestrator/cost_model.py) predicts to be fastest.
+"""Adaptive speculation depth (`depth: "auto"`): before each cycle, run the depth g in
+0..max_depth that the cost model (orchestrator/cost_model.py) predicts to be fastest from what
+the request (and its prior) has measured.
 
-Everything is estimated from the request's own live measurements (its Stats), blended with an
-optional prior: a plain dict shaped like `Stats.to_dict()` (one earlier request's, or a server's
-running totals), scaled down so the session's own numbers take over after a few cycles.
+Acceptance. b_d is the chance that a draft at depth d is accepted given that every shallower
+one was (d: drafts accepted since the last target step). Each depth has a Beta posterior
 
-- b_d, acceptance at depth d given every shallower draft was accepted: accepted/verified at d,
-  shrunk towards the pooled acceptance of all depths (depths never reached use the pool). The
-  prior's verdicts count as at most `prior_verdicts` at depth 0, shrinking as the session's
-  own verdicts come in. Depths are chosen on a lower bound, b_d minus `caution` standard
-  errors of the evidence behind it: one accepted probe makes b_0 = 0.83 but only 0.60 at the
-  bound, so a single lucky verdict does not buy a batch (measured: on the Qwen2.5 0.5B -> 1.5B
-  pair it did, the draft was rejected, and that cycle cost more than the probes saved).
-- T(n), seconds of a target call of n rows: the measured mean per n, smoothed towards a line
-  T(1) * (1 + s (n - 1)) whose slope s is fitted from the measured n > 1 (a prior slope until
-  one is measured). r(n) = T(n) / T(1). Under load a batch stops being free and the measured
-  T(n) grows, so the same rule picks smaller g.
-- c = seconds per draft call / T(1); v = seconds per verification call / T(1).
+    b_d ~ Beta(a_d + k m, (n_d - a_d) + k (1 - m)),
 
-Speculation pays when some g > 0 predicts more than 1 + min_gain. While g = 0, a *probe*
-every k cycles drafts one step beside the plain target step (one draft call and one
-verification, no extra target rows), so b stays known at about (c + v) / k overhead; k is
-chosen to keep that under `probe_budget` and doubles after each rejected probe in a row.
-The first cycle of a request with no timings at all is a probe: it measures D, T(1), V and b_0
-at the cost of one draft step and one verification.
+a_d of n_d verdicts at depth d accepted, under a prior that every depth shares: k =
+`shared_weight` pseudo-verdicts at the pooled rate m = (A + 1/2) / (N + 1) of all depths'
+verdicts. A depth never reached borrows the pool's belief instead of being penalised for having
+no evidence of its own.
 
-Pure: no I/O, no clock; the session calls `decide(stats)` once per cycle.
+Evidence decays within a request. Each cycle that brings verdicts first multiplies every count
+by a decay, in two memories: a long one (`decay`, about the last 20 observed cycles) that the
+estimate normally rests on, and a short one (`fast_decay`, about the last 3) that takes over
+while its pooled rate is more than two of its standard deviations from the long one's. Steady
+acceptance is estimated from many verdicts; a drafter that turns good (or bad) mid-answer is
+followed within a few cycles.
+
+Choice. The depth is chosen on an upper bound, each b_d at its posterior mean plus `optimism`
+standard deviations (one while the short memory has taken over): the best g, or g = 0 (plain
+target decoding) when no g > 0 beats 1. A little optimism tries an uncertain depth while it
+might pay; the bound is the only caution-or-courage knob (no gain threshold on top). Probes keep
+b_0 measured at g = 0, so the bound stays close to the mean where b_0 decides.
+
+Costs, in target-step times T(1), from the request's Stats blended with the prior's:
+- r(n) = T(n) / T(1): per token of a row, n being the rows in one call or, in the async window,
+  the target rows in flight while the call ran (time-weighted); smoothed towards a line
+  1 + s (n - 1) fitted on the measured n > 1.
+- c = D / T(1), D the draft device's busy seconds per drafted position (Stats.draft_s counts
+  drafts that ran at once once). A sync cycle drafts alone, a probe beside the target step:
+  where probes show that their draft slowed the target step (shared cores), the draft was slowed
+  by about as much, so D alone = D beside - the target's extra seconds until drafting cycles
+  time it alone.
+- v = V / T(1), one verification call.
+- The schedule's formula: sync cycles cost g c + r(g + 1) + v (cost_model.cycle_speedup); the
+  async window overlaps drafting with the target (cost_model.async_speedup).
+
+Probes. At g = 0 a probe drafts one step beside the target's own step (no extra target row);
+the answer takes the target's step without waiting, and the draft is judged aside for the
+estimate. A probe is costed as it ran: the wall seconds per token of probe cycles against plain
+g = 0 cycles (the session refreshes Stats.wall_s before each decision). Probes run every k
+cycles, k = ceil(probe cost / `probe_budget`) within `min_probe_every`..`max_probe_every`:
+where the draft has its own device a probe costs next to nothing and runs every cycle; on
+shared cores it costs a draft step and runs about every 12.
+
+Prior. `prior` is a dict shaped like `Stats.to_dict()`: the totals of earlier requests with the
+same model pair, verifier, sampling and schedule (`PriorBook`). Its verdicts start the
+posteriors (at most `prior_verdicts` of them at depth 0), its timings count as at most
+`prior_calls` calls each.
+
+Pure: no I/O, no clock, no randomness. The session calls `decide(stats)` once per cycle.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from orchestrator.cost_model import cycle_speedup
+from orchestrator.cost_model import async_speedup, cycle_speedup
 from orchestrator.types import Stats
 
 AUTO = "auto"
@@ -47,20 +73,23 @@ class Decision:
 
 @dataclass
 class Estimate:
-    b_by_depth: list[float]  # b_0 .. b_(max_depth-1)
-    b_low: list[float]  # the lower bound the depth is chosen on
-    c: float
+    b_mean: list[float]  # posterior mean of b_0 .. b_(max_depth-1)
+    b_upper: list[float]  # the optimistic bound the depth is chosen on
+    c: float  # draft step / target step, as a cycle of this schedule pays it
     v: float
     r: list[float]  # r[n-1] for n = 1 .. max_depth + 1
-    speedup: list[float]  # predicted speedup by g = 0 .. max_depth, at the lower bound b_low
+    speedup: list[float]  # predicted speedup by g = 0 .. max_depth, at the bound
+    expected: list[float]  # the same at the posterior mean
+    probe_cost: float  # a probe cycle's extra wall time over a plain one, in plain-cycle times
     timed: bool  # target and draft timings exist (measured here or in the prior)
-    sources: dict = field(default_factory=dict)  # where each cost came from: "run", "prior", "default"
+    sources: dict = field(default_factory=dict)  # where each cost came from: "run", "prior", "default", ...
 
     def to_dict(self) -> dict:
         rd = lambda xs: [round(x, 3) for x in xs]  # noqa: E731
-        return {"b_by_depth": rd(self.b_by_depth), "b_low": rd(self.b_low),
-                "c": round(self.c, 3), "v": round(self.v, 3),
-                "r": rd(self.r), "predicted": rd(self.speedup), "sources": dict(self.sources)}
+        return {"b_by_depth": rd(self.b_mean), "b_upper": rd(self.b_upper), "c": round(self.c, 3),
+                "v": round(self.v, 3), "r": rd(self.r), "predicted": rd(self.expected),
+                "predicted_upper": rd(self.speedup), "probe_cost": round(self.probe_cost, 3),
+                "sources": dict(self.sources)}
 
 
 def _get(d: dict, key: str, default):
@@ -68,59 +97,163 @@ def _get(d: dict, key: str, default):
     return default if v is None else v
 
 
+def _at(xs: list, i: int, default=0):
+    return xs[i] if i < len(xs) else default
+
+
+class Beliefs:
+    """Per-depth Beta posteriors on b_d with a shared prior, over two memories of the verdicts:
+    a long one (`decay`) that the estimate normally rests on, and a short one (`fast_decay`,
+    the last few observed cycles) that takes over while the two disagree by more than `alarm`
+    of its standard deviations: steady acceptance is estimated from many verdicts, a change
+    is followed within a few."""
+
+    def __init__(self, depths: int, decay: float, fast_decay: float, shared_weight: float,
+                 alarm: float = 2.0) -> None:
+        self.acc = {decay: [0.0] * depths, fast_decay: [0.0] * depths}
+        self.ver = {decay: [0.0] * depths, fast_decay: [0.0] * depths}
+        self.slow, self.fast, self.k, self.alarm = decay, fast_decay, shared_weight, alarm
+
+    def fade(self) -> None:
+        """Older evidence loses weight: once per cycle that brought new verdicts."""
+        for decay in self.acc:
+            self.acc[decay] = [a * decay for a in self.acc[decay]]
+            self.ver[decay] = [n * decay for n in self.ver[decay]]
+
+    def add(self, depth: int, accepted: bool, weight: float = 1.0) -> None:
+        for decay in self.acc:
+            d = min(depth, len(self.ver[decay]) - 1)  # deeper verdicts inform the deepest belief
+            self.acc[decay][d] += weight * accepted
+            self.ver[decay][d] += weight
+
+    def _pool(self, decay: float) -> tuple[float, float]:
+        """Beta parameters of the pooled rate m (Jeffreys: 1/2, 1/2 with no evidence)."""
+        a, n = sum(self.acc[decay]), sum(self.ver[decay])
+        return a + 0.5, n - a + 0.5
+
+    def memory(self) -> float:
+        """The decay whose counts describe acceptance now: the short memory while its pooled
+        rate is more than `alarm` standard deviations from the long one's."""
+        (fa, fb), (sa, sb) = self._pool(self.fast), self._pool(self.slow)
+        m_fast, m_slow = fa / (fa + fb), sa / (sa + sb)
+        sd_fast = math.sqrt(fa * fb / ((fa + fb) ** 2 * (fa + fb + 1.0)))
+        return self.fast if abs(m_fast - m_slow) > self.alarm * sd_fast else self.slow
+
+    def upper(self, z: float, z_alarm: float | None = None) -> list[float]:
+        """Each depth's posterior mean plus z standard deviations (z = 0: the mean); `z_alarm`
+        instead while the short memory has taken over (a change is under way: look at it)."""
+        decay = self.memory()
+        if decay == self.fast and z_alarm is not None:
+            z = z_alarm
+        pa, pb = self._pool(decay)
+        m = pa / (pa + pb)
+        out = []
+        for a, n in zip(self.acc[decay], self.ver[decay]):
+            al, be = a + self.k * m, n - a + self.k * (1.0 - m)
+            sd = math.sqrt(al * be / ((al + be) ** 2 * (al + be + 1.0)))
+            out.append(min(1.0, al / (al + be) + z * sd))
+        return out
+
+
+class Ledger:
+    """What each kind of cycle cost, from the growth of the Stats between two decisions:
+    "plain" (g = 0), "probe", "draft" (g > 0). Sums decay like the verdicts do."""
+
+    FIELDS = ("wall_s", "tokens", "draft_s", "draft_calls", "t1_s", "t1_calls")
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.sums: dict[str, dict[str, float]] = {}
+        self._mark: dict[str, float] | None = None
+        self._kind: str | None = None
+
+    @staticmethod
+    def _read(st: Stats) -> dict[str, float]:
+        return {"wall_s": st.wall_s, "tokens": st.tokens, "draft_s": st.draft_s, "draft_calls": st.draft_calls,
+                "t1_s": _at(st.target_s_by_rows, 0, 0.0), "t1_calls": _at(st.target_calls_by_rows, 0)}
+
+    def close(self, st: Stats) -> None:
+        """Record the cycle that just ended (if it emitted anything) under its kind."""
+        now = self._read(st)
+        if self._mark is not None and self._kind is not None and now["tokens"] > self._mark["tokens"]:
+            s = self.sums.setdefault(self._kind, dict.fromkeys(self.FIELDS, 0.0))
+            for k in self.FIELDS:
+                s[k] = s[k] * self.decay + (now[k] - self._mark[k])
+        self._mark, self._kind = now, None
+
+    def open(self, kind: str) -> None:
+        self._kind = kind
+
+    def per_token(self, kind: str) -> float | None:
+        s = self.sums.get(kind)
+        return s["wall_s"] / s["tokens"] if s and s["tokens"] and s["wall_s"] > 0 else None
+
+    def mean(self, kind: str, secs: str, calls: str) -> float | None:
+        s = self.sums.get(kind)
+        return s[secs] / s[calls] if s and s[calls] else None
+
+
 class SpeculationPolicy:
-    def __init__(self, max_depth: int = 6, prior: dict | None = None, *, prior_verdicts: float = 8.0,
-                 prior_calls: float = 4.0, batch_slope: float = 0.15, draft_cost: float = 0.3,
-                 min_gain: float = 0.03, probe_budget: float = 0.03, min_probe_every: int = 4,
-                 max_probe_every: int = 64, caution: float = 1.0) -> None:
-        """`prior_verdicts` / `prior_calls`: the most the prior may weigh, in verdicts per depth
-        and in calls per timing; `batch_slope` and `draft_cost` are the defaults for s and c
-        before anything is measured; `caution`: standard errors between b_d and the bound the
-        depth is chosen on (0: choose on the estimate itself)."""
+    def __init__(self, max_depth: int = 6, prior: dict | None = None, *, schedule: str = "sync",
+                 optimism: float = 0.25, alarm_optimism: float = 1.0, decay: float = 0.95,
+                 fast_decay: float = 0.7, shared_weight: float = 2.0, prior_verdicts: float = 8.0, prior_calls: float = 4.0, batch_slope: float = 0.15,
+                 draft_cost: float = 0.3, probe_budget: float = 0.03, min_probe_every: int = 1,
+                 max_probe_every: int = 16) -> None:
+        """`optimism`: standard deviations above each b_d's mean that depths are chosen on
+        (`alarm_optimism` while the short memory has taken over: a change is worth a look);
+        `decay` / `fast_decay`: weight the long and the short memory keep of older verdicts per
+        observed cycle; `shared_weight`: pseudo-verdicts of the shared prior in each depth's
+        posterior; `prior_verdicts` / `prior_calls`: the most the prior may weigh; `batch_slope`
+        and `draft_cost`: s and c before anything is measured; `probe_budget`: the share of time
+        probes may cost at g = 0."""
         if max_depth < 1:
             raise ValueError(f"max_depth must be >= 1, got {max_depth}")
-        self.max_depth = max_depth
+        if schedule not in ("sync", "async"):
+            raise ValueError(f"schedule must be 'sync' or 'async', got {schedule!r}")
+        self.max_depth, self.schedule = max_depth, schedule
         self.prior = prior or {}
         self.prior_verdicts, self.prior_calls = prior_verdicts, prior_calls
         self.batch_slope, self.draft_cost = batch_slope, draft_cost
-        self.min_gain, self.probe_budget = min_gain, probe_budget
+        self.probe_budget = probe_budget
         self.min_probe_every, self.max_probe_every = min_probe_every, max_probe_every
-        self.caution = caution
-        self._idle = 0  # g = 0 cycles since the last drafting cycle
-        self._rejected_probes = 0  # rejected probes in a row
-        self._probe_mark: tuple[int, int] | None = None  # depth-0 (accepted, verified) when the last probe ran
+        self.optimism, self.alarm_optimism = optimism, alarm_optimism
+        self.beliefs = Beliefs(max_depth, decay, fast_decay, shared_weight)
+        self.ledger = Ledger(0.9)  # cycle costs: about the last 10 of each kind
+        self._seen_acc: list[int] = []  # the Stats' verdict counts already in the beliefs
+        self._seen_ver: list[int] = []
+        self._seed_prior()
+        self._idle = 0  # g = 0 cycles since the last probe or drafting cycle
         self._last: int | None = None  # depth of the last logged decision (-1: a probe)
 
-    # -- estimates ------------------------------------------------------------------------
-    def acceptance(self, st: Stats) -> tuple[list[float], list[float]]:
-        """(b_d, its lower bound) for d = 0 .. max_depth - 1. The bench reports its cost model
-        on the same bound, from a run's summed verdicts."""
-        p_acc = list(_get(self.prior, "accepted_by_depth", []))
-        p_ver = list(_get(self.prior, "verified_by_depth", []))
-        # the prior weighs at most prior_verdicts at depth 0, less as this session's own verdicts
-        # come in: a request unlike the server's history soon follows its own numbers
-        own = sum(st.verified_by_depth)
-        cap = self.prior_verdicts * self.prior_verdicts / (self.prior_verdicts + own)
-        scale = min(1.0, cap / max(p_ver[:1] or [1])) if p_ver else 0.0
-        acc, ver = [], []
-        for d in range(self.max_depth):
-            a = (st.accepted_by_depth[d] if d < len(st.accepted_by_depth) else 0)
-            n = (st.verified_by_depth[d] if d < len(st.verified_by_depth) else 0)
-            a += scale * (p_acc[d] if d < len(p_acc) else 0)
-            n += scale * (p_ver[d] if d < len(p_ver) else 0)
-            acc.append(a)
-            ver.append(n)
-        total = sum(ver)
-        pooled = (sum(acc) + 0.5) / (total + 1.0)  # Jeffreys prior: 0.5 with no data
-        k = 2.0  # pseudo-verdicts pulling each depth towards the pool
-        b = [min(1.0, max(0.0, (a + k * pooled) / (n + k))) for a, n in zip(acc, ver)]
-        # the pool's pseudo-verdicts are worth only as much as the pool has seen: with nothing
-        # seen the bound is 0, after one accepted verdict b_0 = 0.83 has a bound of 0.60
-        pool_weight = k * total / (total + k)
-        low = [max(0.0, bd - self.caution * math.sqrt(bd * (1.0 - bd) / (n + pool_weight + 1.0)))
-               for bd, n in zip(b, ver)]
-        return b, low
+    # -- evidence -------------------------------------------------------------------------
+    def _seed_prior(self) -> None:
+        """The prior's verdicts start the posteriors, scaled so depth 0 holds at most
+        `prior_verdicts` of them (a request unlike the history soon follows its own)."""
+        acc = list(_get(self.prior, "accepted_by_depth", []))
+        ver = list(_get(self.prior, "verified_by_depth", []))
+        if not ver or not ver[0]:
+            return
+        scale = min(1.0, self.prior_verdicts / ver[0])
+        for d in range(len(ver)):
+            b = self.beliefs
+            for decay in b.acc:
+                i = min(d, len(b.ver[decay]) - 1)
+                b.acc[decay][i] += scale * _at(acc, d)
+                b.ver[decay][i] += scale * ver[d]
 
+    def observe(self, st: Stats) -> None:
+        """Feed the verdicts the Stats gained since the last call into the beliefs, after fading
+        the older ones: evidence decays per cycle that was observed, whatever its depth."""
+        if sum(st.verified_by_depth) > sum(self._seen_ver):
+            self.beliefs.fade()
+        for d, n in enumerate(st.verified_by_depth):
+            a = _at(st.accepted_by_depth, d)
+            new_a, new_n = a - _at(self._seen_acc, d), n - _at(self._seen_ver, d)
+            for i in range(new_n):
+                self.beliefs.add(d, i < new_a)
+        self._seen_acc, self._seen_ver = list(st.accepted_by_depth), list(st.verified_by_depth)
+
+    # -- costs ----------------------------------------------------------------------------
     def _mean(self, st_s: float, st_n: float, p_s: float, p_n: float) -> tuple[float | None, str]:
         w = min(p_n, self.prior_calls)
         pm = p_s / p_n if p_n else 0.0
@@ -129,102 +262,174 @@ class SpeculationPolicy:
             return None, "default"
         return (st_s + w * pm) / n, "run" if st_n else "prior"
 
-    def _target_times(self, st: Stats) -> dict[int, tuple[float, float]]:
-        """n -> (mean seconds, weight) over session and prior."""
+    def _target_times(self, st: Stats) -> dict[int, tuple[float, float, float]]:
+        """n -> (mean seconds per call, the same per token of a row, weight) over session and
+        prior; per token is 0 where tokens were not recorded."""
         p_calls = list(_get(self.prior, "target_calls_by_rows", []))
         p_secs = list(_get(self.prior, "target_s_by_rows", []))
+        p_toks = list(_get(self.prior, "target_tokens_by_rows", []))
         out = {}
         for i in range(max(len(st.target_calls_by_rows), len(p_calls))):
-            s_n = st.target_calls_by_rows[i] if i < len(st.target_calls_by_rows) else 0
-            s_s = st.target_s_by_rows[i] if i < len(st.target_s_by_rows) else 0.0
-            p_n = p_calls[i] if i < len(p_calls) else 0
-            p_s = p_secs[i] if i < len(p_secs) else 0.0
+            s_n, p_n = _at(st.target_calls_by_rows, i), _at(p_calls, i)
+            s_s, p_s = _at(st.target_s_by_rows, i, 0.0), _at(p_secs, i, 0.0)
             mean, _ = self._mean(s_s, s_n, p_s, p_n)
-            if mean is not None and mean > 0:
-                out[i + 1] = (mean, s_n + min(p_n, self.prior_calls))
+            if mean is None or mean <= 0:
+                continue
+            s_t, p_t = _at(st.target_tokens_by_rows, i, 0.0), _at(p_toks, i, 0.0)
+            w = min(p_n, self.prior_calls) / p_n if p_n else 0.0  # the prior's share, as in _mean
+            toks = s_t + w * p_t
+            per_token = (s_s + w * p_s) / toks if toks > 0 and (s_t or not s_n) and (p_t or not p_n) else 0.0
+            out[i + 1] = (mean, per_token, s_n + min(p_n, self.prior_calls))
         return out
 
-    def estimate(self, st: Stats) -> Estimate:
-        b, b_low = self.acceptance(st)
-        sources: dict = {}
-        times = self._target_times(st)
+    def _batch_ratios(self, times: dict[int, tuple[float, float, float]],
+                      sources: dict) -> tuple[float | None, list[float]]:
+        """T(1) and r(n) for n = 1 .. max_depth + 1 (the async window has at most max_depth + 1
+        target rows of its own in flight). r(n) compares seconds per token where tokens were
+        recorded (steps differ in length, and which calls ran with n rows is no random pick)."""
         s = self.batch_slope
+        sources["r"] = "default slope"
+        ratio = {}
         if 1 in times:
-            t1 = times[1][0]
-            wider = [(n, m, w) for n, (m, w) in times.items() if n > 1]
+            t1, rate1, _ = times[1]
+            for n, (m, rate, w) in times.items():
+                ratio[n] = (rate / rate1 if rate and rate1 else m / t1, w)
+            wider = [(n, q, w) for n, (q, w) in ratio.items() if n > 1]
             if wider:  # slope fitted from the measured batches, one pseudo-call of the default
-                fit = sum(w * max(0.0, (m / t1 - 1.0) / (n - 1)) for n, m, w in wider)
+                fit = sum(w * max(0.0, (q - 1.0) / (n - 1)) for n, q, w in wider)
                 s = (fit + s) / (sum(w for _, _, w in wider) + 1.0)
                 sources["r"] = "run"
-            else:
-                sources["r"] = "default slope"
         elif times:  # no single-row call yet: T(1) from the widest-measured batch and the slope
-            n, (m, _) = max(times.items(), key=lambda kv: kv[1][1])
+            n, (m, _, _) = max(times.items(), key=lambda kv: kv[1][2])
             t1 = m / (1.0 + s * (n - 1))
-            sources["r"] = "default slope"
         else:
-            t1 = None
-            sources["r"] = "default slope"
-        r = []
-        for n in range(1, self.max_depth + 2):
+            return None, [1.0 + s * n for n in range(self.max_depth + 1)]
+        r = [1.0]
+        for n in range(2, self.max_depth + 2):
             line = 1.0 + s * (n - 1)
-            if t1 and n in times and n > 1:  # a measured batch counts, one pseudo-call of the line
-                m, w = times[n]
-                line = (w * m / t1 + line) / (w + 1.0)
-            r.append(max(1.0, line) if n > 1 else 1.0)
-        d_mean, sources["c"] = self._mean(st.draft_s, st.draft_calls, _get(self.prior, "draft_s", 0.0),
-                                          _get(self.prior, "draft_calls", 0))
+            if n in ratio:  # a measured batch counts, one pseudo-call of the line
+                q, w = ratio[n]
+                line = (w * q + line) / (w + 1.0)
+            r.append(max(1.0, line))
+        return t1, r
+
+    def _draft_seconds(self, st: Stats, sources: dict) -> float | None:
+        """D as a cycle of this schedule pays it. The async window's drafts always run beside
+        target steps, as probes do. A sync cycle drafts alone: where probes show that their draft
+        slowed the target step beside it (shared cores), the draft was slowed by about as much, so
+        D alone = D beside - the target's extra seconds, until drafting cycles time it alone."""
+        d_all, sources["c"] = self._mean(st.draft_s, st.draft_calls, _get(self.prior, "draft_s", 0.0),
+                                         _get(self.prior, "draft_calls", 0))
+        extra = self._contention()
+        if (self.schedule == "async" and not extra) or d_all is None or not extra:
+            return d_all  # no contention seen: drafts cost the same beside a target step or alone
+        alone = self.ledger.mean("draft", "draft_s", "draft_calls") if self.schedule == "sync" else None
+        if alone is not None:
+            sources["c"] = "drafting cycles"
+            return alone
+        beside = self.ledger.mean("probe", "draft_s", "draft_calls") or d_all
+        sources["c"] = "probes, contention removed"
+        return max(beside / 2.0, beside - extra)
+
+    def _contention(self) -> float:
+        """Seconds a probe's draft added to the target step beside it (0 when under 5%): draft
+        and target share their cores."""
+        t_probe = self.ledger.mean("probe", "t1_s", "t1_calls")
+        t_plain = self.ledger.mean("plain", "t1_s", "t1_calls")
+        if t_probe is None or t_plain is None or t_probe < 1.05 * t_plain:
+            return 0.0
+        return t_probe - t_plain
+
+    def _probe_cost(self, c: float, v: float) -> float:
+        """A probe cycle's extra wall time per token over a plain g = 0 cycle's; before both were
+        measured, the draft is assumed to run on its own device (cost: the verification)."""
+        probe, plain = self.ledger.per_token("probe"), self.ledger.per_token("plain")
+        if probe is None or plain is None:
+            return v + max(0.0, c - 1.0)
+        return max(0.0, probe / plain - 1.0)
+
+    def _predict(self, b: list[float], g: int, c: float, r: list[float], v: float, shared: bool) -> float:
+        # where draft and target share their cores, drafting beside the target saves nothing:
+        # the async window then pays for its drafts as a sync cycle does
+        if self.schedule == "async" and not shared:
+            return async_speedup(b, g, c, r, v)
+        return cycle_speedup(b, g, c, r[g], v)
+
+    def estimate(self, st: Stats) -> Estimate:
+        self.observe(st)
+        sources: dict = {}
+        t1, r = self._batch_ratios(self._target_times(st), sources)
+        d = self._draft_seconds(st, sources)
         v_mean, sources["v"] = self._mean(st.verify_s, st.verify_calls, _get(self.prior, "verify_s", 0.0),
                                           _get(self.prior, "verify_calls", 0))
-        c = d_mean / t1 if t1 and d_mean is not None else self.draft_cost
+        c = d / t1 if t1 and d is not None else self.draft_cost
         v = v_mean / t1 if t1 and v_mean is not None else 0.0
-        speedup = [cycle_speedup(b_low, g, c, r[g], v) for g in range(self.max_depth + 1)]
-        return Estimate(b, b_low, c, v, r, speedup, timed=bool(t1) and d_mean is not None, sources=sources)
+        means, upper = self.beliefs.upper(0.0), self.beliefs.upper(self.optimism, self.alarm_optimism)
+        gs, shared = range(self.max_depth + 1), self._contention() > 0
+        if shared:
+            sources["schedule"] = "shared cores: async costed as sync" if self.schedule == "async" else "shared cores"
+        return Estimate(means, upper, c, v, r, [self._predict(upper, g, c, r, v, shared) for g in gs],
+                        [self._predict(means, g, c, r, v, shared) for g in gs], self._probe_cost(c, v),
+                        timed=bool(t1) and d is not None, sources=sources)
 
     # -- decisions ------------------------------------------------------------------------
     def probe_every(self, est: Estimate) -> int:
-        """Cycles between probes while g = 0: overhead (c + v) / k within the budget, doubled per
-        rejected probe in a row."""
-        k = math.ceil((est.c + est.v) / self.probe_budget) if self.probe_budget > 0 else self.max_probe_every
-        k *= 2 ** min(self._rejected_probes, 6)
+        """Cycles between probes while g = 0: probe cost / k within the budget. Until a plain
+        cycle has been timed, every other one is plain, so that the probes' cost can be measured."""
+        k = math.ceil(est.probe_cost / self.probe_budget) if self.probe_budget > 0 else self.max_probe_every
+        if self.ledger.per_token("plain") is None:
+            k = max(k, 2)
         return max(self.min_probe_every, min(self.max_probe_every, k))
 
     def decide(self, st: Stats) -> Decision:
-        self._note_probe_outcome(st)
+        self.ledger.close(st)
         est = self.estimate(st)
         if not est.timed:
             return self._done(st, est, Decision(0, True, "probe: no timings yet"))
         best = max(range(self.max_depth + 1), key=lambda g: (est.speedup[g], -g))
-        head = f"b0={est.b_by_depth[0]:.2f} (bound {est.b_low[0]:.2f}) c={est.c:.2f} v={est.v:.2f}"
-        if best > 0 and est.speedup[best] >= 1.0 + self.min_gain:
-            self._idle = 0
-            return self._done(st, est, Decision(best, False, f"g={best}: predicts {est.speedup[best]:.2f}x "
-                                                             f"({head} r{best + 1}={est.r[best]:.2f})"))
+        if best > 0:
+            why = f"{est.speedup[best]:.2f}x at the bound, expected {est.expected[best]:.2f}x ({_head(est, best)})"
+            return self._done(st, est, Decision(best, False, f"g={best}: {why}"))
         self._idle += 1
         every = self.probe_every(est)
-        g1 = max(range(1, self.max_depth + 1), key=lambda g: est.speedup[g])
-        why = f"best g={g1} predicts {est.speedup[g1]:.2f}x ({head} r{g1 + 1}={est.r[g1]:.2f})"
+        g1 = max(range(1, self.max_depth + 1), key=lambda g: est.expected[g])
+        why = f"best g={g1} expected {est.expected[g1]:.2f}x ({_head(est, g1)}; probe cost {est.probe_cost:.2f})"
         if self._idle >= every:
-            self._idle = 0
             return self._done(st, est, Decision(0, True, f"probe (every {every} cycles at g=0): {why}"))
         return self._done(st, est, Decision(0, False, f"g=0: {why}"))
 
-    def _note_probe_outcome(self, st: Stats) -> None:
-        if self._probe_mark is None:
-            return
-        acc0 = st.accepted_by_depth[0] if st.accepted_by_depth else 0
-        ver0 = st.verified_by_depth[0] if st.verified_by_depth else 0
-        if ver0 > self._probe_mark[1]:  # the probe was ruled on (not skipped by a failure)
-            self._rejected_probes = 0 if acc0 > self._probe_mark[0] else self._rejected_probes + 1
-        self._probe_mark = None
-
     def _done(self, st: Stats, est: Estimate, d: Decision) -> Decision:
-        if d.probe:
-            self._probe_mark = (st.accepted_by_depth[0] if st.accepted_by_depth else 0,
-                                st.verified_by_depth[0] if st.verified_by_depth else 0)
+        if d.depth or d.probe:
+            self._idle = 0
+        self.ledger.open("draft" if d.depth else "probe" if d.probe else "plain")
         st.policy = {"depth": d.depth, "probe": d.probe, "reason": d.reason, **est.to_dict()}
         # the log gets the first decision and each change of depth; routine probes stay out of it
         if self._last is None or (not d.probe and d.depth != self._last):
             self._last = -1 if d.probe else d.depth
             st.policy_log = (st.policy_log + [f"cycle {st.cycles}: {d.reason}"])[-20:]
         return d
+
+
+def _head(est: Estimate, g: int) -> str:
+    return (f"b0={est.b_mean[0]:.2f} (bound {est.b_upper[0]:.2f}) c={est.c:.2f} v={est.v:.2f} "
+            f"r{g + 1}={est.r[g]:.2f}")
+
+
+class PriorBook:
+    """Running totals of finished requests, one per key (model pair, verifier, greedy or
+    sampled, schedule): each new request's policy starts from the totals of its own kind, not
+    from a pool of every request the replica served."""
+
+    def __init__(self) -> None:
+        self._totals: dict[tuple, Stats] = {}
+
+    @staticmethod
+    def key(target: str, draft: str, verifier: str, greedy: bool, schedule: str = "sync", mode: str = "lr") -> tuple:
+        return (mode, target, draft, verifier, "greedy" if greedy else "sampled", schedule)
+
+    def get(self, key: tuple) -> dict | None:
+        st = self._totals.get(key)
+        return st.to_dict() if st is not None else None
+
+    def add(self, key: tuple, st: Stats) -> None:
+        self._totals.setdefault(key, Stats(mode=key[0])).accumulate(st)

@@ -45,6 +45,7 @@ class _Node:
         self.children: dict[int, _Node] = {}
         self.cancelled = False
         self.failure_noted = False  # a failed draft call is recorded once
+        self.aside = False  # its drafts are judged beside the answer, which did not wait for them
 
 
 def _ok(task: asyncio.Task | None):
@@ -136,7 +137,11 @@ class _Window:
         while not lr.done:
             root = self.root
             target = await root.target
-            drafts = _ok(root.drafts)  # None when unfinished (the target wins), failed or absent
+            # the answer does not wait for a probe's drafts, nor for drafts still running (the
+            # target wins): those are judged aside, for the acceptance estimate only
+            aside = (root.drafts is not None and not root.failure_noted
+                     and (self.probe or not root.drafts.done()))
+            drafts = None if aside else _ok(root.drafts)  # None also when failed or absent
             verdicts: list[Verdict] = []
             if drafts is not None:
                 if root.verdicts is None:
@@ -157,6 +162,9 @@ class _Window:
             else:
                 step, run = lr._emit(adopt(drafts[k], target, verdicts[k])), run + 1
                 nxt = None if lr.done else (root.children.get(k) or self._spawn(list(lr.steps)))
+            if aside and not lr.done:
+                root.aside = True  # _cancel leaves its drafts and verdicts running
+                self._task(lr.judge_aside(root.prefix, root.drafts, target, run, root.verdicts))
             self._cancel(root, keep=nxt)
             if nxt is not None:
                 self.root = nxt
@@ -177,6 +185,8 @@ class _Window:
             return
         node.cancelled = True
         for t in (node.target, node.drafts, node.verdicts):
+            if node.aside and t is not node.target:
+                continue
             if t is not None and not t.done():
                 t.cancel()
                 if t is not node.verdicts:

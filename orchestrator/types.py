@@ -131,9 +131,11 @@ class Stats:
     target_steps: int = 0
     verified_by_depth: list[int] = field(default_factory=list)
     accepted_by_depth: list[int] = field(default_factory=list)
+    aside_verdicts: int = 0  # verdicts on drafts the answer did not wait for (probes, late async drafts)
     draft_tokens: int = 0
     target_tokens: int = 0
     tokens: int = 0
+    # seconds during which at least one call of the kind ran (overlapping calls count once)
     draft_s: float = 0.0
     target_s: float = 0.0
     verify_s: float = 0.0
@@ -141,11 +143,14 @@ class Stats:
     cancelled_branches: int = 0
     degraded: list[str] = field(default_factory=list)
     # live timings by kind, what the adaptive depth policy estimates its costs from:
-    # target_calls_by_rows[n-1] calls of n rows (or n target calls in flight) took target_s_by_rows[n-1]
+    # target_calls_by_rows[n-1] calls of n rows (or n target rows in flight, time-weighted) took
+    # target_s_by_rows[n-1] seconds to write target_tokens_by_rows[n-1] tokens per row (summed over
+    # calls: a call counts the mean of its rows' tokens, so a batch's straggler is in its time)
     draft_calls: int = 0  # one call drafts one position (its W siblings)
     verify_calls: int = 0
     target_calls_by_rows: list[int] = field(default_factory=list)
     target_s_by_rows: list[float] = field(default_factory=list)
+    target_tokens_by_rows: list[float] = field(default_factory=list)
     # speculation depth chosen per cycle (index g), probe cycles, and the policy's last decision
     depth_counts: list[int] = field(default_factory=list)
     probes: int = 0
@@ -156,8 +161,11 @@ class Stats:
     def acceptance_rate(self) -> float:
         return self.accepted_steps / self.verified_steps if self.verified_steps else 0.0
 
-    def count_verified(self, depth: int, accepted: bool) -> None:
-        """One draft position ruled on at depth (0-based from the accepted prefix)."""
+    def count_verified(self, depth: int, accepted: bool, used: bool = True) -> None:
+        """One draft position ruled on at depth (0-based from the accepted prefix). `used=False`:
+        a draft the answer did not wait for (a probe's, or in the async window one that finished
+        after its target step), judged for the acceptance estimate only: counted like any
+        verdict, and in aside_verdicts."""
         while len(self.verified_by_depth) <= depth:
             self.verified_by_depth.append(0)
             self.accepted_by_depth.append(0)
@@ -166,13 +174,18 @@ class Stats:
         if accepted:
             self.accepted_by_depth[depth] += 1
             self.accepted_steps += 1
+        if not used:
+            self.aside_verdicts += 1
 
-    def count_target_call(self, rows: int, seconds: float) -> None:
+    def count_target_call(self, rows: int, seconds: float, tokens: float = 0.0) -> None:
         while len(self.target_calls_by_rows) < rows:
             self.target_calls_by_rows.append(0)
             self.target_s_by_rows.append(0.0)
+        while len(self.target_tokens_by_rows) < rows:
+            self.target_tokens_by_rows.append(0.0)
         self.target_calls_by_rows[rows - 1] += 1
         self.target_s_by_rows[rows - 1] += seconds
+        self.target_tokens_by_rows[rows - 1] += tokens
 
     def count_depth(self, depth: int) -> None:
         while len(self.depth_counts) <= depth:
@@ -183,12 +196,13 @@ class Stats:
         """Add another session's counts and timings (a server's running totals, a prior)."""
         for name in ("cycles", "drafted_steps", "verified_steps", "accepted_steps", "target_steps",
                      "draft_tokens", "target_tokens", "tokens", "draft_s", "target_s", "verify_s", "wall_s",
-                     "cancelled_branches", "draft_calls", "verify_calls", "probes"):
+                     "cancelled_branches", "draft_calls", "verify_calls", "probes", "aside_verdicts"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for mine, theirs in ((self.verified_by_depth, other.verified_by_depth),
                              (self.accepted_by_depth, other.accepted_by_depth),
                              (self.target_calls_by_rows, other.target_calls_by_rows),
                              (self.target_s_by_rows, other.target_s_by_rows),
+                             (self.target_tokens_by_rows, other.target_tokens_by_rows),
                              (self.depth_counts, other.depth_counts)):
             mine.extend([0] * (len(theirs) - len(mine)))
             for i, x in enumerate(theirs):
@@ -198,6 +212,7 @@ class Stats:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["target_s_by_rows"] = [round(x, 4) for x in self.target_s_by_rows]
+        d["target_tokens_by_rows"] = [round(x, 2) for x in self.target_tokens_by_rows]
         d["acceptance_rate"] = round(self.acceptance_rate, 4)
         d["acceptance_by_depth"] = [
             round(a / n, 4) if n else 0.0 for a, n in zip(self.accepted_by_depth, self.verified_by_depth)

@@ -5,12 +5,16 @@ import json
 from pathlib import Path
 
 COST_MODEL_NOTE = """\
-Cost model (docs/cost-model.md, synchronous cycles): a cycle drafts g steps and expands the target
-g + 1 times in one batch; with step acceptance b it emits E = (1 - b^(g+1)) / (1 - b) steps, so
+Cost model (docs/cost-model.md). Sync cycles: a cycle drafts g steps and expands the target g + 1
+times in one batch; with step acceptance b it emits E = (1 - b^(g+1)) / (1 - b) steps, so
 
     predicted speedup over the mode's own target = E / (g*c + r),  times T1_ar / T1_base for "vs ar".
 
-- b: accepted / verified drafted steps of the run (all depths pooled).
+Async window (schedule async): drafting overlaps the target; a run of E = 1/(1 - b) steps between
+rejections costs r + tau (E - 1), tau = max(c, (r + c)/(g + 1)) the cadence of accepted steps and r
+the target step under the window's load (orchestrator/cost_model.py, async_speedup).
+
+- b: accepted / verified drafts of the run (all depths pooled, probes included).
 - c: draft/target step-time ratio = D / T1_base. D = seconds per drafted position =
   draft_s / (drafted_steps / W); T1_base = seconds per target step at batch 1 = target_s /
   target_steps of the base mode's run (ar for lr, sd for lr+sd). Both are step times, so draft
@@ -18,7 +22,8 @@ g + 1 times in one batch; with step acceptance b it emits E = (1 - b^(g+1)) / (1
 - r = T_batch(g+1) / T_1: start-up calibration, the base target writing one step of the same
   prompt as g + 1 identical rows vs 1 row.
 - Outside the formula, measured per cycle in T1_base units: the target call actually paid
-  (realized r), drafting, verification and other (orchestration: wall - draft - target - verify).
+  (realized r), drafting, verification and other (orchestration: wall - draft - target - verify;
+  draft, target and verify are busy times, which overlap under async and in probes).
   The realized speedup over the base is about steps/cycle / (draft + target + verify + other).
   A cycle drafts fewer than g positions (and batches fewer than g + 1 target rows) when a draft
   ends the answer or is cut at the step limit: drafted/cycle and target rows/call show how often.
@@ -105,7 +110,7 @@ def markdown(result: dict, images: list[str]) -> str:
         for name, m in lr.items():
             c, o = m["cost_model"], m["cost_model"].get("observed") or {}
             g = f"auto (best {c['best_g']})" if c["g"] == "auto" else str(c["g"])
-            b = _f(c["b"]) + (f" (bound {c['b_low']:.2f})" if c.get("b_low") is not None else "")
+            b = _f(c["b"]) + (f" (policy {c['b_policy']:.2f})" if c.get("b_policy") is not None else "")
             rows.append([name, g, b, _f(c["c"]), _f(c.get("c_per_token")), _f(c["r"]),
                          _f(c["E"]), _f(c.get("predicted_speedup_vs_base"), "{:.2f}x"),
                          _f(c.get("realized_speedup_vs_base"), "{:.2f}x"), _f(c.get("predicted_speedup"), "{:.2f}x"),
@@ -122,8 +127,9 @@ def markdown(result: dict, images: list[str]) -> str:
             lines += ["", "## Depths the policy chose (depth auto)", "",
                       "Cycles per depth g (g = 0: the target alone; probes: g = 0 cycles that also drafted one "
                       "step to keep the acceptance estimate fresh). A row with g = auto above shows the cost "
-                      "model at its best g, on the policy's lower bound of b (one standard error of the run's "
-                      "verdicts below it; E and the predictions use the bound); where that predicts no gain, the policy should stay at g = 0. Each question's "
+                      "model at its best g, on the policy's estimate of b from the run's verdicts (posterior "
+                      "mean, a prior shared across depths; E and the predictions use it); where that predicts "
+                      "no gain, the policy should stay at g = 0. Each question's "
                       "policy starts from the running totals of the configuration's earlier questions, as a "
                       "Serve replica's sessions start from its history.", ""]
             lines += _table(["mode", "cycles by g (0, 1, ...)", "probes"],

@@ -271,7 +271,7 @@ def print_summary(result: dict) -> None:
               + (f"  accepted drafts {m['strict']['accepted_drafts']} (not equal {m['strict']['not_equal']}, "
                  f"guard would reject {m['strict']['guard_rejects']})" if m.get("strict") else "")
               + (f"  predicted {_x(cm.get('predicted_speedup'))} (g={cm['g']}"
-                 + (f", best {cm['best_g']}" if cm.get("best_g") else "") + f", b={cm['b']}" + (f" bound {cm['b_low']}" if cm.get("b_low") is not None else "")
+                 + (f", best {cm['best_g']}" if cm.get("best_g") else "") + f", b={cm['b']}" + (f" policy's {cm['b_policy']}" if cm.get("b_policy") is not None else "")
                  + f", c={cm['c']}, r={cm['r']})"
                  if cm else "")
               + (f"  depths chosen {m['depths_chosen']['cycles_by_depth']} probes {m['depths_chosen']['probes']}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from benchmarks.bench.calibrate import Calibration
 from benchmarks.cost_model import lr_inputs
 from benchmarks.bench.modes import ModeSpec
-from orchestrator.cost_model import cycle_speedup, steps_per_cycle_by_depth
 from orchestrator.policy import SpeculationPolicy
 from orchestrator.types import Stats
 
@@ -115,7 +114,7 @@ def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | N
         if schedule == "sync":
             m["time"]["orchestration_s"] = round(t["wall_s"] - t["draft_s"] - t["target_s"] - t["verify_s"], 3)
         base = out.get(s.base) if s.base else None
-        m["cost_model"] = cost_model(s, t, base, ar, calib)
+        m["cost_model"] = cost_model(s, t, base, ar, calib, schedule)
         if s.auto:
             m["depths_chosen"] = depths_chosen(by_mode[s.name])
         m["cost_model"]["schedule"] = schedule
@@ -125,39 +124,42 @@ def summarize(records: list[dict], specs: list[ModeSpec], calib: Calibration | N
     return out
 
 
-def cost_model(s: ModeSpec, t: dict, base: dict | None, ar: dict | None, calib: Calibration | None) -> dict:
-    """The cost model for one lr configuration. Under depth "auto" it is evaluated at every g
-    the policy may choose, with this run's c and r and the policy's own lower bound on b from
-    the run's verdicts (orchestrator/policy.py: what the policy decides on), and the best g is
-    reported: if even that predicts no gain, the policy should have stepped aside (g = 0, about
-    ar's speed). The point estimate's prediction is kept beside it: one accepted verdict makes
-    b = 1.0, which predicts a gain that the evidence cannot carry."""
-    def at(g: int) -> dict:
+def cost_model(s: ModeSpec, t: dict, base: dict | None, ar: dict | None, calib: Calibration | None,
+               schedule: str = "sync") -> dict:
+    """The cost model for one lr configuration, with the schedule's formula (sync cycles, or the
+    async window with drafting overlapped). Under depth "auto" it is evaluated at every g the
+    policy may choose, with this run's c and r and the policy's own estimate of b from the run's
+    verdicts (orchestrator/policy.py: the posterior mean, a shared prior across depths), and the
+    best g is reported: if even that predicts no gain, the policy should have stepped aside
+    (g = 0, about ar's speed). The raw rate's prediction is kept beside it: one accepted verdict
+    makes b = 1.0, which predicts a gain that the evidence cannot carry."""
+    def r_by_rows(n: int) -> list[float] | None:
+        if not calib:
+            return None
+        rs = [calib.ratio(s.target_name, k) for k in range(1, n + 1)]
+        return rs if all(x is not None for x in rs) else None
+
+    def at(g: int, b_by_depth: list[float] | None = None) -> dict:
         r = calib.ratio(s.target_name, g + 1) if calib else None
         return lr_inputs(t, base["totals"] if base else None, ar["totals"] if ar else None, g, s.width, r,
-                         calib.t1(s.target_name) if calib else None, calib.t1("target") if calib else None)
+                         calib.t1(s.target_name) if calib else None, calib.t1("target") if calib else None,
+                         schedule=schedule, r_by_rows=r_by_rows(g + 1), b_by_depth=b_by_depth)
 
     if not s.auto:
         return at(int(s.depth))
     verdicts = Stats(verified_by_depth=list(t["verified_by_depth"]), accepted_by_depth=list(t["accepted_by_depth"]))
-    _, b_low = SpeculationPolicy(max_depth=max(s.depths)).acceptance(verdicts)
+    b_est = SpeculationPolicy(max_depth=max(s.depths), schedule=schedule).estimate(verdicts).b_mean
     by_g = {}
     for g in s.depths:
-        m = by_g[g] = at(g)
-        m["predicted_speedup_point"], m["predicted_speedup_vs_base"], m["predicted_speedup"] = (
-            m["predicted_speedup"], None, None)
-        m["E"] = round(steps_per_cycle_by_depth(b_low, g), 4)
-        if m["c"] is not None and m["r"]:
-            vs_base = cycle_speedup(b_low, g, m["c"], m["r"])
-            m["predicted_speedup_vs_base"] = round(vs_base, 4)
-            if m["base_speedup"]:
-                m["predicted_speedup"] = round(vs_base * m["base_speedup"], 4)
+        point = at(g)
+        m = by_g[g] = at(g, b_est)
+        m["predicted_speedup_point"] = point["predicted_speedup"]
     best = max(by_g, key=lambda g: by_g[g]["predicted_speedup"] or 0.0)
     out = dict(by_g[best])
     out["g"] = "auto"
     out["best_g"] = best
-    out["b_low"] = round(b_low[0], 4)
-    out["b_low_by_depth"] = [round(x, 4) for x in b_low]
+    out["b_policy"] = round(b_est[0], 4)
+    out["b_policy_by_depth"] = [round(x, 4) for x in b_est]
     out["predicted_by_g"] = {g: m["predicted_speedup"] for g, m in by_g.items()}
     out["predicted_point_by_g"] = {g: m["predicted_speedup_point"] for g, m in by_g.items()}
     return out

@@ -30,6 +30,9 @@ def add_model_args(p: argparse.ArgumentParser, overrides: dict | None = None) ->
                    help="hf engine: run batch rows one by one (bit-identical greedy results)")
     p.add_argument("--device", **d("device"))
     p.add_argument("--dtype", **d("dtype"))
+    p.add_argument("--target-cores", default=None, metavar="CORES",
+                   help="vLLM-CPU: bind the target's threads to these cores, e.g. 1 or 2-3 (the cpu-split profile)")
+    p.add_argument("--draft-cores", default=None, metavar="CORES", help="vLLM-CPU: the draft's cores, e.g. 0")
 
 
 def add_lookahead_args(p: argparse.ArgumentParser, overrides: dict | None = None) -> None:
@@ -67,7 +70,8 @@ def app_config_from_args(args, mode: str) -> AppConfig:
     """The AppConfig the options describe, for one mode."""
     return AppConfig.for_models(
         args.target, args.draft, args.judge, mode=mode, engine=args.engine, device=args.device, dtype=args.dtype,
-        batch_invariant=args.batch_invariant, sd_tokens=args.sd_tokens, verifier=args.verifier,
+        batch_invariant=args.batch_invariant, sd_tokens=args.sd_tokens,
+        target_cores=getattr(args, "target_cores", None), draft_cores=getattr(args, "draft_cores", None), verifier=args.verifier,
         threshold=args.threshold, numeric_guard=False if args.no_numeric_guard else None,
         depth=args.depth, width=args.width, schedule=args.schedule, max_step_tokens=args.max_step_tokens,
         max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)

@@ -36,17 +36,39 @@ def cmd_serve(args) -> int:
     return 0
 
 
+#: the second application beside the demo's: the same target with no speculation at all, for ar
+PLAIN_APP = "plain"
+#: speculation forced on for a shorter answer: enough cycles to show drafts checked and accepted
+DEMO_FORCED_TOKENS = 160
+
+
 def demo_config():
-    """The demo pair, one fake GPU per role as on a real cluster."""
+    """The demo: the production engine on CPU (the cpu-vllm profile: a vLLM Qwen2.5-0.5B target
+    with n-gram token speculation inside each step, a vLLM SmolLM2-135M draft), the embedding
+    verifier behind the numeric and plan guards (the CPU demo's: it accepts some SmolLM2 steps,
+    exact never does across tokenizers), lr+sd with depth auto; one fake GPU per role as on a
+    real cluster."""
     from deployments.config import RoleDeployment
     from deployments.profiles import PROFILES
 
-    cfg = PROFILES["cpu-demo"].model_copy(deep=True)
+    cfg = PROFILES["cpu-vllm"].model_copy(deep=True)
+    cfg.verifier = PROFILES["cpu-demo"].verifier.model_copy()
+    cfg.defaults = cfg.defaults.model_copy(update={"mode": "lr+sd", "depth": "auto", "max_tokens": DEMO_MAX_TOKENS})
     for role in (cfg.target, cfg.draft):
         role.deployment = RoleDeployment(num_gpus=1, num_cpus=0, max_ongoing_requests=8)
-    # sync LR alternates draft and target: the target may use every core while it runs
-    cfg.target.engine.cpu_threads = os.cpu_count() or 1
     return cfg
+
+
+def plain_config(cfg):
+    """ar's application: the demo's target engine with no token speculation and no draft. Token
+    speculation is an engine setting, so `ar` on the demo's own target would really be sd."""
+    from deployments.config import VerifierConfig
+
+    target = cfg.target.model_copy(deep=True)
+    target.engine = target.engine.model_copy(update={"token_speculation": "none"})
+    return cfg.model_copy(update={"target": target, "draft": None, "judge": None,
+                                  "verifier": VerifierConfig(kind="exact"),
+                                  "defaults": cfg.defaults.model_copy(update={"mode": "ar"})})
 
 
 def cmd_demo(args) -> int:
@@ -61,49 +83,84 @@ def cmd_demo(args) -> int:
     except models.ModelError as exc:
         print(f"lookahead demo: {exc}", file=sys.stderr)
         return 2
-    print("starting Ray Serve: draft, target, orchestrator and ingress deployments ...", flush=True)
+    # three vLLM engines on one small machine: a smaller KV cache each (the answers are short)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    print("starting Ray Serve: draft, target, orchestrator and ingress deployments, and beside them a plain "
+          "target (no speculation at all) for ar ...", flush=True)
     t0 = time.time()
-    start_local(cfg, fake_gpus=2, quiet=True)
-    print(f"application ready in {time.time() - t0:.0f}s on http://127.0.0.1:{cfg.server.http_port}/v1")
-    print(f"draft {cfg.draft.engine.model} -> target {cfg.target.engine.model}, verifier {cfg.verifier.kind}, "
-          f"depth {cfg.defaults.depth}, greedy\n")
+    start_local(cfg, fake_gpus=3, quiet=True, also={PLAIN_APP: plain_config(cfg)})
+    print(f"applications ready in {time.time() - t0:.0f}s on http://127.0.0.1:{cfg.server.http_port}/v1 "
+          f"(ar: /{PLAIN_APP}/v1)")
+    print(f"target {cfg.target.engine.model} on vLLM with n-gram token speculation "
+          f"({cfg.target.engine.num_speculative_tokens} tokens), draft {cfg.draft.engine.model} on vLLM, verifier "
+          f"{cfg.verifier.kind}, depth {cfg.defaults.depth}, greedy\n")
     question = args.question or DEMO_QUESTION
-    # The first request after start-up pays the engines' cold start (measured: lr first at 0.72x
-    # of ar, ar then answering on warm engines). A short untimed request warms the draft, target
-    # and verifier alike; like any request it joins the replica's history, the policy's prior.
-    print("warm-up: one short lr request through draft, target and verifier (untimed) ...", flush=True)
-    _stream_question(cfg, question, "lr", DEMO_WARMUP_TOKENS, show=False)
+    # The first request after start-up pays the engines' cold start: a short untimed request on
+    # each application first. Like any request it joins the replica's history, the policy's prior.
+    print("warm-up: one short request through each application (untimed) ...", flush=True)
+    _stream_question(cfg, question, "lr+sd", DEMO_WARMUP_TOKENS, show=False)
+    _stream_question(cfg, question, "ar", DEMO_WARMUP_TOKENS, show=False, app=PLAIN_APP)
     print(f"\nQ: {question}\n")
-    print("lr, depth auto (the default: the policy drafts only where its cost model predicts a gain)", flush=True)
-    lr = _stream_question(cfg, question, "lr", args.max_tokens, show=True)
+    print("lr+sd, depth auto (the default: n-gram token speculation inside every target step; steps drafted "
+          "only where the policy's cost model predicts a gain)", flush=True)
+    before = _token_acceptance(cfg)
+    lr = _stream_question(cfg, question, "lr+sd", args.max_tokens, show=True)
+    lr["token_level"] = _delta(_token_acceptance(cfg), before)
     print("\n" + _stats_line(lr))
     for line in _policy_lines(lr["stats"]):
         print(line)
     forced = None
     if args.forced_depth:
-        print(f"\nlr, depth {args.forced_depth} on every cycle (speculation forced on, to show drafts checked "
-              "and accepted, and what that costs on this machine)", flush=True)
-        forced = _stream_question(cfg, question, "lr", args.max_tokens, show=True, depth=args.forced_depth)
+        print(f"\nlr+sd, depth {args.forced_depth} on every cycle (step speculation forced on, to show drafts checked "
+              f"and accepted, and what that costs on this machine; {DEMO_FORCED_TOKENS} tokens)", flush=True)
+        forced = _stream_question(cfg, question, "lr+sd", DEMO_FORCED_TOKENS, show=True, depth=args.forced_depth)
         print("\n" + _stats_line(forced))
-    print("\nthe same question in ar mode (target only) ...", flush=True)
-    ar = _stream_question(cfg, question, "ar", args.max_tokens, show=False)
-    print(_comparison(lr, ar, "lr (auto)"))
+    print("\nthe same question in ar mode: the plain target, no token or step speculation ...", flush=True)
+    ar = _stream_question(cfg, question, "ar", args.max_tokens, show=False, app=PLAIN_APP)
+    print(_comparison(lr, ar, "lr+sd (auto)"))
+    for line in _layer_lines(lr, ar):
+        print(line)
     if forced is not None:
-        print(_comparison(forced, ar, f"lr (depth {args.forced_depth})"))
+        print(_forced_line(forced, ar, args.forced_depth))
     if args.json:
-        print(json.dumps({"lr": lr, "lr_forced": forced, "ar": ar}))
-    from ray import serve
-
-    serve.shutdown()
+        print(json.dumps({"lr+sd": lr, "lr+sd_forced": forced, "ar": ar}))
+    _shutdown()
     print(f"demo done in {time.time() - t_start:.0f}s")
     return 0
 
 
-def _stream_question(cfg, question: str, mode: str, max_tokens: int, show: bool, depth: int | None = None) -> dict:
+def _shutdown() -> None:
+    """Both applications deleted (their replicas stop and close their engines), then Ray. Serve's
+    own shutdown call races its controller's exit and Ray logs that as a failed task."""
+    import ray
+    from ray import serve
+
+    for app in ("lookahead", PLAIN_APP):
+        serve.delete(app)
+    ray.shutdown()
+
+
+def _token_acceptance(cfg) -> dict:
+    """The target replica's token-level speculation totals, from the stats endpoint (over HTTP,
+    like every other demo request: no Serve handle in this process)."""
+    import httpx
+
+    r = httpx.get(f"http://127.0.0.1:{cfg.server.http_port}/v1/lookahead/stats", timeout=30)
+    r.raise_for_status()
+    return r.json().get("token_speculation") or {}
+
+
+def _delta(after: dict, before: dict) -> dict:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in ("spec_steps", "draft_tokens", "accepted_tokens")}
+
+
+def _stream_question(cfg, question: str, mode: str, max_tokens: int, show: bool, depth: int | None = None,
+                     app: str = "") -> dict:
     """One streamed chat completion through the HTTP API; prints each step as it arrives."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"http://127.0.0.1:{cfg.server.http_port}/v1", api_key="demo", max_retries=0,
+    prefix = f"/{app}" if app else ""
+    client = OpenAI(base_url=f"http://127.0.0.1:{cfg.server.http_port}{prefix}/v1", api_key="demo", max_retries=0,
                     timeout=600)
     t0 = time.time()
     stream = client.chat.completions.create(
@@ -137,10 +194,13 @@ def step_tag(step: dict) -> str:
 
 def _stats_line(run: dict) -> str:
     st = run["stats"]
-    return (f"lr: {st.get('cycles')} cycles, {st.get('accepted_steps')} accepted draft steps of "
-            f"{st.get('verified_steps')} checked, {st.get('target_steps')} target steps, "
+    used = sum(1 for step in run["steps"] if step["source"] == "draft")
+    aside = st.get("aside_verdicts") or 0
+    return (f"{st.get('mode', 'lr')}: {st.get('cycles')} cycles, {used} drafted steps in the answer, "
+            f"{st.get('target_steps')} target steps; drafts judged {st.get('verified_steps')} "
+            f"({aside} of them probes judged beside the answer), accepted {st.get('accepted_steps')}; "
             f"{st.get('tokens')} tokens in {run['wall_s']:.1f}s "
-            f"(draft {st.get('draft_s')}s, target {st.get('target_s')}s, verify {st.get('verify_s')}s)")
+            f"(busy: draft {st.get('draft_s')}s, target {st.get('target_s')}s, verify {st.get('verify_s')}s)")
 
 
 def _policy_lines(st: dict) -> list[str]:
@@ -161,8 +221,41 @@ def _comparison(lr: dict, ar: dict, name: str) -> str:
     lr_n, ar_n = extract_answer(lr["text"]), extract_answer(ar["text"])
     verdict = "same final answer" if lr_n == ar_n else "DIFFERENT final answers"
     return (f"{name}: final answer {_num(lr_n)} vs ar {_num(ar_n)} ({verdict}, {same}; finish {lr['finish_reason']} / "
-            f"{ar['finish_reason']}); wall {lr['wall_s']:.1f}s vs ar {ar['wall_s']:.1f}s = "
-            f"{ar['wall_s'] / lr['wall_s']:.2f}x ar's speed (one run each on this machine, other load included)")
+            f"{ar['finish_reason']}); {lr['stats'].get('tokens')} tokens in {lr['wall_s']:.1f}s vs ar "
+            f"{ar['stats'].get('tokens')} in {ar['wall_s']:.1f}s = {_speed(lr, ar):.2f}x ar's speed "
+            f"(tokens per second; one run each on this machine, other load included)")
+
+
+def _speed(run: dict, ar: dict) -> float:
+    """Tokens per second relative to ar's (the answers may differ in length)."""
+    return (run["stats"].get("tokens") or 0) / run["wall_s"] / ((ar["stats"].get("tokens") or 1) / ar["wall_s"])
+
+
+def _layer_lines(lr: dict, ar: dict) -> list[str]:
+    """Which layer contributed what, from the run's own numbers."""
+    tok, st = lr.get("token_level") or {}, lr["stats"]
+    lines = ["which layer did what:"]
+    if tok.get("spec_steps"):
+        lines.append(f"  token level (vLLM n-gram proposals inside each target step): {tok['accepted_tokens']} of "
+                     f"{tok['draft_tokens']} proposed tokens accepted, "
+                     f"{1 + tok['accepted_tokens'] / tok['spec_steps']:.2f} tokens per target forward pass instead "
+                     f"of 1: the gain over ar comes from here")
+    counts = st.get("depth_counts") or []
+    drafting = sum(counts[1:])
+    lines.append(f"  step level (drafted steps, depth auto): {drafting} drafting cycles, {st.get('probes', 0)} probes "
+                 f"(one drafted step judged beside the target's own, the answer never waiting for it), "
+                 f"{st.get('accepted_steps', 0)} of {st.get('verified_steps', 0)} drafts accepted")
+    if st.get("policy", {}).get("reason"):
+        lines.append(f"  why: {st['policy']['reason']}")
+    return lines
+
+
+def _forced_line(forced: dict, ar: dict, depth: int) -> str:
+    st = forced["stats"]
+    used = sum(1 for step in forced["steps"] if step["source"] == "draft")
+    return (f"lr+sd (depth {depth}, {forced['stats'].get('tokens')} tokens): {used} accepted drafted steps used, "
+            f"{_speed(forced, ar):.2f}x ar's speed: on two shared cores a cycle pays {depth} draft steps and a batch "
+            f"of {depth + 1} target rows for {len(forced['steps']) / max(1, st.get('cycles') or 1):.2f} steps per cycle")
 
 
 def _num(v: float | None) -> str:

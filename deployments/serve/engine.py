@@ -56,6 +56,10 @@ class EngineDeployment:
     async def info(self) -> dict:
         return self.engine.info()
 
+    async def token_acceptance(self) -> dict:
+        """Token-level speculation totals of this replica (`lookahead demo` reports a run's share)."""
+        return self.engine.token_acceptance()
+
     async def prompt_tokens(self, prompt: Prompt) -> int:
         return self.engine.prompt_tokens(prompt)
 

@@ -23,6 +23,7 @@ from deployments.serve.remote import RemoteEngine, cancel_quietly, response_resu
 from deployments.serve.request_ids import serve_request_id
 from orchestrator.lookahead import Lookahead
 from orchestrator.modes import Mode
+from orchestrator.policy import PriorBook
 from orchestrator.stop_strings import Piece, StopStrings
 from orchestrator.types import Stats, step_dict
 from verifier.kinds import needs
@@ -42,6 +43,7 @@ class Orchestrator:
         self.verifiers: dict[str, object] = {}
         self.sessions: dict[str, Lookahead] = {}
         self.totals = Stats(mode="all")
+        self.priors = PriorBook()  # per model pair, verifier, sampling and schedule: the depth policy's history
         self.requests = 0
         self.started = time.time()
         self._ready = asyncio.Lock()
@@ -80,7 +82,7 @@ class Orchestrator:
             self.verifiers[kind] = build_verifier(vcfg, target=self.engines["target"], judge=self.engines.get("judge"))
         return self.verifiers[kind]
 
-    async def _session(self, spec: RequestSpec) -> tuple[Lookahead, int]:
+    async def _session(self, spec: RequestSpec) -> tuple[Lookahead, int, tuple]:
         engines = await self._engines()
         options = spec.options
         kind = options.verifier or self.cfg.verifier.kind
@@ -96,7 +98,7 @@ class Orchestrator:
             raise BadRequest(f"max_tokens must be <= {limit} on this server", "max_tokens")
         token_speculation = self.info["target"].get("token_speculation", "none")
         try:  # the token layer is the target engine's: asked of one without it, refused
-            mode.run_on(token_speculation != "none")
+            ran = mode.run_on(token_speculation != "none")
         except ValueError as exc:
             raise BadRequest(str(exc), "lookahead.mode") from None
         try:
@@ -115,11 +117,13 @@ class Orchestrator:
         missing = [role for role in needed if role not in engines] if params.mode == "lr" else []
         verifier = self._verifier(kind) if params.mode == "lr" and not missing else None
         rid = spec.request_id or serve_request_id()
-        # depth "auto" starts from what this replica has measured so far (acceptance by depth, costs)
+        # depth "auto" starts from what this replica has measured so far for requests of this kind
+        prior_key = PriorBook.key(self.cfg.target.engine.model, self.cfg.draft.engine.model if self.cfg.draft else "",
+                                  kind, params.target_sampling.greedy, params.schedule, ran.name)
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid,
-                            prior=self.totals.to_dict() if self.totals.cycles else None)
+                            prior=self.priors.get(prior_key))
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
-        return session, prompt_tokens
+        return session, prompt_tokens, prior_key
 
     def _check_logit_bias(self, params, engines: dict) -> None:
         bias = params.target_sampling.logit_bias
@@ -163,7 +167,7 @@ class Orchestrator:
             stops = StopStrings(spec.stop)
         except ValueError as exc:
             raise BadRequest(str(exc), "stop") from exc
-        session, prompt_tokens = await self._session(spec)
+        session, prompt_tokens, prior_key = await self._session(spec)
         rid = session.request_id
         # rejected drafts are unverified small-model text: in the response only when asked for
         rejected = spec.options.rejected_drafts
@@ -189,7 +193,7 @@ class Orchestrator:
                 yield {"steps": [_piece_dict(p, rejected) for p in pieces]}
             await stream.aclose()  # a stop string ends the session before its own end; stats final
             result = stops.result(session.result())
-            self._account(result.stats)
+            self._account(result.stats, prior_key)
             yield {"done": True, **result.to_dict(rejected)}
         finally:
             await stream.aclose()  # cancels whatever the session still has in flight
@@ -201,10 +205,12 @@ class Orchestrator:
             out.update(chunk)
         return out
 
-    def _account(self, st: Stats) -> None:
-        # Running totals: the /stats endpoint, and the prior every new session's depth policy starts from.
+    def _account(self, st: Stats, prior_key: tuple | None = None) -> None:
+        # Running totals: the /stats endpoint; per kind of request, the prior new sessions' depth policy starts from.
         self.requests += 1
         self.totals.accumulate(st)
+        if prior_key is not None and st.mode.startswith("lr"):
+            self.priors.add(prior_key, st)
 
     async def stats(self) -> dict:
         totals = self.totals.to_dict()
@@ -212,6 +218,11 @@ class Orchestrator:
         totals.update(requests=self.requests, active_sessions=len(self.sessions),
                       steps_per_s=round(steps / self.totals.wall_s, 3) if self.totals.wall_s else 0.0,
                       uptime_s=round(time.time() - self.started, 1))
+        try:  # token-level speculation inside the target's steps (one replica's running totals)
+            totals["token_speculation"] = await asyncio.wait_for(
+                response_result(self.handles["target"].token_acceptance.remote()), 10)
+        except Exception as exc:  # noqa: BLE001 - the stats answer without it
+            totals["token_speculation"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
         return totals
 
     async def active_sessions(self) -> list[str]:

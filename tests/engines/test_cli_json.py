@@ -44,3 +44,17 @@ def test_vllm_engine_json_logs_on_stderr():
     doc = one_document(out)
     assert doc["stats"]["tokens"] > 0 and doc["stats"]["mode"] == "ar"
     assert "EngineCore" in out.stderr or "vllm" in out.stderr.lower()  # vLLM did log: to stderr
+
+
+def test_demo_compares_with_a_plain_target():
+    """The demo's ar is the target with no speculation at all: token speculation is an engine
+    setting, so ar on the demo's own n-gram target would really be sd."""
+    from deployments.cli.serve import demo_config, plain_config
+
+    cfg = demo_config()
+    plain = plain_config(cfg)
+    assert cfg.target.engine.engine == cfg.draft.engine.engine == "vllm"
+    assert cfg.target.engine.token_speculation == "ngram" and cfg.defaults.mode == "lr+sd"
+    assert cfg.defaults.depth == "auto" and cfg.verifier.kind == "embedding"
+    assert plain.target.engine.token_speculation == "none" and plain.draft is None
+    assert plain.target.engine.model == cfg.target.engine.model and plain.defaults.mode == "ar"

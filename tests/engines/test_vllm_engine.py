@@ -69,6 +69,22 @@ def test_engine_args_mapping():
         EngineConfig(model=MODEL, engine="vllm", engine_kwargs={"suppress_tokens": [382]}), "/m", cpu=True)
 
 
+def test_each_engine_binds_its_own_cores(monkeypatch):
+    """cpu_cores binds that engine's threads (read by the engine process at its start); an engine
+    without it gets every core again, not the binding the previous engine in this process set."""
+    from deployments.engines import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "_USER_THREADS_BIND", None)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "unset")
+    vllm_engine._cpu_environment(EngineConfig(model=MODEL, engine="vllm", cpu_cores="1"))
+    assert vllm_engine.os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    vllm_engine._cpu_environment(EngineConfig(model=MODEL, engine="vllm"))
+    every = ",".join(str(c) for c in sorted(vllm_engine.os.sched_getaffinity(0)))
+    assert vllm_engine.os.environ["VLLM_CPU_OMP_THREADS_BIND"] == every
+    with pytest.raises(ValueError):
+        EngineConfig(model=MODEL, engine="vllm", cpu_cores="one")
+
+
 @LOOP
 async def test_steps_follow_the_hf_engine_semantics(target):
     p = Prompt(messages=step_messages(QUESTIONS[0]))
