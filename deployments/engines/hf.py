@@ -15,6 +15,7 @@ import torch
 
 from deployments.config import EngineConfig
 from deployments.engines.microbatch import MicroBatcher
+from deployments.engines.prompt_lookup import lookup_proposal
 from deployments.engines.protocol import Engine, EngineUnhealthy
 from deployments.engines.static_decode import STATIC_KWARGS, engine_decoder
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
@@ -274,18 +275,6 @@ class HFEngine(Engine):
                 probs = torch.softmax(logits, -1)[first]
                 result.append((probs / probs.sum().clamp(min=1e-12)).tolist())
         return result
-
-
-def lookup_proposal(context: list[int], k: int, max_ngram: int = 3) -> list[int]:
-    """Tokens that followed the most recent earlier occurrence of the context's last n-gram."""
-    if k <= 0:
-        return []
-    for n in range(min(max_ngram, len(context) - 1), 0, -1):
-        tail = context[-n:]
-        for start in range(len(context) - n - 1, -1, -1):
-            if context[start:start + n] == tail:
-                return context[start + n:start + n + k]
-    return []
 
 
 def _generator(sampling: SamplingParams, device: str) -> torch.Generator | None:
