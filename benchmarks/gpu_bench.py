@@ -50,7 +50,7 @@ from pathlib import Path
 
 from benchmarks.gpu_budget import START, Budget, Output
 from benchmarks.gpu_preflight import run_preflight
-from benchmarks.gpu_report import B_VALUES, plot, summary_lines
+from benchmarks.gpu_report import B_VALUES, plot, summary_lines, times
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -382,7 +382,7 @@ def bernoulli_section(h: Harness, args, entry: dict, sec, out: Output) -> None:
             out.save()
         if (b, g) == (0.5, 4):
             entry["cycle_breakdown_b0.5_g4"] = _breakdown(entry["runs"])
-            log("b=0.5 g=4: " + ", ".join(f"{r['schedule']} {r['speedup']:.2f}x (predicted {r['predicted']})"
+            log("b=0.5 g=4: " + ", ".join(f"{r['schedule']} {times(r['speedup'])} (predicted {times(r['predicted'])})"
                                           for r in entry["runs"]))
     log(f"bernoulli grid: {len(entry['runs'])} runs, {len(entry['skipped'])} skipped")
     if sec.fits(1.25 * ar["wall_s"]):
@@ -470,7 +470,7 @@ def trace_section(h: Harness, args, entry: dict, sec, out: Output) -> None:
             out.save()
         if e["questions"]:
             log(f"trace {path.name}: {e['questions']} of {len(questions)} questions, b={b:.2f} g={g}: " + ", ".join(
-                f"{r['schedule']} {r['speedup']:.2f}x (predicted {r['predicted']})" for r in e["runs"]))
+                f"{r['schedule']} {times(r['speedup'])} (predicted {times(r['predicted'])})" for r in e["runs"]))
         else:
             e["runs"] = []
 
@@ -495,8 +495,8 @@ def lr_sd_section(h: Harness, args, entry: dict, sec, out: Output) -> None:
                   "speedup_over_sd": round(sd["wall_s"] / r["wall_s"], 4)})
         entry["lr_sd"].append(r)
         out.save()
-    log(f"sd {entry['sd']['speedup']}x (token acceptance {sd['token_acceptance']}); lr+sd " + ", ".join(
-        f"b={r['b']} {r['speedup']}x" for r in entry["lr_sd"] if "wall_s" in r))
+    log(f"sd {times(entry['sd']['speedup'])} (token acceptance {sd['token_acceptance']}); lr+sd " + ", ".join(
+        f"b={r['b']} {times(r['speedup'])}" for r in entry["lr_sd"] if "wall_s" in r))
 
 
 def policy_section(h: Harness, args, entry: dict, sec, out: Output) -> None:
@@ -516,7 +516,7 @@ def policy_section(h: Harness, args, entry: dict, sec, out: Output) -> None:
         r.update({"b": b, "speedup": round(ar_wall / r["wall_s"], 4) if ar_wall else None})
         entry["runs"].append(r)
         out.save()
-    log("policy: " + ", ".join(f"b={r['b']} {r['speedup']}x depths {r.get('depth_counts')}"
+    log("policy: " + ", ".join(f"b={r['b']} {times(r['speedup'])} depths {r.get('depth_counts')}"
                                for r in entry["runs"] if "wall_s" in r))
 
 

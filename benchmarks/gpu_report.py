@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 B_VALUES = (0.3, 0.5, 0.7, 0.9)
+
+
+def times(v) -> str:
+    """A speedup or prediction for the log: 1.23x, or - where there is none."""
+    return "-" if v is None else f"{v:.2f}x"
 SECTIONS = ("preflight", "bandwidth", "decode", "bernoulli", "traces", "lr_sd", "policy", "sizes", "serve")
 
 
@@ -28,24 +33,26 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"draft/target per token: {result['ratios']['draft_over_target_per_token']}")
     for r in (result.get("bernoulli") or {}).get("runs", []):
         if r["b"] == 0.5 and r["g"] == 4:
-            lines.append(f"bernoulli b=0.5 g=4 {r['schedule']}: {r['speedup']:.3f}x realized, {r['predicted']}x "
-                         f"predicted ({r['predicted_at_realized_b']}x at the realized b={r['acceptance']})")
+            lines.append(f"bernoulli b=0.5 g=4 {r['schedule']}: {times(r['speedup'])} realized, "
+                         f"{times(r['predicted'])} predicted ({times(r['predicted_at_realized_b'])} at the "
+                         f"realized b={r['acceptance']})")
     bern = result.get("bernoulli") or {}
     if "runs" in bern:
         lines.append(f"bernoulli grid: {len(bern['runs'])} runs, {len(bern.get('skipped', []))} skipped")
     for e in (result.get("traces") or {}).get("files", []):
         lines.append(f"trace {e['file']}: {e['questions']}/{e['questions_recorded']} questions, "
                      f"b={e['recorded_acceptance']}: "
-                     + ", ".join(f"{r['schedule']} {r.get('speedup')}x" for r in e["runs"])
-                     + f" (predicted {e['predicted']}x, by depth {e.get('predicted_by_depth')}x)")
+                     + ", ".join(f"{r['schedule']} {times(r.get('speedup'))}" for r in e["runs"])
+                     + f" (predicted {times(e['predicted'])}, by depth {times(e.get('predicted_by_depth'))})")
     lsd = result.get("lr_sd") or {}
     if "sd" in lsd:
-        lines.append(f"sd k={lsd['k']}: {lsd['sd']['speedup']}x; lr+sd: " + ", ".join(
-            f"b={r['b']} {r.get('speedup', r.get('skipped'))}" for r in lsd["lr_sd"]))
+        lines.append(f"sd k={lsd['k']}: {times(lsd['sd']['speedup'])}; lr+sd: " + ", ".join(
+            f"b={r['b']} {r['skipped'] if 'skipped' in r else times(r['speedup'])}" for r in lsd["lr_sd"]))
     pol = (result.get("policy") or {}).get("runs", [])
     if pol:
         lines.append("policy (depth auto): " + ", ".join(
-            f"b={r['b']} {r.get('speedup', r.get('skipped'))} depths {r.get('depth_counts')}" for r in pol))
+            f"b={r['b']} {r['skipped'] if 'skipped' in r else times(r['speedup'])} depths {r.get('depth_counts')}"
+            for r in pol))
     for name in SECTIONS:
         e = result.get(name)
         if isinstance(e, dict) and (e.get("skipped_all") or e.get("error")):
