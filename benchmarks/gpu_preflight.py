@@ -60,22 +60,26 @@ def preflight(device: str, capture: str, lookup_k: int) -> dict:
 
 
 def run_preflight(args, result: dict, log: Callable[[str], None]) -> None:
-    """Preflight of each capture mode the run uses; a capture that fails sends the run on uncaptured."""
+    """Preflight of each capture mode the run uses (the target's, and the draft's where it differs);
+    a capture that fails sends the models that use it on uncaptured, with a note."""
+    captures = {"target": args.capture}
+    if args.draft_capture != args.capture:
+        captures["draft"] = args.draft_capture
     pf = {}
-    for role, capture in (("target", args.capture), ("draft", args.draft_capture)):
-        if role == "draft" and capture == args.capture:
-            continue
+    for role, capture in captures.items():
         try:
             pf[role] = preflight(args.device, capture, args.lookup_k)
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on uncaptured
             pf[role] = {"capture": capture, "graph_captured": False, "static_equals_full_forward": False,
                         "error": repr(exc)[:500]}
-            result["notes"].append(f"capture {capture!r} failed in preflight; the {role} runs uncaptured")
-            if role == "target":
+            result["notes"].append(f"capture {capture!r} failed in preflight: the models that use it run uncaptured")
+            if args.capture == capture:
                 args.capture = "none"
-            args.draft_capture = "none" if role == "draft" or args.draft_capture == capture else args.draft_capture
+            if args.draft_capture == capture:
+                args.draft_capture = "none"
         if not pf[role]["static_equals_full_forward"]:
             result["notes"].append(f"preflight FAILED ({role}, capture {capture}): static decode differs from "
                                    "full forwards on this device")
     result["preflight"] = {**pf["target"], **({"draft": pf["draft"]} if "draft" in pf else {})}
+    result["capture_used"] = {"target": args.capture, "draft": args.draft_capture}
     log(f"preflight: {result['preflight']}")

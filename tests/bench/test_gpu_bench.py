@@ -62,7 +62,7 @@ def test_smoke_run_of_the_device_command_covers_every_section(tmp_path):
     pf = r["preflight"]
     assert pf["capture"] == "none" and pf["static_equals_full_forward"] is True
     assert pf["checks"] == {"batch_of_2": True, "prefix_reuse": True, "prompt_lookup": True}
-    assert pf["lookup_proposals"] > 0
+    assert pf["lookup_proposals"] > 0 and r["capture_used"] == {"target": "none", "draft": "none"}
     assert r["bandwidth"]["gb_per_s"] > 0
 
     assert set(r["decode"]) == set(QWEN25)  # every size of the table, none skipped
@@ -120,6 +120,18 @@ def test_an_exhausted_budget_skips_every_timed_section_and_still_writes(tmp_path
     for name in ("bernoulli", "traces", "lr_sd", "policy", "sizes"):
         assert r[name] == {"skipped_all": "time budget"}, name
     assert "bernoulli: time budget" in capsys.readouterr().out
+
+
+def test_a_capture_that_fails_in_preflight_sends_the_run_on_uncaptured(tmp_path):
+    # CUDA graphs cannot be captured on a CPU: the preflight records why, and the run goes on with "none"
+    assert gpu_bench.main(["--device", "cpu", "--smoke", "--capture", "graph", "--budget-s", "0",
+                           "--hard-limit-s", "1e9", "--out", str(tmp_path)]) == 0
+    r = json.loads(next(tmp_path.glob("gpu_bench-smoke-*.json")).read_text())
+    pf = r["preflight"]
+    assert pf["capture"] == "graph" and pf["graph_captured"] is False and "needs a CUDA device" in pf["error"]
+    assert r["config"]["capture"] == "graph" and r["capture_used"] == {"target": "none", "draft": "none"}
+    assert any("capture 'graph' failed in preflight" in n for n in r["notes"])
+    assert any("preflight FAILED" in n for n in r["notes"])
 
 
 def test_the_hard_limit_stops_the_run_with_its_files_written(tmp_path):

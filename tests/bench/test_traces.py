@@ -13,10 +13,11 @@ import torch
 
 from benchmarks.model_shapes import SMOKE, random_model
 from benchmarks.replay import ReplayEngine, ReplayVerifier, Script, prompt_key
-from benchmarks.traces import TraceRecorder, _Logged, cycles_of, position_records
+from benchmarks.traces import TraceRecorder, _Logged, cycles_of, load_trace, merge, position_records
 from deployments.engines.static_decode import StaticDecoder, StopTables
 from orchestrator.lookahead import LookaheadParams, generate
 from orchestrator.types import Prompt
+from tests.support.paths import ROOT
 
 PROMPT = Prompt(text="scripted question")
 SCRIPT = Script(verdicts=[True, False, True, True, True, False, True],
@@ -94,3 +95,36 @@ def test_bernoulli_scripts_are_seeded():
     c = Script.bernoulli(0.5, 200, 8, 8, seed=4)
     assert a.verdicts == b.verdicts != c.verdicts
     assert 0.35 < sum(a.verdicts) / 200 < 0.65
+
+
+def test_traces_recorded_in_parts_merge_into_one():
+    a = {"kind": "lookahead-step-trace", "version": 1, "spec": {"name": "lr", "depth": 4}, "draft": "d", "target": "t",
+         "verifier": "embedding", "recorded": "r1", "questions": [{"question": 30}, {"question": 31}]}
+    b = {**a, "recorded": "r2", "questions": [{"question": 42}]}
+    merged = merge([a, b])
+    assert [q["question"] for q in merged["questions"]] == [30, 31, 42]
+    assert merged["parts"] == [{"recorded": "r1", "environment": None, "questions": [30, 31]},
+                               {"recorded": "r2", "environment": None, "questions": [42]}]
+    with pytest.raises(ValueError, match="different configurations"):
+        merge([a, {**b, "target": "other"}])
+    with pytest.raises(ValueError, match="more than one trace"):
+        merge([a, a])
+
+
+def test_committed_traces_come_from_a_pair_that_accepts_drafts():
+    """The GPU benchmark replays benchmarks/traces/: a trace that never accepts shows nothing there."""
+    paths = sorted((ROOT / "benchmarks" / "traces").glob("*.json"))
+    assert paths
+    for path in paths:
+        doc = load_trace(path)
+        assert len(doc["questions"]) >= 10, path.name
+        verified = sum(sum(q["verified_by_depth"]) for q in doc["questions"])
+        accepted = sum(sum(q["accepted_by_depth"]) for q in doc["questions"])
+        assert verified and accepted / verified > 0.2, (path.name, accepted, verified)
+        for q in doc["questions"]:
+            assert q["cycles"] == cycles_of(q["positions"])  # the file agrees with itself
+            script = Script.from_trace(q)
+            for p, pos in enumerate(q["positions"]):
+                if pos["verdict"] is not None:
+                    assert script.verdict(p) == (pos["verdict"] == "accepted")
+        assert sum(pos["verdict"] == "accepted" for q in doc["questions"] for pos in q["positions"]) >= 10
