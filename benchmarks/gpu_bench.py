@@ -218,7 +218,7 @@ def sizes_section(args, shapes: dict, result: dict, budget: Budget, out: Output,
     """The other sizes of the decode table, each only if its estimated time fits (the target's
     time, per captured bucket, scaled by size)."""
     sec = budget.section("sizes")
-    done, skipped = [], []
+    done, skipped, failed = [], [], []
     t_target = shapes[args.target].params
     per_bucket = target_seconds / max(1, len(args.batches))
     for key in [k for k in args.sizes if k not in (args.draft, args.target)]:
@@ -229,10 +229,11 @@ def sizes_section(args, shapes: dict, result: dict, budget: Budget, out: Output,
             skipped.append(key)
             out.save()
             continue
-        free(decode_one(key, shapes, args, result, bandwidth), args.device)
-        done.append(key)
+        pair = decode_one(key, shapes, args, result, bandwidth)
+        (done if pair else failed).append(key)  # failed: out of memory or an error, in result["decode"]
+        free(pair, args.device)
         out.save()
-    return {"timed": done, "skipped": skipped}
+    return {"timed": done, "skipped": skipped, "failed": failed}
 
 
 # -- orchestrator runs ------------------------------------------------------------------------

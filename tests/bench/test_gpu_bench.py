@@ -69,7 +69,7 @@ def test_smoke_run_of_the_device_command_covers_every_section(tmp_path):
     for entry in r["decode"].values():
         assert entry["bound_ms"] > 0 and _number(entry["ms_per_token"]["1"])
     assert sorted(int(b) for b in r["decode"]["14b"]["ms_per_token"]) == list(range(1, 8))  # 1 .. g+1, g <= 6
-    assert r["sizes"] == {"timed": ["1.5b", "7b", "32b"], "skipped": []}
+    assert r["sizes"] == {"timed": ["1.5b", "7b", "32b"], "skipped": [], "failed": []}
     assert _number(r["ratios"]["draft_over_target_per_token"])
 
     bern = r["bernoulli"]
