@@ -13,11 +13,10 @@ import torch
 
 from benchmarks.model_shapes import SMOKE, random_model
 from benchmarks.replay import ReplayEngine, ReplayVerifier, Script, prompt_key
-from benchmarks.traces import TraceRecorder, _Logged, cycles_of, load_trace, merge, position_records
+from benchmarks.traces import TraceRecorder, _Logged, cycles_of, merge, position_records
 from deployments.engines.static_decode import StaticDecoder, StopTables
 from orchestrator.lookahead import LookaheadParams, generate
 from orchestrator.types import Prompt
-from tests.support.paths import ROOT
 
 PROMPT = Prompt(text="scripted question")
 SCRIPT = Script(verdicts=[True, False, True, True, True, False, True],
