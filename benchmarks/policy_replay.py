@@ -4,7 +4,7 @@ and async) over simulated engines on a simulated clock (benchmarks/virtual_time.
     python -m benchmarks.policy_replay [--seeds 4] [--requests 3] [--positions 40] [--out DIR]
 
 Each engine decodes its steps token by token with continuous batching: an iteration over n rows
-takes token_s * r(n) seconds. Verdicts are scripted per answer position (benchmarks/replay.py's
+takes token_s * r(n) seconds. Verdicts are scripted per answer position (benchmarks/gpu/replay.py's
 Script, Bernoulli(b)); step lengths are drawn per position (the draft's near the target's). The
 costs come from measurements: "cpu", this machine's vLLM-CPU calibration of Qwen2.5-0.5B
 drafting for Qwen2.5-1.5B (benchmarks/results/auto-depth-0.5b-drafts-1.5b); "h100", the

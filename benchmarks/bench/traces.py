@@ -145,3 +145,40 @@ def load_trace(path: str | Path) -> dict:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", str(text)).strip("_")
+
+
+def merge(docs: list[dict]) -> dict:
+    """One trace from traces of the same configuration recorded in parts (a time-boxed run and
+    its rest, `lookahead bench --skip`): the questions of all, in order, each question once."""
+    if not docs:
+        raise ValueError("no traces to merge")
+    keys = ("spec", "draft", "target", "verifier", "schedule", "max_step_tokens", "max_tokens")
+    first = docs[0]
+    for doc in docs[1:]:
+        differ = [k for k in keys if doc.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"traces of different configurations ({', '.join(differ)} differ): not merged")
+    seen = [q["question"] for doc in docs for q in doc["questions"]]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"a question is in more than one trace: {sorted(q for q in seen if seen.count(q) > 1)}")
+    parts = [{"recorded": doc.get("recorded"), "environment": doc.get("environment"),
+              "questions": [q["question"] for q in doc["questions"]]} for doc in docs]
+    return {**first, "parts": parts, "questions": [q for doc in docs for q in doc["questions"]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench.traces",
+                                description="merge traces of one configuration recorded in parts")
+    p.add_argument("out", help="the merged trace (JSON)")
+    p.add_argument("traces", nargs="+", help="trace files, in question order")
+    args = p.parse_args(argv)
+    doc = merge([load_trace(t) for t in args.traces])
+    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{args.out}: {len(doc['questions'])} questions")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

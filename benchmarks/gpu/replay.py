@@ -144,7 +144,7 @@ class ReplayEngine:
             self.calls += 1
             self.rows += len(todo)
             if self.lookup_k:
-                from deployments.engines.hf import lookup_proposal
+                from deployments.engines.prompt_lookup import lookup_proposal
 
                 for r in todo:
                     self.decoder.run_lookup(r, self.lookup_k, lookup_proposal, self.spec_stats)

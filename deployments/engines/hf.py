@@ -14,6 +14,7 @@ import torch
 
 from deployments.config import EngineConfig
 from deployments.engines.microbatch import MicroBatcher
+from deployments.engines.prompt_lookup import lookup_proposal
 from deployments.engines.protocol import Engine, EngineUnhealthy
 from deployments.engines.rows import StepRow, cut_reason, step_limit
 from deployments.engines.static_decode import STATIC_KWARGS, engine_decoder
@@ -262,18 +263,6 @@ class HFEngine(Engine):
                 logits = self.model(input_ids=ids).logits[0, -1].float()
                 result.append(torch.softmax(logits, -1)[first].tolist())  # raw: see Engine.choice_probs
         return result
-
-
-def lookup_proposal(context: list[int], k: int, max_ngram: int = 3) -> list[int]:
-    """Tokens that followed the most recent earlier occurrence of the context's last n-gram."""
-    if k <= 0:
-        return []
-    for n in range(min(max_ngram, len(context) - 1), 0, -1):
-        tail = context[-n:]
-        for start in range(len(context) - n - 1, -1, -1):
-            if context[start:start + n] == tail:
-                return context[start + n:start + n + k]
-    return []
 
 
 def _generator(sampling: SamplingParams, device: str) -> torch.Generator | None:

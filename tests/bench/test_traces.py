@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.gpu.model_shapes import SMOKE, random_model
 from benchmarks.gpu.replay import ReplayEngine, ReplayVerifier, Script, prompt_key
-from benchmarks.bench.traces import TraceRecorder, _Logged, cycles_of, position_records
+from benchmarks.bench.traces import TraceRecorder, _Logged, cycles_of, merge, position_records
 from deployments.engines.static_decode import StaticDecoder, StopTables
 from orchestrator.lookahead import LookaheadParams, generate
 from orchestrator.types import Prompt
@@ -94,3 +94,17 @@ def test_bernoulli_scripts_are_seeded():
     c = Script.bernoulli(0.5, 200, 8, 8, seed=4)
     assert a.verdicts == b.verdicts != c.verdicts
     assert 0.35 < sum(a.verdicts) / 200 < 0.65
+
+
+def test_traces_recorded_in_parts_merge_into_one():
+    a = {"kind": "lookahead-step-trace", "version": 1, "spec": {"name": "lr", "depth": 4}, "draft": "d", "target": "t",
+         "verifier": "embedding", "recorded": "r1", "questions": [{"question": 30}, {"question": 31}]}
+    b = {**a, "recorded": "r2", "questions": [{"question": 42}]}
+    merged = merge([a, b])
+    assert [q["question"] for q in merged["questions"]] == [30, 31, 42]
+    assert merged["parts"] == [{"recorded": "r1", "environment": None, "questions": [30, 31]},
+                               {"recorded": "r2", "environment": None, "questions": [42]}]
+    with pytest.raises(ValueError, match="different configurations"):
+        merge([a, {**b, "target": "other"}])
+    with pytest.raises(ValueError, match="more than one trace"):
+        merge([a, a])
