@@ -160,7 +160,7 @@ class Lookahead:
     @staticmethod
     def now() -> float:
         """The event loop's clock: every timing the policy decides on comes from it, so a loop with
-        a simulated clock drives the session exactly (tests, benchmarks/policy_replay.py)."""
+        a simulated clock drives the session exactly (tests, benchmarks/bench/policy_replay.py)."""
         return asyncio.get_running_loop().time()
 
     # -- engine calls -------------------------------------------------------------------

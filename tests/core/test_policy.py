@@ -1,6 +1,6 @@
 """The adaptive speculation depth (`depth: "auto"`): the cost model's formulas, the policy's
 choices from injected timings, and the policy driving sessions over scripted engines on a
-simulated clock (benchmarks/virtual_time.py): every duration is the one the test gave, whatever
+simulated clock (benchmarks/bench/virtual_time.py): every duration is the one the test gave, whatever
 the machine is doing, so no choice here depends on wall-clock timing."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from benchmarks.policy_replay import COSTS, bernoulli, first_speculation, run_request, script
-from benchmarks.virtual_time import run_virtual
+from benchmarks.bench.policy_replay import COSTS, bernoulli, first_speculation, run_request, script
+from benchmarks.bench.virtual_time import run_virtual
 from orchestrator.cost_model import (
     async_speedup,
     cycle_speedup,
@@ -357,7 +357,7 @@ def test_an_async_draft_that_outlives_its_target_step_is_still_judged():
 @pytest.mark.parametrize("costs", ["cpu", "h100"])
 @pytest.mark.parametrize("schedule", ["sync", "async"])
 def test_speculation_resumes_within_ten_cycles_of_acceptance_turning_high(costs, schedule):
-    # benchmarks/policy_replay.py's recovery case on its measured costs, draft and target on their
+    # benchmarks/bench/policy_replay.py's recovery case on its measured costs, draft and target on their
     # own devices: acceptance 0.1 for 40 steps, then 0.9
     for seed in range(3):
         trace: list = []

@@ -1,7 +1,7 @@
 """Throughput under concurrent load: N streaming clients against one application, modes in
 alternating rounds on the same warm engines.
 
-    python -m benchmarks.throughput --profile cpu-vllm --modes ar,lr --clients 8 --duration 120 --rounds 3
+    python -m benchmarks.serving.throughput --profile cpu-vllm --modes ar,lr --clients 8 --duration 120 --rounds 3
 
 Starts the profile's application on local Ray, sends one warm-up request per mode, then runs
 rounds: in each, every mode in turn (order rotated per round) gets `--duration` seconds of N

@@ -1,7 +1,7 @@
 """The adaptive depth measured without wall-clock noise: the real session (orchestrator/, sync
-and async) over simulated engines on a simulated clock (benchmarks/virtual_time.py).
+and async) over simulated engines on a simulated clock (benchmarks/bench/virtual_time.py).
 
-    python -m benchmarks.policy_replay [--seeds 4] [--requests 3] [--positions 40] [--out DIR]
+    python -m benchmarks.bench.policy_replay [--seeds 4] [--requests 3] [--positions 40] [--out DIR]
 
 Each engine decodes its steps token by token with continuous batching: an iteration over n rows
 takes token_s * r(n) seconds. Verdicts are scripted per answer position (benchmarks/gpu/replay.py's
@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.gpu.replay import ReplayVerifier, Script, prompt_key
-from benchmarks.virtual_time import run_virtual
+from benchmarks.bench.virtual_time import run_virtual
 from orchestrator.lookahead import Lookahead, LookaheadParams
 from orchestrator.policy import PriorBook
 from orchestrator.types import Prompt, Stats, Step, StepRequest
 
 ACCEPTANCES = (0.2, 0.4, 0.6, 0.8, 0.9)
 DEPTHS = tuple(range(7))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
