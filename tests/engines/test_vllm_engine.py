@@ -188,7 +188,8 @@ async def test_choice_probs_agree_with_hf(engines, target):
     got = await target.choice_probs(prompts, ["Yes", "No"])
     want = await engines.hf(MODEL).choice_probs(prompts, ["Yes", "No"])
     for g, w in zip(got, want):
-        assert sum(g) == pytest.approx(1.0)
+        # the model's own probabilities of the choices (not renormalised over them): a mass <= 1
+        assert all(p >= 0 for p in g) and 0 < sum(g) <= 1 + 1e-6
         assert g == pytest.approx(w, abs=1e-3)
 
 
