@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.types import Prompt, Step, VerifyPair
+from tests.support.scorers import ScriptedScorer
 from verifier.factory import build_verifier
 from verifier.judge import LLMJudgeVerifier
 from verifier.numeric import GuardedVerifier, NumericGuard
@@ -31,17 +32,6 @@ SAME = pair("In May she sold 48 / 2 = 24 clips.\n\n", "In May she  sold 48 / 2 =
 OTHER = pair("In May she sold half as many: 24 clips.\n\n", "In May she sold 48 / 2 = 24 clips.\n\n")
 EARLY_END = pair("The answer is 72.", "The answer is 72.\n\n", draft_stop="eos")
 LATE_END = pair("The answer is 72.\n\n", "The answer is 72.", target_stop="eos")
-
-
-class ScriptedScorer:
-    """A ChoiceScorer returning fixed probabilities; records the prompts it was asked."""
-
-    def __init__(self, probs: list[float]) -> None:
-        self.probs, self.prompts = probs, []
-
-    async def choice_probs(self, prompts, choices):
-        self.prompts += prompts
-        return [list(self.probs) for _ in prompts]
 
 
 class RecordingVerifier:

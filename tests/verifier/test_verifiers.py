@@ -13,10 +13,11 @@ import pytest
 
 from orchestrator.protocols import Verifier
 from orchestrator.types import Prompt, Step, Verdict, VerifyPair
+from tests.support.scorers import ScriptedScorer
 from verifier.exact import ExactVerifier, NormalizedVerifier
 from verifier.factory import DEFAULT_THRESHOLDS, build_verifier
-from verifier.kinds import VERIFIER_KINDS
 from verifier.judge import LLMJudgeVerifier
+from verifier.kinds import VERIFIER_KINDS
 from verifier.numeric import GuardedVerifier, NumericGuard, read_step
 from verifier.target_score import TargetScoreVerifier
 
@@ -264,18 +265,6 @@ async def test_guarded_verifier_skips_inner_for_rejected_pairs():
 
 # --- factory --------------------------------------------------------------------------------
 
-class ScriptedScorer:
-    """A ChoiceScorer returning fixed probabilities; records the prompts."""
-
-    def __init__(self, probs: list[float]) -> None:
-        self.probs = probs
-        self.calls: list[tuple[list[Prompt], list[str]]] = []
-
-    async def choice_probs(self, prompts, choices):
-        self.calls.append((prompts, choices))
-        return [list(self.probs) for _ in prompts]
-
-
 def test_factory_kinds_and_errors():
     assert VERIFIER_KINDS == ("exact", "normalized", "embedding", "llm-judge", "target-score")
     assert isinstance(build_verifier("exact"), ExactVerifier)
@@ -335,17 +324,6 @@ async def test_target_score_prompt_and_rating():
 # So at 0.85 the embedding alone accepts every changed-number pair and misses two true
 # paraphrases (the "<<12/2=6>>" annotation and a long restatement); the guard fixes the first.
 
-@pytest.fixture(scope="module")
-def embedder():
-    from deployments.model_cache import ModelNotAvailable, resolve_model
-    from verifier.embedding import EmbeddingVerifier
-
-    try:
-        return EmbeddingVerifier(resolve_model("minilm-l6"), threshold=0.85)
-    except ModelNotAvailable as exc:
-        pytest.fail(str(exc))  # a missing model is a failure, never a skip
-
-
 async def test_embedding_scores_and_blindness(embedder):
     names = list(PAIRS)
     out = await embedder.verify([make_pair(n) for n in names])
@@ -393,18 +371,6 @@ async def test_factory_builds_guarded_embedding(embedder):
 
 
 # --- LLM judge and target score (real Qwen2.5-Coder-0.5B-Instruct) --------------------------
-
-@pytest.fixture(scope="module")
-def qwen():
-    from deployments.config import EngineConfig
-    from deployments.engines.hf import HFEngine
-    from deployments.model_cache import ModelNotAvailable
-
-    try:
-        return HFEngine(EngineConfig(model="qwen2.5-0.5b", device="cpu"))
-    except ModelNotAvailable as exc:
-        pytest.fail(str(exc))  # a missing model is a failure, never a skip
-
 
 # Measured with Qwen2.5-Coder-0.5B-Instruct (fp32 CPU, few-shot prompts as shipped):
 #   llm-judge P(yes): para_may 0.429, para_total 0.527, para_calc_annot 0.489,
