@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out/throughput.json")
     args = p.parse_args(argv)
     from deployments.app import start_local
-    from deployments.kuberay.profiles import PROFILES
+    from deployments.profiles import PROFILES
 
     cfg = PROFILES[args.profile]
     args.url = f"http://127.0.0.1:{cfg.server.http_port}"
