@@ -120,7 +120,9 @@ async def test_choice_probs(deployment):
     probs = await deployment.choice_probs([PROMPT, Prompt(text="The answer is yes or no? Answer:")], ["yes", "no"])
     assert len(probs) == 2
     for row in probs:
-        assert len(row) == 2 and all(0.0 <= p <= 1.0 for p in row) and sum(row) == pytest.approx(1.0)
+        # the model's own probability of each choice's first token (judges decide on the raw mass,
+        # not renormalised over the choices): each in [0, 1], together at most 1
+        assert len(row) == 2 and all(0.0 <= p <= 1.0 for p in row) and 0.0 < sum(row) <= 1.0 + 1e-6
 
 
 @pytest.mark.asyncio(loop_scope="module")
