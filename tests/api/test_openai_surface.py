@@ -653,9 +653,9 @@ async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, ht
     opened, original = [], orchestrator._session
 
     async def spy(spec):
-        session, prompt_tokens = await original(spec)
-        opened.append(session)
-        return session, prompt_tokens
+        opened_session = await original(spec)  # (session, prompt tokens, the policy's prior key)
+        opened.append(opened_session[0])
+        return opened_session
 
     orchestrator._session = spy
     try:

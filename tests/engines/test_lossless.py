@@ -3,11 +3,13 @@
 Two pairs, both schedules, the step-separating system prompt and answers long enough for
 several steps:
 
-- the different-token pair: Qwen2.5-0.5B drafting for itself, the draft never writing the merged
-  ".\\n\\n" token (engine option `suppress_tokens`), so it ends a sentence-final step with "." and
-  "\\n\\n": the target's text in other token ids. Such a draft must be rejected (the target rows
-  after it would be conditioned on tokens plain decoding never writes), while its steps that end
-  otherwise (":\\n\\n", "]\\n\\n") are token-identical and accepted, several in a row;
+- the shared-tokenizer pair: Qwen2.5-0.5B drafting for itself, the draft never writing a token
+  that holds "**" (engine option `suppress_tokens`): its steps without bold text are the
+  target's own tokens and are accepted, several in a row, while its bold steps are written
+  otherwise and rejected, so both paths of the exact verifier run on every answer (token ids
+  cross as they are; a draft with the target's text in other ids is rejected as well,
+  tests/core/test_orchestrator.py shows that on scripted steps: Qwen, kept from "**", rewrites
+  its formatting rather than spelling the same text in other tokens);
 - the cross-tokenizer pair: SmolLM2-135M drafting for Qwen2.5-0.5B (steps cross as text).
 
 The target runs with `batch_invariant` (rows one at a time, the path `ar` takes): the exact
@@ -31,8 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 SYSTEM = "Solve the problem step by step. Put a blank line between steps."
 QUESTIONS = [row["question"] for row in gsm8k(2)]
 MAX_TOKENS = 80
-#: Qwen2.5's merged ".\n\n" token; without it the model writes "." then "\n\n" (id 271)
-PERIOD_BLANK_LINE = 382
 
 
 def prompt(q: str) -> Prompt:
@@ -45,9 +45,10 @@ def qwen():
 
 
 @pytest.fixture(scope="module")
-def qwen_other_tokens():
+def qwen_no_bold(qwen):
+    bold = [i for i in range(len(qwen.tokenizer)) if "**" in qwen.tokenizer.decode([i])]
     return HFEngine(EngineConfig(model="qwen2.5-0.5b", batch_invariant=True,
-                                 engine_kwargs={"suppress_tokens": [PERIOD_BLANK_LINE]}))
+                                 engine_kwargs={"suppress_tokens": bold}))
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +88,15 @@ async def check_pair(target, draft, ar_results: dict, depth: int, schedule: str)
 
 
 @pytest.mark.parametrize("schedule", ["sync", "async"])
-async def test_lossless_same_text_in_other_tokens(qwen, qwen_other_tokens, qwen_ar, schedule):
-    assert qwen.tokenizer_key == qwen_other_tokens.tokenizer_key  # token ids cross as they are
-    totals = await check_pair(qwen, qwen_other_tokens, qwen_ar, depth=3, schedule=schedule)
-    # the pair wrote the target's text in other tokens, and those drafts were rejected
-    assert totals["same_text_rejected"] > 0
-    # the token-identical drafts were accepted, at depth 2 and beyond (speculation happened)
-    assert totals["accepted_by_depth"][0] > 0 and totals["accepted_by_depth"][1] > 0, totals
+async def test_lossless_shared_tokenizer(qwen, qwen_no_bold, qwen_ar, schedule):
+    assert qwen.tokenizer_key == qwen_no_bold.tokenizer_key  # token ids cross as they are
+    totals = await check_pair(qwen, qwen_no_bold, qwen_ar, depth=3, schedule=schedule)
+    # drafts accepted (speculation happened), and others rejected (both paths ran); chains reach
+    # depth 2 in the sync schedule, while in the async one how deep a chain gets depends on how far
+    # ahead of the target the draft is, a timing this same-size pair does not fix
+    assert totals["accepted_by_depth"][0] > 0, totals
+    assert schedule == "async" or totals["accepted_by_depth"][1] > 0, totals
+    assert totals["verified"] > sum(totals["accepted_by_depth"]), totals
 
 
 @pytest.mark.parametrize("schedule", ["sync", "async"])
