@@ -36,10 +36,12 @@ from orchestrator.types import (
 
 #: consecutive draft/verifier failures back speculation off for 1, 2, 4, ... up to this many cycles
 MAX_BACKOFF_CYCLES = 64
-#: width > 1 under greedy drafting: siblings after the first sample with the reference's sampling
-#: defaults (temperature 0.6, top_p 0.95, top_k 20), each with its own seed. Greedy siblings would
-#: all be the same step, W times the draft and verify cost for nothing.
-SIBLING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+#: width > 1 under greedy drafting: siblings after the first sample (temperature 0.6, top_p 0.95,
+#: the reference's sampling defaults less its top_k 20), each with its own seed. Greedy siblings
+#: would all be the same step, W times the draft and verify cost for nothing. No top-k: vLLM-CPU's
+#: token speculation cannot sample with it (deployments/engines/vllm_engine.py), and a draft may run
+#: there; top_p already keeps the tail out.
+SIBLING_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
 
 #: the allowed range of each bounded session parameter, stated once: the config, the OpenAI
 #: request model and the CLI read it from here

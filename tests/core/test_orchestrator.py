@@ -297,7 +297,7 @@ async def test_greedy_width_samples_the_other_siblings_with_distinct_seeds():
     steps, session = await first_cycle(target, draft, depth=2, width=3)
     first = seen[0]
     assert first[0].greedy and first[0].seed is None  # sibling 0 is the greedy step
-    assert all(s.temperature == SIBLING_SAMPLING["temperature"] and s.top_k == SIBLING_SAMPLING["top_k"]
+    assert all(s.temperature == SIBLING_SAMPLING["temperature"] and s.top_p == SIBLING_SAMPLING["top_p"]
                for s in first[1:])
     assert len({s.seed for s in first[1:]}) == 2 and None not in {s.seed for s in first[1:]}
     # the scripted draft writes the same step for every sibling: copies are verified once

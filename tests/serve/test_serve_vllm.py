@@ -110,6 +110,18 @@ def test_openai_sdk_streaming_chat_and_completions(app, reference):
     assert "Paris" in r.choices[0].text
 
 
+def test_top_k_the_draft_cannot_sample_with_is_a_400(app):
+    """The draft here speculates tokens on vLLM-CPU, which cannot sample with top-k: a request
+    drafting with top_k gets a 400 naming it, before any engine sees it; top_k 0 (off) runs."""
+    body = {"model": "lookahead", "messages": MESSAGES, "max_tokens": 8, "temperature": 0.7, "top_k": 5,
+            "lookahead": {"mode": "lr"}}
+    r = httpx.post(f"{app.http}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "top_k" and "draft" in r.json()["error"]["message"]
+    ok = httpx.post(f"{app.http}/v1/chat/completions", json={**body, "top_k": 0}, timeout=300)
+    assert ok.status_code == 200, ok.text
+
+
 def test_disconnect_mid_stream_leaves_no_vllm_request(app):
     orch = app.deployment("Orchestrator")
     engines = {name: app.deployment(name) for name in ("TargetEngine", "DraftEngine")}
