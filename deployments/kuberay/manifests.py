@@ -7,7 +7,7 @@ Roles, worker groups and the replica rule
 Every Serve deployment has a *role*: ``target``, ``draft``, ``judge`` (the engines),
 ``orchestrator`` and ``ingress`` (CPU only). On Kubernetes ``serve_config(...,
 role_resources=True)`` makes each replica of role ``r`` ask for ``{"lookahead_<r>": 1}``; the
-worker group that hosts ``r`` advertises ``lookahead_<r>: s_r`` in its ``rayStartParams``,
+worker group that hosts ``r`` advertises ``lookahead_<r>: s_r`` in its ``resources`` field,
 where ``s_r`` is the number of replicas of ``r`` one pod of that group holds (its *slots*).
 No other group advertises that resource, so replicas land only on their group and the Ray
 autoscaler knows which group to grow when a replica is pending.
@@ -18,7 +18,7 @@ For a group hosting roles R, with per-replica ``num_gpus`` g_r and ``num_cpus`` 
   ``nvidia.com/gpu`` request and limit are both ``G`` (a target with tensor parallel 4 and
   ``num_gpus: 4`` gets 4). By default a single-role GPU group takes ``G = ceil(g_r)`` and
   ``s_r = floor(G / g_r)`` (a 0.5-GPU replica: 2 per 1-GPU pod); other groups take ``s_r = 1``.
-* Ray CPUs per pod (``num-cpus``) ``= ceil(sum_r s_r * c_r)``; the container's CPU limit
+* Ray CPUs per pod (``resources.CPU``) ``= ceil(sum_r s_r * c_r)``; the container's CPU limit
   must be at least that.
 * ``minReplicas = max_r ceil(min_replicas_r / s_r)`` and
   ``maxReplicas = max_r ceil(max_replicas_r / s_r)`` (Serve autoscaling bounds of each role).
@@ -27,11 +27,10 @@ For a group hosting roles R, with per-replica ``num_gpus`` g_r and ``num_cpus`` 
   right when ``g_r`` does not divide ``G``. So the group can always host ``min..max``
   replicas of each of its roles, and never needs a pod that no replica could use at the top.
 
-The head pod advertises ``num-cpus: "0"``: only the Serve controller and a proxy run there.
+The head pod advertises ``CPU: "0"``: only the Serve controller and a proxy run there.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,6 +57,8 @@ RUN_AS_USER = 1000  # the `ray` user of the rayproject/ray images (uid 1000, gid
 RUN_AS_GROUP = 100
 HEAD_PORTS = (("gcs", 6379), ("dashboard", 8265), ("client", 10001))
 GPU_RESOURCE = "nvidia.com/gpu"
+# keys of a group's `resources` field that are not custom resources (as Ray's autoscaler reads them)
+STANDARD_RAY_RESOURCES = ("CPU", "GPU", "TPU", "memory")
 _EPS = 1e-9
 
 
@@ -98,6 +99,11 @@ class ClusterSizing(Strict):
     groups: list[WorkerGroupPlan]
     idle_timeout_s: int = Field(60, ge=0)
     upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = "Default"
+    # What KubeRay does when rayClusterConfig changes (image, pod sizes, ...): NewCluster starts a
+    # second, full RayCluster and switches traffic once it serves (zero downtime, twice the pods for
+    # a while); None keeps the running cluster (no second GPU set; roll out by re-creating the
+    # RayService). serveConfigV2 changes apply in place either way.
+    upgrade_strategy: Literal["NewCluster", "None"] = "NewCluster"
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,8 @@ def default_sizing(cfg: AppConfig) -> ClusterSizing:
         resources=PodResources(cpu=str(max(2, front)), memory="4Gi")))
     head = PodResources(cpu="2", memory="8Gi") if any_gpu else PodResources(cpu="1", memory="2Gi",
                                                                            memory_limit="4Gi")
-    return ClusterSizing(head=head, groups=groups, idle_timeout_s=300 if any_gpu else 60)
+    return ClusterSizing(head=head, groups=groups, idle_timeout_s=300 if any_gpu else 60,
+                         upgrade_strategy="None" if any_gpu else "NewCluster")
 
 
 def cpu_quantity(q: str | int | float) -> float:
@@ -228,18 +235,27 @@ def group_layouts(cfg: AppConfig, sizing: ClusterSizing) -> list[GroupLayout]:
     return out
 
 
-def ray_resources_param(resources: dict[str, int | float]) -> str:
-    """``rayStartParams.resources`` value in the quoting KubeRay passes to ``ray start``:
-    ``"{\\"lookahead_target\\": 1}"`` (the quotes and backslashes are part of the string)."""
-    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
+def group_resources(ray_cpus: int, gpus: int, slots: dict[str, int]) -> dict[str, str]:
+    """A group's Ray resources in KubeRay's structured ``resources`` field (string quantities):
+    ``CPU``, ``GPU`` when the pods have GPUs, and one ``lookahead_<role>`` per role it hosts.
+    KubeRay turns it into ``ray start --num-cpus/--num-gpus/--resources``, and Ray's autoscaler
+    reads the same field, so nothing is written twice (no escaped-JSON ``rayStartParams``)."""
+    out = {"CPU": str(ray_cpus)}
+    if gpus:
+        out["GPU"] = str(gpus)
+    out.update({role_resource(r): str(n) for r, n in slots.items()})
+    return out
 
 
-def parse_ray_resources_param(value: str) -> dict[str, float]:
-    """Inverse of :func:`ray_resources_param`."""
-    s = value.strip()
-    if s.startswith('"') and s.endswith('"'):
-        s = s[1:-1]
-    return json.loads(s.replace('\\"', '"'))
+def custom_resources(group: dict[str, Any]) -> dict[str, float]:
+    """The custom (non-CPU/GPU/memory) Ray resources a rendered group advertises (whole numbers
+    as int: slots are counts)."""
+    out: dict[str, float] = {}
+    for k, v in (group.get("resources") or {}).items():
+        if k not in STANDARD_RAY_RESOURCES:
+            x = float(v)
+            out[k] = int(x) if x.is_integer() else x
+    return out
 
 
 def _labels(name: str, component: str) -> dict[str, str]:
@@ -346,7 +362,8 @@ def rayservice(
 
     head_ports = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in HEAD_PORTS] + _serve_ports(cfg)
     head = {
-        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+        "rayStartParams": {"dashboard-host": "0.0.0.0"},
+        "resources": {"CPU": "0"},
         "template": _pod(cfg, name=name, component="head", container="ray-head", image=image,
                          res=sizing.head, ports=head_ports, model_pvc=model_pvc),
     }
@@ -359,10 +376,7 @@ def rayservice(
             "replicas": lay.min_replicas,
             "minReplicas": lay.min_replicas,
             "maxReplicas": lay.max_replicas,
-            "rayStartParams": {
-                "num-cpus": str(lay.ray_cpus),
-                "resources": ray_resources_param({role_resource(r): lay.slots[r] for r in lay.roles}),
-            },
+            "resources": group_resources(lay.ray_cpus, lay.gpus_per_pod, lay.slots),
             "template": _pod(cfg, name=name, component=p.name, container="ray-worker", image=image,
                              res=p.resources, ports=_serve_ports(cfg), model_pvc=model_pvc,
                              gpus=lay.gpus_per_pod, node_selector=p.node_selector,
@@ -377,6 +391,7 @@ def rayservice(
         "kind": "RayService",
         "metadata": metadata,
         "spec": {
+            "upgradeStrategy": {"type": sizing.upgrade_strategy},
             "serveConfigV2": serve_text,
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,

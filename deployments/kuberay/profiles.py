@@ -45,10 +45,13 @@ def _frontend(**resources: str) -> WorkerGroupPlan:
 
 def _gpu_profile(name: str, description: str, *, head: PodResources, groups: list[WorkerGroupPlan],
                  idle_timeout_s: int) -> K8sProfile:
-    """A GPU profile: the CUDA image, its RayService and model-fill Job named after it."""
+    """A GPU profile: the CUDA image, its RayService and model-fill Job named after it. Upgrade
+    strategy None: a NewCluster upgrade would hold a second copy of every GPU pod until the new
+    cluster serves, which a one-GPU node (gpu-dev) never has and gpu-prod's 6 to 22 GPUs rarely do."""
     return K8sProfile(manifest=f"rayservice-{name}.yaml", image=GPU_IMAGE, fill_manifest=f"model-fill-{name}.yaml",
                       description=description,
-                      sizing=ClusterSizing(head=head, groups=groups, idle_timeout_s=idle_timeout_s))
+                      sizing=ClusterSizing(head=head, groups=groups, idle_timeout_s=idle_timeout_s,
+                                             upgrade_strategy="None"))
 
 
 K8S_PROFILES: dict[str, K8sProfile] = {
@@ -66,6 +69,7 @@ K8S_PROFILES: dict[str, K8sProfile] = {
                     _group("draft", cpu="500m", memory="1536Mi", cpu_limit="1", memory_limit="2Gi"),
                     _frontend(cpu="500m", memory="1Gi", cpu_limit="1", memory_limit="2Gi")],
             idle_timeout_s=60,
+            upgrade_strategy="NewCluster",  # CPU pods are cheap: keep serving while the new cluster starts
         ),
     ),
     # 0.5 + 0.25 + 0.25 GPU: one replica of each engine role per 1-GPU pod.
