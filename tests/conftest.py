@@ -51,6 +51,7 @@ MODULES: dict[str, str] = {
     "k8s/test_images.py": UNIT,
     "k8s/test_model_job.py": UNIT,
     "k8s/test_model_fill.py": UNIT,
+    "k8s/test_cluster_render.py": UNIT,
     "bench/test_bench_merge.py": UNIT,
     "bench/test_bench_quality.py": UNIT,
     "bench/test_traces.py": UNIT,

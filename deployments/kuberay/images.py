@@ -4,7 +4,8 @@ commands).
 
 The manifests name *local* tags (``lookahead:0.1.0-cpu``): on kind, ``kind load docker-image``
 puts the image on the node and ``imagePullPolicy: IfNotPresent`` uses it; on a real cluster,
-push it to a registry (``--registry``) and retarget the manifests with kustomize's ``images:``
+push it to a registry (``--registry``) and render the manifests for it (``lookahead k8s render
+--registry REGISTRY --root DIR``, or kustomize's ``images:``)
 (see docs/kuberay.md). No weights go into an image: the model-fill Job puts them on the volume.
 """
 from __future__ import annotations

