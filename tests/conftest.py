@@ -47,6 +47,7 @@ MODULES: dict[str, str] = {
     "verifier/test_verifier_precheck.py": UNIT,
     "api/test_metrics.py": UNIT,
     "serve/test_dashboard.py": UNIT,
+    "serve/test_serve_args.py": UNIT,
     "k8s/test_k8s.py": UNIT,
     "k8s/test_images.py": UNIT,
     "k8s/test_model_job.py": UNIT,
