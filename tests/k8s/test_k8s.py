@@ -653,8 +653,10 @@ def test_group_resources_are_structured_and_read_by_the_autoscaler(profile):
     rs = the_rayservice(manifest_docs(profile))
     rc = rs["spec"]["rayClusterConfig"]
     types = ray_node_types(rs)
+    # KubeRay rejects a group that sets them in both places
+    for g in [rc["headGroupSpec"], *rc["workerGroupSpecs"]]:
+        assert not {"num-cpus", "num-gpus", "memory", "resources"} & set(g.get("rayStartParams", {})), g
     for g in rc["workerGroupSpecs"]:
-        assert not {"num-cpus", "num-gpus", "resources"} & set(g.get("rayStartParams", {})), g["groupName"]
         assert all(isinstance(v, str) for v in g["resources"].values())  # Kubernetes quantities
         gpus = gpu_count(g["template"]["spec"]["containers"][0], "limits")
         seen = types[g["groupName"]]["resources"]
@@ -667,13 +669,13 @@ def test_group_resources_are_structured_and_read_by_the_autoscaler(profile):
 def test_upgrade_strategy_per_profile():
     """Every RayService names its upgrade strategy: GPU profiles None (no second GPU set during
     an upgrade), the CPU demo NewCluster (KubeRay's zero-downtime default)."""
-    enum = RAYSERVICE_SCHEMA["properties"]["spec"]["properties"]["upgradeStrategy"]["properties"]["type"]
     want = {"cpu-demo": "NewCluster", "gpu-dev": "None", "gpu-prod": "None"}
     assert set(want) == set(MANIFESTS)
     for profile, kind in want.items():
         rs = the_rayservice(manifest_docs(profile))
         assert rs["spec"]["upgradeStrategy"] == {"type": kind}, profile
-        assert enum.get("type") == "string"
+        # the RayCluster's own upgradeStrategy is KubeRay's to leave unset for a RayService's cluster
+        assert "upgradeStrategy" not in rs["spec"]["rayClusterConfig"]
     # any config: GPUs -> None, CPU only -> NewCluster
     assert kuberay.rayservice(PROFILES["gpu-dev"], "x", image="e.com/l:1")["spec"]["upgradeStrategy"]["type"] == "None"
     assert kuberay.rayservice(PROFILES["cpu-demo"], "x", image="e.com/l:1")["spec"]["upgradeStrategy"]["type"] == \
