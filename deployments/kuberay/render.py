@@ -15,7 +15,7 @@ from pathlib import Path
 from deployments.kuberay import profiles
 from deployments.profiles import PROFILES
 from deployments.kuberay import images
-from deployments.kuberay.manifests import grpc_service, model_cache_pvc, rayservice
+from deployments.kuberay.manifests import FILL_RESOURCES, ModelCache, grpc_service, model_cache_pvc, rayservice
 from deployments.kuberay.model_job import model_fill_job
 from deployments.serve_config import dump_yaml, dump_yaml_all, load_app_config, serve_yaml
 
@@ -121,8 +121,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_manifest(args: argparse.Namespace) -> int:
     cfg = load_app_config(args.config)
     name = args.name or re.sub(r"[^a-z0-9-]+", "-", Path(args.config).stem.lower()).strip("-")
-    docs = [rayservice(cfg, name, image=args.image, namespace=args.namespace),
+    cache = ModelCache(mode=args.model_cache, storage_class=args.storage_class)
+    docs = [rayservice(cfg, name, image=args.image, namespace=args.namespace, cache=cache),
             grpc_service(cfg, name, namespace=args.namespace)]
+    if cache.mode == "shared":  # the claim the pods mount and the Job that fills it, so the output applies alone
+        docs = [model_cache_pvc(cache, namespace=args.namespace),
+                model_fill_job(cfg, name, image=args.image, resources=FILL_RESOURCES, namespace=args.namespace,
+                               cache=cache), *docs]
     text = dump_yaml_all(docs)
     if args.output:
         Path(args.output).write_text(text)
@@ -166,5 +171,9 @@ def add_subcommands(sub) -> None:
     m.add_argument("--image", required=True, help="container image pinned by tag, e.g. registry.example.com/team/lookahead:0.1.0-cu128")
     m.add_argument("--name", default=None, help="profile name (RayService is lookahead-<name>)")
     m.add_argument("--namespace", default=None)
+    m.add_argument("--model-cache", choices=["shared", "local"], default="shared",
+                   help="shared (default): also print the ReadWriteMany claim and the model-fill Job; "
+                        "local: each pod fills its own emptyDir")
+    m.add_argument("--storage-class", default=None, help="storageClassName of the shared claim (an RWX class)")
     m.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     m.set_defaults(func=_cmd_manifest)

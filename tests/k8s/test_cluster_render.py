@@ -11,6 +11,7 @@ import yaml
 
 from deployments.cli import k8s as k8s_cli
 from deployments.kuberay import profiles, render
+from deployments.profiles import PROFILES
 from tests.support.k8s_docs import pod_templates
 
 REGISTRY = "registry.example.com/team"
@@ -137,3 +138,27 @@ def test_render_cli_writes_a_cluster_copy_and_leaves_the_committed_files(tmp_pat
     assert yaml.safe_load((tmp_path / "k8s" / "pvc-models.yaml").read_text())["spec"]["storageClassName"] == "efs-sc"
     assert run_cli("--registry", REGISTRY, "--storage-class", "efs-sc", "--root", str(tmp_path), "--check") == 0
     assert render.render(check=True, out=io.StringIO()) == 0  # the repository's k8s/ is untouched
+
+
+def test_manifest_command_prints_what_applies_alone(tmp_path):
+    """`lookahead k8s manifest` for any config: with the shared cache, the claim its pods mount
+    and the Job that fills it come with the RayService; with a local cache, neither."""
+    cfg_file = tmp_path / "mine.yaml"
+    cfg_file.write_text(yaml.safe_dump(PROFILES["gpu-dev"].model_dump(mode="json")))
+    parser = argparse.ArgumentParser()
+    k8s_cli.add_cli(parser.add_subparsers(dest="command"))
+
+    def manifest(*argv: str) -> dict[str, list[dict]]:
+        out = tmp_path / "out.yaml"
+        args = parser.parse_args(["k8s", "manifest", str(cfg_file), "--image", f"{REGISTRY}/lookahead:1.0",
+                                  "-o", str(out), *argv])
+        assert args.func(args) == 0
+        return {"out.yaml": [d for d in yaml.safe_load_all(out.read_text()) if d]}
+
+    files = manifest("--storage-class", "nfs-client")
+    assert [d["kind"] for d in files["out.yaml"]] == ["PersistentVolumeClaim", "Job", "RayService", "Service"]
+    assert files["out.yaml"][0]["spec"]["storageClassName"] == "nfs-client"
+    assert single_node_claims_shared(files) == []
+    assert {i for _, t in all_pod_templates(files) for i in images_of(t)} == {f"{REGISTRY}/lookahead:1.0"}
+    files = manifest("--model-cache", "local")
+    assert [d["kind"] for d in files["out.yaml"]] == ["RayService", "Service"]
