@@ -110,6 +110,10 @@ def render(root: str | Path | None = None, *, check: bool = False, out=sys.stdou
 def _cmd_render(args: argparse.Namespace) -> int:
     options = {"image": args.image, "registry": args.registry, "storage_class": args.storage_class,
                "model_cache": args.model_cache}
+    if args.image and not args.profile:
+        print("render: --image names one image for the profiles given with --profile (the CPU and GPU profiles "
+              "run different images); for all of them use --registry", file=sys.stderr)
+        return 2
     customised = any(options.values()) or args.profile
     if customised and args.root is None:
         print("render: --image/--registry/--storage-class/--model-cache/--profile write files for your cluster; "

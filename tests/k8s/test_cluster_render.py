@@ -132,6 +132,10 @@ def test_render_cli_writes_a_cluster_copy_and_leaves_the_committed_files(tmp_pat
     # customised files never overwrite the committed defaults: a directory is required
     assert run_cli("--registry", REGISTRY) == 2
     assert "--root" in capsys.readouterr().err
+    # one image for all profiles would put the CPU image on GPU pods (or the reverse)
+    assert run_cli("--image", f"{REGISTRY}/lookahead:1.0", "--root", str(tmp_path)) == 2
+    assert "--profile" in capsys.readouterr().err
+    assert not (tmp_path / "k8s").exists()
     assert run_cli("--registry", REGISTRY, "--storage-class", "efs-sc", "--root", str(tmp_path)) == 0
     text = (tmp_path / "k8s" / "rayservice-gpu-prod.yaml").read_text()
     assert f"image: {REGISTRY}/lookahead:" in text and "image: lookahead:" not in text
