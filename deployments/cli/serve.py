@@ -48,7 +48,16 @@ def cmd_serve(args) -> int:
     except ValueError as exc:
         print(f"lookahead serve: {exc}", file=sys.stderr)
         return 2
-    start_local(cfg, **start)
+    try:
+        start_local(cfg, **start)
+    except ConnectionError as exc:
+        if not args.address:
+            raise
+        print(f"lookahead serve: cannot reach the Ray cluster at {args.address} ({exc}). Ray clusters "
+              "authenticate with a token by default: with an explicit address, set RAY_AUTH_MODE=token and give "
+              "the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token or $RAY_AUTH_TOKEN_PATH); "
+              "--address auto finds a local cluster's token itself.", file=sys.stderr)
+        return 2
     where = f"Ray cluster {args.address}" if args.address else "a private Ray"
     print(f"lookahead: serving '{cfg.server.served_model_name}' (target {cfg.target.engine.model}) on "
           f"http://{args.host}:{cfg.server.http_port}/v1 and gRPC :{cfg.server.grpc_port} ({where}"

@@ -84,3 +84,22 @@ def test_version_is_pyprojects(capsys):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert capsys.readouterr().out.strip() == f"lookahead {version}"
     assert APP_VERSION == version  # the manifests' app.kubernetes.io/version label too
+
+
+def test_an_unreachable_cluster_is_a_clear_error(monkeypatch, capsys):
+    """Ray refuses a connection without the cluster's token (token auth is Ray's default); the
+    command says how to give it instead of ending in a traceback."""
+    import deployments.cli.serve as serve_cli
+
+    def refuse(cfg, **start):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {start['address']}")
+
+    monkeypatch.setattr(serve_cli, "start_local", refuse)
+    args = build_parser().parse_args(["serve", "--address", "10.0.0.5:6379"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "10.0.0.5:6379" in err and "RAY_AUTH_MODE=token" in err and "RAY_AUTH_TOKEN" in err
+    # a private Ray that fails to start is not mistaken for a cluster's refusal
+    args = build_parser().parse_args(["serve"])
+    with pytest.raises(ConnectionError):
+        args.func(args)
