@@ -55,8 +55,31 @@ def __getattr__(name: str) -> Application:
     return build_app(PROFILES[profile])
 
 
-def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False, also: dict | None = None):
-    """ray.init (if needed) + Serve on the config's HTTP and gRPC ports + the application.
+def ray_init_args(*, address: str | None = None, fake_gpus: int = 0, quiet: bool = False,
+                  env_vars: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``ray.init`` arguments of `start_local`. Without ``address`` a private Ray on this
+    machine (fake GPUs let num_gpus=1 roles schedule on a CPU box, exactly as they would on a GPU
+    node); with one, connect to that cluster and leave its resources as they are. ``env_vars``
+    reach every replica through the job's runtime env (Serve deployments inherit it), also on a
+    cluster whose nodes this process did not start."""
+    kwargs: dict[str, Any] = {"log_to_driver": not quiet}
+    if address:
+        if fake_gpus:
+            raise ValueError("fake GPUs are for a private Ray: an existing cluster has the GPUs it has")
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=max(4, os.cpu_count() or 1), num_gpus=fake_gpus or None,
+                      object_store_memory=256 * 1024**2, include_dashboard=False,
+                      _temp_dir=tempfile.mkdtemp(prefix="lookahead-ray-"))
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
+    return kwargs
+
+
+def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False, also: dict | None = None,
+                address: str | None = None, host: str = "0.0.0.0", env_vars: dict[str, str] | None = None):
+    """ray.init (if needed; ``address``: an existing cluster's, else a private one) + Serve on
+    ``host`` and the config's HTTP and gRPC ports + the application.
     `also`: {name: AppConfig} of further applications deployed at once beside it, each under
     the route prefix /<name> (the demo's plain target); returns the first one's handle."""
     import ray
@@ -66,12 +89,9 @@ def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False, also: dict | No
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not ray.is_initialized():
-        # Fake GPUs let num_gpus=1 roles schedule on a CPU box, exactly as they would on a GPU node.
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), num_gpus=fake_gpus or None,
-                 object_store_memory=256 * 1024**2, include_dashboard=False, log_to_driver=not quiet,
-                 _temp_dir=tempfile.mkdtemp(prefix="lookahead-ray-"))
+        ray.init(**ray_init_args(address=address, fake_gpus=fake_gpus, quiet=quiet, env_vars=env_vars))
     sc = serve_config(cfg)
-    serve.start(http_options={"host": "0.0.0.0", "port": cfg.server.http_port}, grpc_options=sc["grpc_options"])
+    serve.start(http_options={"host": host, "port": cfg.server.http_port}, grpc_options=sc["grpc_options"])
     if not also:
         return serve.run(build_app(cfg), name="lookahead", route_prefix="/")
     targets = [serve.RunTarget(build_app(cfg), name="lookahead", route_prefix="/")]

@@ -108,8 +108,21 @@ def _summary(st: dict) -> str:
             + (f" degraded={st['degraded']}" if st["degraded"] else ""))
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject's), or "unknown" when run from a checkout
+    that was never installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("lookahead")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookahead", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lookahead {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="answer one prompt in-process, step by step")

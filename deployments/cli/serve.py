@@ -18,21 +18,60 @@ DEMO_QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she
                  "How many clips did Natalia sell altogether in April and May?")
 
 
-def cmd_serve(args) -> int:
+def serve_plan(args) -> tuple:
+    """(AppConfig, start_local keyword arguments) of `lookahead serve`'s arguments: the config
+    (default: the cpu-demo profile) with --port/--grpc-port over its server settings, and where
+    and how to start (--address, --host, --fake-gpus, --api-key). ValueError: arguments that
+    cannot go together."""
     from deployments.profiles import PROFILES
     from deployments.serve_config import load_app_config
 
     cfg = load_app_config(args.config) if args.config else PROFILES["cpu-demo"]
-    start_local(cfg, fake_gpus=args.fake_gpus)
+    ports = {k: v for k, v in (("http_port", args.port), ("grpc_port", args.grpc_port)) if v is not None}
+    for port in ports.values():
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is not a TCP port (1-65535)")
+    if ports:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_validate({**cfg.server.model_dump(), **ports})})
+    if cfg.server.http_port == cfg.server.grpc_port:
+        raise ValueError(f"HTTP and gRPC cannot share port {cfg.server.http_port}")
+    if args.address and args.fake_gpus:
+        raise ValueError("--fake-gpus is for a private Ray; an existing cluster (--address) has the GPUs it has")
+    keys = [k.strip() for arg in args.api_key or [] for k in arg.split(",") if k.strip()]
+    env_vars = {cfg.server.api_keys_env: ",".join(keys)} if keys else None
+    return cfg, {"address": args.address, "host": args.host, "fake_gpus": args.fake_gpus, "env_vars": env_vars}
+
+
+def cmd_serve(args) -> int:
+    try:
+        cfg, start = serve_plan(args)
+    except ValueError as exc:
+        print(f"lookahead serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        start_local(cfg, **start)
+    except ConnectionError as exc:
+        if not args.address:
+            raise
+        print(f"lookahead serve: cannot reach the Ray cluster at {args.address} ({exc}). Ray clusters "
+              "authenticate with a token by default: with an explicit address, set RAY_AUTH_MODE=token and give "
+              "the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token or $RAY_AUTH_TOKEN_PATH); "
+              "--address auto finds a local cluster's token itself.", file=sys.stderr)
+        return 2
+    where = f"Ray cluster {args.address}" if args.address else "a private Ray"
     print(f"lookahead: serving '{cfg.server.served_model_name}' (target {cfg.target.engine.model}) on "
-          f"http://0.0.0.0:{cfg.server.http_port}/v1 and gRPC :{cfg.server.grpc_port}; Ctrl-C stops", flush=True)
+          f"http://{args.host}:{cfg.server.http_port}/v1 and gRPC :{cfg.server.grpc_port} ({where}"
+          f"{', API keys on' if start['env_vars'] else ''}); Ctrl-C stops", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         from ray import serve
 
-        serve.shutdown()
+        if args.address:
+            serve.delete("lookahead")  # the cluster and its Serve are not ours to stop
+        else:
+            serve.shutdown()
     return 0
 
 
@@ -263,9 +302,19 @@ def _num(v: float | None) -> str:
 
 
 def add_cli(sub) -> None:
-    s = sub.add_parser("serve", help="run the application on local Ray (HTTP 8000, gRPC 9000)")
+    s = sub.add_parser("serve", help="run the application on a private Ray, or an existing cluster (--address)")
     s.add_argument("--config", help="Serve config YAML or AppConfig YAML (default: the cpu-demo profile)")
-    s.add_argument("--fake-gpus", type=int, default=0, help="advertise N GPUs to local Ray (CPU testing)")
+    s.add_argument("--address", default=None,
+                   help="deploy onto this running Ray cluster (e.g. auto, 10.0.0.5:6379, ray://head:10001) "
+                        "instead of starting a private one")
+    s.add_argument("--host", default="0.0.0.0",
+                   help="the HTTP proxy listens here (default 0.0.0.0; Serve's gRPC proxy listens on all addresses)")
+    s.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's server.http_port)")
+    s.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: the config's server.grpc_port)")
+    s.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="require this API key (repeatable or comma-separated); default: the keys in "
+                        "$LOOKAHEAD_API_KEYS (server.api_keys_env), none: open")
+    s.add_argument("--fake-gpus", type=int, default=0, help="advertise N GPUs to the private Ray (CPU testing)")
     s.set_defaults(func=cmd_serve)
     d = sub.add_parser("demo", help="prepare the packaged models, start the app, stream one GSM8K answer")
     d.add_argument("--question", default=None)

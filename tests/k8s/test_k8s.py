@@ -74,8 +74,7 @@ def serve_cfg_of(rs: dict) -> dict:
 
 
 def group_slots(group: dict) -> dict[str, float]:
-    raw = group.get("rayStartParams", {}).get("resources")
-    return kuberay.parse_ray_resources_param(raw) if raw else {}
+    return kuberay.custom_resources(group)
 
 
 def deployments_by_resource(serve_cfg: dict) -> dict[str, dict]:
@@ -159,7 +158,7 @@ def autoscaling_errors(rs: dict) -> list[str]:
             errors.append(f"group {g['groupName']}: bounds {g['minReplicas']}..{g['maxReplicas']}, expected {lo}..{hi}")
         if not g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"]:
             errors.append(f"group {g['groupName']}: replicas outside min..max")
-        ray_cpus = float(g["rayStartParams"]["num-cpus"])
+        ray_cpus = float(g["resources"]["CPU"])
         need_cpus = sum(n * by_res[r]["ray_actor_options"]["num_cpus"] for r, n in slots.items() if r in by_res)
         limit = kuberay.cpu_quantity(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
         if not need_cpus - EPS <= ray_cpus <= limit + EPS:
@@ -169,7 +168,7 @@ def autoscaling_errors(rs: dict) -> list[str]:
 
 def ray_node_types(rs: dict) -> dict[str, dict]:
     """The node types Ray's own KubeRay autoscaler derives from this RayService's cluster spec
-    (it parses rayStartParams, container limits and GPUs exactly as it will in the cluster)."""
+    (it parses the groups' resources, container limits and GPUs exactly as it will in the cluster)."""
     from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
     cr = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
@@ -275,7 +274,8 @@ def test_rayservice_validates_against_kuberay_schema(profile):
     rc = rs["spec"]["rayClusterConfig"]
     assert rc["rayVersion"] == kuberay.RAY_VERSION == "2.60.0"
     assert rc["enableInTreeAutoscaling"] is True
-    assert rc["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0", "dashboard-host": "0.0.0.0"}
+    assert rc["headGroupSpec"]["rayStartParams"] == {"dashboard-host": "0.0.0.0"}
+    assert rc["headGroupSpec"]["resources"] == {"CPU": "0"}  # only the Serve controller and a proxy there
     assert isinstance(rs["spec"]["serveConfigV2"], str)
     for doc in docs:
         if doc["kind"] == "Service":
@@ -527,7 +527,7 @@ def test_packing_check_fails_on_tampered_manifest():
     assert packing_errors(bad) == ["TargetEngine: fits node types []"]
     bad = copy.deepcopy(rs)
     frontend = bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][3]
-    frontend["rayStartParams"]["num-cpus"] = "2"  # 2 orchestrators (1 CPU) + 2 ingresses (0.5) need 3
+    frontend["resources"]["CPU"] = "2"  # 2 orchestrators (1 CPU) + 2 ingresses (0.5) need 3
     assert any(e.startswith("max: Ingress replica") for e in packing_errors(bad))
 
 
@@ -537,8 +537,9 @@ def test_autoscaling_check_fails_on_tampered_manifest():
     bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = 2
     assert any("2 pods x 1 < 4 replicas" in e for e in autoscaling_errors(bad))
     bad = copy.deepcopy(rs)
-    bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][1]["rayStartParams"]["resources"] = \
-        kuberay.ray_resources_param({"lookahead_target": 1})
+    draft = bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][1]
+    draft["resources"] = {k: v for k, v in draft["resources"].items() if not k.startswith("lookahead_")}
+    draft["resources"]["lookahead_target"] = "1"
     errors = autoscaling_errors(bad)
     assert any("advertised by 2 groups" in e for e in errors) and any("advertised by 0 groups" in e for e in errors)
 
@@ -606,24 +607,27 @@ def test_image_check_rejects_unpinned():
 
 
 @pytest.mark.parametrize("profile", sorted(MANIFESTS))
-def test_model_cache_pvc_mounted_in_all_workers(profile):
+def test_model_cache_mounted_in_all_pods(profile):
+    """/models in every pod: the shared claim (GPU profiles) or the pod's own emptyDir (CPU demo)."""
     rs = the_rayservice(manifest_docs(profile))
-    pvc_file = ROOT / "k8s" / profiles.K8S_PROFILES[profile].pvc_manifest
-    (pvc,) = load_docs(pvc_file)
-    jsonschema.Draft7Validator(PVC_SCHEMA).validate(pvc)
-    claim = pvc["metadata"]["name"]
+    cache = profiles.K8S_PROFILES[profile].cache
     templates = pod_templates(rs)
     assert len(templates) >= 3
     for name, t in templates:
         vols = {v["name"]: v for v in t["spec"]["volumes"]}
         c = t["spec"]["containers"][0]
         (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/models"]
-        assert vols[mount["name"]]["persistentVolumeClaim"]["claimName"] == claim, name
+        if cache.mode == "shared":
+            (pvc,) = load_docs(ROOT / "k8s" / profiles.K8S_PROFILES[profile].pvc_manifest)
+            jsonschema.Draft7Validator(PVC_SCHEMA).validate(pvc)
+            assert vols[mount["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], name
+            assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+        else:
+            assert vols[mount["name"]]["emptyDir"] == {"sizeLimit": cache.size}, name
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert env["LOOKAHEAD_HOME"] == "/models" and env["HF_HUB_OFFLINE"] == "1", name
-    shared = load_docs(ROOT / "k8s" / "pvc-models.yaml")[0]
-    jsonschema.Draft7Validator(PVC_SCHEMA).validate(shared)
-    assert shared["spec"]["accessModes"] == ["ReadWriteMany"] and shared["metadata"]["name"] == claim
+    assert {p: k.cache.mode for p, k in profiles.K8S_PROFILES.items()} == {
+        "cpu-demo": "local", "gpu-dev": "shared", "gpu-prod": "shared"}
 
 
 def test_group_layout_errors():
@@ -642,10 +646,40 @@ def test_group_layout_errors():
     assert names == ["target", "draft", "frontend"]
 
 
-def test_ray_resources_param_round_trip():
-    value = kuberay.ray_resources_param({"lookahead_target": 1, "lookahead_draft": 2})
-    assert value == '"{\\"lookahead_target\\": 1, \\"lookahead_draft\\": 2}"'
-    assert kuberay.parse_ray_resources_param(value) == {"lookahead_target": 1, "lookahead_draft": 2}
+@pytest.mark.parametrize("profile", sorted(MANIFESTS))
+def test_group_resources_are_structured_and_read_by_the_autoscaler(profile):
+    """Ray resources live in each group's `resources` field (KubeRay 1.4+), not in the escaped
+    JSON of rayStartParams, and Ray's own autoscaler reads from it what the pods advertise."""
+    rs = the_rayservice(manifest_docs(profile))
+    rc = rs["spec"]["rayClusterConfig"]
+    types = ray_node_types(rs)
+    # KubeRay rejects a group that sets them in both places
+    for g in [rc["headGroupSpec"], *rc["workerGroupSpecs"]]:
+        assert not {"num-cpus", "num-gpus", "memory", "resources"} & set(g.get("rayStartParams", {})), g
+    for g in rc["workerGroupSpecs"]:
+        assert all(isinstance(v, str) for v in g["resources"].values())  # Kubernetes quantities
+        gpus = gpu_count(g["template"]["spec"]["containers"][0], "limits")
+        seen = types[g["groupName"]]["resources"]
+        assert seen["CPU"] == int(g["resources"]["CPU"])
+        assert seen.get("GPU", 0) == gpus == float(g["resources"].get("GPU", 0))
+        assert {k: v for k, v in seen.items() if k.startswith("lookahead_")} == kuberay.custom_resources(g) != {}
+    assert types["headgroup"]["resources"]["CPU"] == 0
+
+
+def test_upgrade_strategy_per_profile():
+    """Every RayService names its upgrade strategy: GPU profiles None (no second GPU set during
+    an upgrade), the CPU demo NewCluster (KubeRay's zero-downtime default)."""
+    want = {"cpu-demo": "NewCluster", "gpu-dev": "None", "gpu-prod": "None"}
+    assert set(want) == set(MANIFESTS)
+    for profile, kind in want.items():
+        rs = the_rayservice(manifest_docs(profile))
+        assert rs["spec"]["upgradeStrategy"] == {"type": kind}, profile
+        # the RayCluster's own upgradeStrategy is KubeRay's to leave unset for a RayService's cluster
+        assert "upgradeStrategy" not in rs["spec"]["rayClusterConfig"]
+    # any config: GPUs -> None, CPU only -> NewCluster
+    assert kuberay.rayservice(PROFILES["gpu-dev"], "x", image="e.com/l:1")["spec"]["upgradeStrategy"]["type"] == "None"
+    assert kuberay.rayservice(PROFILES["cpu-demo"], "x", image="e.com/l:1")["spec"]["upgradeStrategy"]["type"] == \
+        "NewCluster"
 
 
 _gpus = st.sampled_from([0, 0.25, 0.5, 1, 2, 4])

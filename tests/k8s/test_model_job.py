@@ -14,6 +14,7 @@ from deployments.cli.main import build_parser
 from deployments.kuberay import manifests as kuberay
 from deployments.kuberay import model_job, profiles
 from deployments.profiles import PROFILES
+from verifier import kinds
 from tests.support.k8s_docs import (
     RAYCLUSTER_SCHEMA,
     ROOT,
@@ -34,7 +35,8 @@ JOB_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["api
                       "activeDeadlineSeconds": {"type": "integer", "minimum": 1},
                       "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
                       "template": {"type": "object"}}}}}
-FILL_JOBS = {name: k.fill_manifest for name, k in profiles.K8S_PROFILES.items()}
+# the profiles with a shared cache, which a Job fills (the CPU demo's pods fill their own)
+FILL_JOBS = {name: k.fill_manifest for name, k in profiles.K8S_PROFILES.items() if k.cache.mode == "shared"}
 
 
 def the_job(profile: str) -> dict:
@@ -58,7 +60,7 @@ def test_job_validates(profile):
 
 
 def test_pod_schema_check_catches_a_misspelling():
-    template = the_job("cpu-demo")["spec"]["template"]
+    template = the_job("gpu-dev")["spec"]["template"]
     template["spec"]["containers"][0]["volumeMount"] = template["spec"]["containers"][0].pop("volumeMounts")
     assert unknown_fields(template, POD_TEMPLATE_SCHEMA) == [".spec.containers[0].volumeMount"]
 
@@ -99,7 +101,7 @@ def test_job_downloads_and_serving_pods_do_not(profile):
     rs = the_rayservice(manifest_docs(profile))
     for name, t in pod_templates(rs):
         for c2 in t["spec"]["containers"] + t["spec"].get("initContainers", []):
-            assert env_of(c2)["HF_HUB_OFFLINE"]["value"] == "1", name
+            assert env_of(c2)["HF_HUB_OFFLINE"]["value"] == "1", name  # shared cache: only the Job fetches
 
 
 @pytest.mark.parametrize("profile", sorted(FILL_JOBS))
@@ -114,32 +116,41 @@ def test_job_pod_is_non_root_and_bounded(profile):
         assert {"cpu", "memory"} <= set(c["resources"][kind])
 
 
-@pytest.mark.parametrize("profile", sorted(FILL_JOBS))
+@pytest.mark.parametrize("profile", sorted(profiles.K8S_PROFILES))
 def test_model_loading_pods_wait_for_their_models(profile):
-    """Each worker group's pods wait for exactly the models its roles load; the head and groups
-    that load nothing start at once."""
+    """Each worker group's pods wait for (shared cache) or fill (local cache) exactly the models its
+    roles load, plus, when local, what any verifier kind of the orchestrator may load; the head
+    and groups that load nothing start at once."""
     cfg = PROFILES[profile]
+    k = profiles.K8S_PROFILES[profile]
     rs = the_rayservice(manifest_docs(profile))
     per_role = kuberay.role_models(cfg)
-    layouts = {lay.plan.name: lay for lay in kuberay.group_layouts(cfg, profiles.K8S_PROFILES[profile].sizing)}
+    layouts = {lay.plan.name: lay for lay in kuberay.group_layouts(cfg, k.sizing)}
     for name, t in pod_templates(rs):
         inits = t["spec"].get("initContainers", [])
-        want = [] if name == "head" else list(dict.fromkeys(m for r in layouts[name].roles for m in per_role[r]))
+        want = [] if name == "head" else [m for r in layouts[name].roles for m in per_role[r]]
+        if k.cache.mode == "local" and name != "head" and "orchestrator" in layouts[name].roles:
+            want += kinds.any_kind_models(cfg.verifier)
+        want = list(dict.fromkeys(want))
         if not want:
             assert inits == [], name
             continue
         (init,) = inits
         args = build_parser().parse_args(init["command"][1:])
-        assert (args.models_command, args.models) == ("wait", want), name
+        verb = "wait" if k.cache.mode == "shared" else "fill"
+        assert (args.models_command, args.models) == (verb, want), name
         assert init["image"] == t["spec"]["containers"][0]["image"]
-        assert {m["mountPath"] for m in init["volumeMounts"]} == {"/models"}
+        mounts = {m["mountPath"] for m in init["volumeMounts"]}
+        assert mounts == ({"/models"} if verb == "wait" else {"/models", args.scratch})
         assert env_of(init)["LOOKAHEAD_HOME"]["value"] == "/models"
+        # only a fill may reach a hub or an index; the serving container never does
+        assert env_of(init)["HF_HUB_OFFLINE"]["value"] == ("1" if verb == "wait" else "0")
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(init["resources"][kind])
-    # the CPU demo (embedding verifier in the orchestrator): target, draft and frontend groups all wait
+    # the CPU demo (embedding verifier in the orchestrator): target, draft and frontend groups all fill
     if profile == "cpu-demo":
-        waiting = {n for n, t in pod_templates(rs) if t["spec"].get("initContainers")}
-        assert waiting == {"target", "draft", "frontend"}
+        filling = {n for n, t in pod_templates(rs) if t["spec"].get("initContainers")}
+        assert filling == {"target", "draft", "frontend"}
 
 
 def frontend_of(verifier: str) -> dict:
@@ -157,7 +168,20 @@ def test_embedding_verifier_makes_the_orchestrator_wait():
 
 
 def test_exact_verifier_frontend_starts_at_once():
-    assert frontend_of("exact")["spec"].get("initContainers", []) == []
+    assert frontend_of("exact")["spec"].get("initContainers", []) == []  # shared cache: nothing to wait for
+
+
+def test_local_cache_frontend_fills_every_kinds_model():
+    """With a local cache no Job fills what another verifier kind loads, so the orchestrator's
+    pods fill it themselves: a request may pick the embedding verifier when the default is exact."""
+    cfg = PROFILES["cpu-demo"].model_copy(deep=True)
+    cfg.verifier.kind = "exact"
+    rs = kuberay.rayservice(cfg, "x", image="lookahead:0.1.0-cpu", sizing=profiles.K8S_PROFILES["cpu-demo"].sizing,
+                            cache=kuberay.ModelCache(mode="local"))
+    (frontend,) = [t for n, t in pod_templates(rs) if n == "frontend"]
+    (init,) = frontend["spec"]["initContainers"]
+    assert init["command"][:3] == ["lookahead", "models", "fill"]
+    assert cfg.verifier.embedding_model in init["command"]
 
 
 def test_local_model_paths_are_waited_for_but_not_filled():
@@ -169,4 +193,10 @@ def test_local_model_paths_are_waited_for_but_not_filled():
 
 def test_kustomization_applies_the_cpu_demo_in_one_go():
     kust = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
-    assert kust["resources"] == ["pvc-models-local.yaml", FILL_JOBS["cpu-demo"], "rayservice-cpu.yaml"]
+    assert kust["resources"] == ["rayservice-cpu.yaml"]  # its pods fill their own caches: no claim, no Job
+
+
+def test_a_local_cache_has_no_job():
+    with pytest.raises(ValueError, match="local cache"):
+        model_job.model_fill_job(PROFILES["cpu-demo"], "cpu-demo", image="lookahead:0.1.0-cpu",
+                                 resources=kuberay.FILL_RESOURCES, cache=kuberay.ModelCache(mode="local"))
