@@ -33,7 +33,12 @@ STEPS_PROMPT = "Step 1: add 2 and 3.\n\nStep 2:"
 CHAT_FIELDS = sorted(chat_params.CompletionCreateParamsBase.__annotations__)
 COMPLETION_FIELDS = sorted(completion_params.CompletionCreateParamsBase.__annotations__)
 # vLLM's extras this server also takes (not in the openai package's types)
-EXTRAS = ["top_k", "min_p", "repetition_penalty", "chat_template_kwargs"]
+EXTRAS = ["top_k", "min_p", "repetition_penalty", "chat_template_kwargs", "ignore_eos", "min_tokens",
+          "stop_token_ids", "skip_special_tokens", "include_stop_str_in_output", "add_generation_prompt",
+          "continue_final_message"]
+# a question SmolLM2 answers in a few tokens and then ends (EOS) well before SHORT_BUDGET
+SHORT = [{"role": "user", "content": "Say OK."}]
+SHORT_BUDGET = 40
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +149,97 @@ async def _top_p(t):
 async def _top_k(t):
     http, base, tok, app, _name = t
     assert text_of(await chat(http, temperature=1.5, seed=1, top_k=1)) == base
+    # vLLM's -1: no top-k, the same draw as leaving it out
+    assert text_of(await chat(http, temperature=1.5, seed=1, top_k=-1)) == text_of(await chat(http, temperature=1.5,
+                                                                                               seed=1))
+    assert_refused(await chat(http, top_k=-2), "top_k")
+
+
+async def short_answer(http, **kw) -> dict:
+    r = await chat(http, messages=SHORT, max_tokens=SHORT_BUDGET, **kw)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _ignore_eos(t):
+    http, base, tok, app, _name = t
+    plain = await short_answer(http)
+    assert plain["choices"][0]["finish_reason"] == "stop"  # the model ends it (EOS) ...
+    assert plain["usage"]["completion_tokens"] < SHORT_BUDGET // 2
+    for mode in ("ar", "lr"):  # ... and with ignore_eos runs on to max_tokens, speculating or not
+        long = await short_answer(http, ignore_eos=True, lookahead={"mode": mode})
+        assert long["choices"][0]["finish_reason"] == "length"
+        assert long["usage"]["completion_tokens"] == SHORT_BUDGET
+        assert long["choices"][0]["message"]["content"].startswith(plain["choices"][0]["message"]["content"])
+
+
+async def _min_tokens(t):
+    http, base, tok, app, _name = t
+    plain = await short_answer(http)
+    n = plain["usage"]["completion_tokens"]
+    text = plain["choices"][0]["message"]["content"]
+    assert (await short_answer(http, min_tokens=n))["choices"][0]["message"]["content"] == text  # already long enough
+    held = {}
+    for mode in ("ar", "lr"):
+        r = await short_answer(http, min_tokens=n + 10, lookahead={"mode": mode, "depth": 2})
+        assert r["usage"]["completion_tokens"] >= n + 10  # EOS held off until then
+        held[mode] = r["choices"][0]["message"]["content"]
+        assert held[mode].startswith(text) and len(held[mode]) > len(text)
+    assert held["lr"] == held["ar"]  # step speculation leaves the greedy answer as it is
+    assert_refused(await chat(http, min_tokens=17, max_tokens=16), "min_tokens")
+    assert_refused(await chat(http, max_tokens=None, min_tokens=17), "min_tokens")  # over the default max_tokens (16)
+
+
+async def _stop_token_ids(t):
+    http, base, tok, app, _name = t
+    ids = tok.encode(base)
+    token = ids[3]
+    r = await chat(http, stop_token_ids=[token])
+    cut = text_of(r)
+    assert r.json()["choices"][0]["finish_reason"] == "stop"
+    assert base.startswith(cut) and len(cut) < len(base)
+    kept = text_of(await chat(http, stop_token_ids=[token], include_stop_str_in_output=True))
+    assert kept == cut + tok.decode([token])  # the stop token's text, kept on request
+    lr = text_of(await chat(http, stop_token_ids=[token], lookahead={"mode": "lr", "depth": 2}))
+    assert lr == cut
+    assert_refused(await chat(http, stop_token_ids=[10**7]), "stop_token_ids")  # not a token of the target
+
+
+async def _include_stop_str_in_output(t):
+    http, base, tok, app, _name = t
+    stop = base[len(base) // 2: len(base) // 2 + 3]
+    r = await chat(http, stop=[stop], include_stop_str_in_output=True)
+    assert text_of(r) == base[:base.index(stop) + len(stop)] and r.json()["choices"][0]["finish_reason"] == "stop"
+    assert text_of(await chat(http, include_stop_str_in_output=True)) == base  # nothing to include
+
+
+async def _skip_special_tokens(t):
+    http, base, tok, app, _name = t
+    eos = tok.decode([min(app.engines["target"].engine.eos_ids)])
+    shown = (await short_answer(http, ignore_eos=True, skip_special_tokens=False))["choices"][0]["message"]["content"]
+    hidden = (await short_answer(http, ignore_eos=True))["choices"][0]["message"]["content"]
+    assert eos in shown and eos not in hidden  # the EOS the answer ran past, as text only when asked
+    assert text_of(await chat(http, skip_special_tokens=False)) == base  # no special token in it
+
+
+async def _add_generation_prompt(t):
+    http, base, tok, app, _name = t
+    with_turn = (await chat(http)).json()["usage"]["prompt_tokens"]
+    bare = await chat(http, add_generation_prompt=False)
+    rendered = tok.apply_chat_template(MSG, add_generation_prompt=False, tokenize=True)
+    assert bare.json()["usage"]["prompt_tokens"] == len(rendered) < with_turn  # no assistant turn opened
+
+
+async def _continue_final_message(t):
+    http, base, tok, app, _name = t
+    msgs = MSG + [{"role": "assistant", "content": "My three colours are"}]
+    r = await chat(http, messages=msgs, continue_final_message=True)
+    rendered = tok.apply_chat_template(msgs, continue_final_message=True, tokenize=True)
+    assert r.json()["usage"]["prompt_tokens"] == len(rendered)  # the last message left open
+    assert text_of(r) != base
+    assert_refused(await chat(http, continue_final_message=True), "continue_final_message")  # user message last
+    assert_refused(await chat(http, messages=msgs, continue_final_message=True, add_generation_prompt=True),
+                   "continue_final_message")
 
 
 async def _min_p(t):
@@ -156,6 +252,10 @@ async def _seed(t):
     http, base, tok, app, _name = t
     a = [text_of(await chat(http, temperature=1.2, seed=s)) for s in (11, 11, 12)]
     assert a[0] == a[1] != a[2]  # a seed reproduces; another seed differs
+    # any int64, negative too (mapped into the engines' range)
+    b = [text_of(await chat(http, temperature=1.2, seed=s)) for s in (-7, -7, 2**62)]
+    assert b[0] == b[1] and b[2]
+    assert_refused(await chat(http, seed=2**63), "seed")
     unseeded = {text_of(await chat(http, temperature=1.2)) for _ in range(2)}
     assert len(unseeded) == 2  # no seed: fresh randomness per request
 
@@ -296,6 +396,9 @@ CHAT_CASES: dict[str, Callable[..., Awaitable]] = {
     # vLLM extras and the streaming flag
     "top_k": _top_k, "min_p": _min_p, "repetition_penalty": _repetition_penalty,
     "chat_template_kwargs": _chat_template_kwargs, "stream": _stream,
+    "ignore_eos": _ignore_eos, "min_tokens": _min_tokens, "stop_token_ids": _stop_token_ids,
+    "skip_special_tokens": _skip_special_tokens, "include_stop_str_in_output": _include_stop_str_in_output,
+    "add_generation_prompt": _add_generation_prompt, "continue_final_message": _continue_final_message,
 }
 
 
@@ -653,9 +756,9 @@ async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, ht
     opened, original = [], orchestrator._session
 
     async def spy(spec):
-        session, prompt_tokens = await original(spec)
+        session, *rest = await original(spec)
         opened.append(session)
-        return session, prompt_tokens
+        return (session, *rest)
 
     orchestrator._session = spy
     try:
