@@ -1,14 +1,17 @@
-"""Ingress: OpenAI-compatible HTTP (FastAPI) and the lookahead.v1 gRPC service, one deployment.
+"""Ingress: OpenAI-compatible HTTP (FastAPI), the lookahead.v1 gRPC service and the standard
+grpc.health.v1 service, one deployment.
 
 Ray Serve's HTTP proxy routes to the FastAPI app; its gRPC proxy calls the methods named
-after the RPCs (Generate, GenerateStream, Health). Both build the same request spec for the
-orchestrator, so the two protocols cannot drift apart.
+after the RPCs (Generate, GenerateStream, Health; Check and Watch of grpc.health.v1). Both build
+the same request spec for the orchestrator, so the two protocols cannot drift apart.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+
+import grpc
 
 from fastapi.responses import StreamingResponse
 from ray import serve
@@ -23,6 +26,7 @@ from deployments.config import AppConfig
 from deployments.serve.errors import http_error_of
 from deployments.serve.remote import cancel_quietly, response_result
 from deployments.serve.request_ids import response_id
+from protos.grpc.health.v1 import health_pb2
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
@@ -73,6 +77,7 @@ class Ingress:
         self.orch = orchestrator
         self.model_names = {self.cfg.server.served_model_name, self.cfg.target.engine.model}
         self.keys = ApiKeys.load(self.cfg.server.api_keys_env, self.cfg.server.api_keys_file)
+        self.roles = ["target"] + [role for role in ("draft", "judge") if getattr(self.cfg, role) is not None]
 
     def __serve_build_asgi_app__(self):
         """Serve calls this at replica start: the HTTP app closes over this replica's state."""
@@ -213,3 +218,21 @@ class Ingress:
     async def Health(self, request: pb.HealthRequest, grpc_context=None) -> pb.HealthResponse:
         ready, roles = await self.health()
         return pb.HealthResponse(status="SERVING" if ready else "NOT_SERVING", detail=json.dumps(roles))
+
+    # -- grpc.health.v1 (no API key: probes and load balancers carry none) ---------------------
+    async def _health_status(self, service: str) -> int | None:
+        _, readiness = await self.health()
+        return grpc_api.health_status(service, self.roles, readiness)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context=None) -> health_pb2.HealthCheckResponse:
+        status = await self._health_status(request.service)
+        if status is None:
+            grpc_api.grpc_error(grpc_context, grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            return health_pb2.HealthCheckResponse()
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, grpc_context=None):
+        """The current status, once (the standard allows a server to end the stream)."""
+        status = await self._health_status(request.service)
+        yield health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if status is None else status)

@@ -815,3 +815,37 @@ async def test_rejected_drafts_only_when_the_request_asks(app, http):
     assert not any(s.HasField("rejected_draft") for s in plain.steps)
     assert [s.rejected_draft for s in shown.steps if s.HasField("rejected_draft")] == \
         [s["rejected_draft"] for s in full["lookahead"]["steps"] if s.get("rejected_draft")]
+
+
+# -- grpc.health.v1: the standard health service beside lookahead.v1 ---------------------------
+
+@LOOP
+async def test_grpc_standard_health_check_and_watch(app):
+    import grpc
+
+    from protos.grpc.health.v1 import health_pb2 as hpb
+
+    async def check(service: str) -> tuple:
+        ctx = Context()
+        r = await app.ingress.Check(hpb.HealthCheckRequest(service=service), ctx)
+        return r.status, ctx.code
+
+    serving = hpb.HealthCheckResponse.SERVING
+    for service in ("", "lookahead.v1.LookaheadService", "target", "draft"):  # this app's roles
+        assert await check(service) == (serving, None), service
+    assert (await check("judge"))[1] == grpc.StatusCode.NOT_FOUND  # no judge deployed here
+    watched = [r.status async for r in app.ingress.Watch(hpb.HealthCheckRequest(service="judge"), Context())]
+    assert watched == [hpb.HealthCheckResponse.SERVICE_UNKNOWN]
+
+    engine = app.engines["target"].engine
+    original = engine.check_health
+
+    async def sick():
+        raise RuntimeError("device lost")
+
+    engine.check_health = sick  # one model in both roles: target and draft read not ready
+    try:
+        assert await check("") == (hpb.HealthCheckResponse.NOT_SERVING, None)
+        assert await check("draft") == (hpb.HealthCheckResponse.NOT_SERVING, None)
+    finally:
+        engine.check_health = original

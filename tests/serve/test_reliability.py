@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.serving.loadtest import kill_one
 from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
+from protos.grpc.health.v1 import health_pb2, health_pb2_grpc
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
 from tests.support.data import gsm8k, step_messages
@@ -223,9 +224,14 @@ def test_grpc_auth_and_invalid_argument(app):
         stub = pb_grpc.LookaheadServiceStub(channel)
         assert stub.Health(pb.HealthRequest()).status == "SERVING"  # open without a key
         ok = pb.GenerateRequest(prompt="The sky is", max_tokens=4)
-        with pytest.raises(grpc.RpcError) as err:
-            stub.Generate(ok, timeout=60)
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for key in (None, "Bearer wrong", API_KEY + "x"):  # none, a wrong one, a near miss
+            metadata = () if key is None else (("authorization", key),)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Generate(ok, metadata=metadata, timeout=60)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, key
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.GenerateStream(ok, metadata=metadata, timeout=60))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, key
         md = (("authorization", f"Bearer {API_KEY}"),)
         assert stub.Generate(ok, metadata=md, timeout=120).text
         for bad, field in [(pb.GenerateRequest(prompt=""), "prompt"),
@@ -237,6 +243,65 @@ def test_grpc_auth_and_invalid_argument(app):
                 stub.Generate(bad, metadata=md, timeout=60)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
             assert field in err.value.details()
+
+
+def test_grpc_standard_health_per_role(app):
+    """grpc.health.v1, as Kubernetes gRPC probes and grpc_health_probe speak it: the server as a
+    whole, the lookahead service and each deployed role; no API key needed."""
+    with grpc.insecure_channel(app.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "lookahead.v1.LookaheadService", "target"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=60).status == serving
+        for role in ("draft", "judge"):  # an earlier test may have killed one: it comes back
+            deadline = time.time() + 180
+            while health.Check(health_pb2.HealthCheckRequest(service=role), timeout=60).status != serving:
+                assert time.time() < deadline, f"{role} never reported SERVING"
+                time.sleep(1)
+        with pytest.raises(grpc.RpcError) as err:
+            health.Check(health_pb2.HealthCheckRequest(service="lookahead.v2.Nothing"), timeout=60)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert [r.status for r in health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)] == [serving]
+        assert [r.status for r in health.Watch(health_pb2.HealthCheckRequest(service="nothing"), timeout=60)] == \
+            [health_pb2.HealthCheckResponse.SERVICE_UNKNOWN]
+
+
+def wait_sessions_closed(app, timeout: float = 30) -> dict:
+    """The orchestrator's open sessions and the engines' unfinished step requests, once all are
+    gone (or at the timeout)."""
+    orch = app.deployment("Orchestrator")
+    engines = {name: app.deployment(name) for name in ("TargetEngine", "DraftEngine")}
+    deadline = time.time() + timeout
+    while True:
+        left = {n: h.num_unfinished_requests.remote().result() for n, h in engines.items()}
+        left["sessions"] = len(orch.active_sessions.remote().result())
+        if not any(left.values()) or time.time() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def test_grpc_cancel_and_deadline_end_the_session(app):
+    """A gRPC client that cancels its GenerateStream, or whose deadline passes, ends the session
+    on the server: no open session, no step request left on the engines."""
+    md = (("authorization", f"Bearer {API_KEY}"),)
+    # ignore_eos: the answer runs to max_tokens, well past the moment the client leaves
+    long = pb.GenerateRequest(messages=[pb.ChatMessage(**MSG[0])], max_tokens=64, ignore_eos=True,
+                              lookahead=pb.LookaheadOptions(mode="lr", depth=2))
+    orch = app.deployment("Orchestrator")
+    with grpc.insecure_channel(app.grpc) as channel:
+        stub = pb_grpc.LookaheadServiceStub(channel)
+        call = stub.GenerateStream(long, metadata=md, timeout=300)
+        first = next(call)  # the first accepted steps: the session is running
+        assert first.steps and not first.done
+        assert len(orch.active_sessions.remote().result()) == 1
+        call.cancel()
+        assert wait_sessions_closed(app) == {"TargetEngine": 0, "DraftEngine": 0, "sessions": 0}
+
+        with pytest.raises(grpc.RpcError) as err:
+            for chunk in stub.GenerateStream(long, metadata=md, timeout=2):
+                assert not chunk.done, "the answer finished before the deadline"
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert wait_sessions_closed(app) == {"TargetEngine": 0, "DraftEngine": 0, "sessions": 0}
 
 
 def test_deadline_exceeded(app):
