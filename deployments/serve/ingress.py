@@ -53,7 +53,7 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
         yield "data: [DONE]\n\n"
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a mid-stream failure ends the stream with an error event
+    except Exception as exc:  # noqa: BLE001 - a mid-stream failure: an error event, then [DONE]
         err = http_error_of(exc)
         if err is not None:
             yield _sse(err.body)
@@ -61,6 +61,9 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
             error_id = new_error_id()
             logger.exception("stream %s failed (error id %s)", rid, error_id)
             yield _sse(internal_error_body(error_id))
+        # as vLLM's server ends a failed stream: clients that read to [DONE] (the openai SDK, vLLM's
+        # benchmark) see the error event and stop, instead of waiting on a stream without an end
+        yield "data: [DONE]\n\n"
     finally:
         cancel_quietly(gen)
 

@@ -632,7 +632,7 @@ async def test_unexpected_errors_are_500_server_error_without_details(app, http,
 @LOOP
 async def test_failure_in_a_stream_ends_with_an_error_event(app, http, fail_from_call):
     """Once the stream has started (its first event goes out before the first cycle ends), a
-    failure is the stream's last event: an OpenAI error body, no details, no [DONE]."""
+    failure ends it with an OpenAI error event (no details), then [DONE], as vLLM ends one."""
     engine = app.engines["target"].engine
     original = engine.generate_steps
     calls = 0
@@ -652,10 +652,11 @@ async def test_failure_in_a_stream_ends_with_an_error_event(app, http, fail_from
         engine.generate_steps = original
     assert r.status_code == 200
     data = [x[6:] for x in r.text.splitlines() if x.startswith("data: ")]
-    last = json.loads(data[-1])
-    assert last["error"]["type"] == "server_error" and "secret" not in r.text and "[DONE]" not in data
+    assert data[-1] == "[DONE]" and data.count("[DONE]") == 1
+    last = json.loads(data[-2])
+    assert last["error"]["type"] == "server_error" and "secret" not in r.text
     if fail_from_call == 2:
-        assert any(json.loads(x)["choices"][0]["text"] for x in data[:-1])  # the first step went out
+        assert any(json.loads(x)["choices"][0]["text"] for x in data[:-2])  # the first step went out
     assert app.orchestrator.sessions == {}
 
 
@@ -820,7 +821,7 @@ async def test_rejected_drafts_only_when_the_request_asks(app, http):
 # -- grpc.health.v1: the standard health service beside lookahead.v1 ---------------------------
 
 @LOOP
-async def test_grpc_standard_health_check_and_watch(app):
+async def test_grpc_standard_health_check_and_watch(app, http):
     import grpc
 
     from protos.grpc.health.v1 import health_pb2 as hpb
@@ -847,5 +848,7 @@ async def test_grpc_standard_health_check_and_watch(app):
     try:
         assert await check("") == (hpb.HealthCheckResponse.NOT_SERVING, None)
         assert await check("draft") == (hpb.HealthCheckResponse.NOT_SERVING, None)
+        r = await http.get("/health")  # the HTTP probe agrees, and says when to look again
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
     finally:
         engine.check_health = original

@@ -150,14 +150,16 @@ def test_a_dead_judge_degrades_its_cycles_and_judging_resumes_when_it_is_back(ap
 
 def test_overload_is_refused_at_once_with_503(app):
     """Orchestrator: 2 ongoing + 2 queued. Of a burst of 12 long requests some complete and the rest
-    are refused with 503 `overloaded` at once: every refusal arrives before the first answer."""
+    are refused with 503 `overloaded` at once, with Retry-After: every refusal arrives before the
+    first answer."""
     results: list[tuple[int, float]] = []
+    refusals: list[tuple[str, str | None]] = []  # (error code, Retry-After) of each 503
 
     def one():
         r = post(app, "/v1/chat/completions", chat(max_tokens=40, lookahead={"mode": "ar"}), timeout=300)
         results.append((r.status_code, time.monotonic()))
         if r.status_code == 503:
-            assert r.json()["error"]["code"] == "overloaded"
+            refusals.append((r.json()["error"]["code"], r.headers.get("retry-after")))
 
     threads = [threading.Thread(target=one) for _ in range(12)]
     for t in threads:
@@ -167,6 +169,7 @@ def test_overload_is_refused_at_once_with_503(app):
     codes = sorted(c for c, _ in results)
     assert codes.count(200) >= 2 and codes.count(503) >= 4, codes
     assert set(codes) <= {200, 503}
+    assert refusals and all(code == "overloaded" and int(after) >= 1 for code, after in refusals), refusals
     first_answer = min(t for c, t in results if c == 200)
     assert all(t < first_answer for c, t in results if c == 503)  # refused, not queued behind the work
 
