@@ -19,6 +19,13 @@ GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTH
               503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
+class StreamFailed(Exception):
+    """A streaming RPC failed and its status is set on its context. Raised from the stream, so
+    that Ray Serve's gRPC proxy sends that status: it carries a replica's context back only with
+    a yielded message, so a stream that fails before (or after) its last message would otherwise
+    end with OK. The proxy sends the context's code and details, not this exception."""
+
+
 def grpc_error(context, code, message: str) -> None:
     if context is not None:
         context.set_code(code)

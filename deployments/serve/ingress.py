@@ -181,15 +181,16 @@ class Ingress:
         self._check_model(request.model)
         return RequestSpec.from_grpc(request, response_id("grpc"), self._timeout(metadata.get("x-request-timeout")))
 
-    def _grpc_status(self, context, exc: Exception, rpc: str) -> None:
+    def _grpc_status(self, context, exc: Exception, rpc: str) -> str:
         """Every failure becomes a status: client errors as HTTP would map them, anything else
-        INTERNAL with an error id (the traceback stays in this replica's log)."""
+        INTERNAL with an error id (the traceback stays in this replica's log). Returns its details."""
         err = exc if isinstance(exc, HTTPError) else http_error_of(exc)
         if err is None:
             error_id = new_error_id()
             logger.exception("gRPC %s failed (error id %s)", rpc, error_id)
             err = internal_error(error_id)
         grpc_api.grpc_fail(context, err)
+        return err.body["error"]["message"]
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context=None) -> pb.GenerateResponse:
         try:
@@ -213,7 +214,7 @@ class Ingress:
                 elif chunk.get("steps"):
                     yield pb.GenerateChunk(id=spec.request_id, steps=grpc_api.pb_steps(chunk["steps"]))
         except Exception as exc:  # noqa: BLE001 - mapped to a status code
-            self._grpc_status(grpc_context, exc, "GenerateStream")
+            raise grpc_api.StreamFailed(self._grpc_status(grpc_context, exc, "GenerateStream")) from None
         finally:
             if gen is not None:
                 cancel_quietly(gen)

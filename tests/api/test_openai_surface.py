@@ -681,6 +681,18 @@ class Context:
         self.details = details
 
 
+async def failed_stream(stream) -> list:
+    """The chunks of a GenerateStream that fails: it ends by raising, its status set on the context
+    (so that Serve's gRPC proxy sends that status)."""
+    from deployments.api.grpc_api import StreamFailed
+
+    chunks = []
+    with pytest.raises(StreamFailed):
+        async for c in stream:
+            chunks.append(c)
+    return chunks
+
+
 @LOOP
 async def test_grpc_stop_seed_and_status_codes(app, baseline):
     import grpc
@@ -722,7 +734,7 @@ async def test_grpc_stop_seed_and_status_codes(app, baseline):
             if rpc == "Generate":
                 await ingress.Generate(bad, ctx)
             else:
-                assert [c async for c in ingress.GenerateStream(bad, ctx)] == []
+                assert await failed_stream(ingress.GenerateStream(bad, ctx)) == []
             assert ctx.code == code and word in ctx.details, (rpc, ctx.code, ctx.details)
 
     engine = app.engines["target"].engine
@@ -738,7 +750,7 @@ async def test_grpc_stop_seed_and_status_codes(app, baseline):
             if rpc == "Generate":
                 await ingress.Generate(req(), ctx)
             else:
-                _ = [c async for c in ingress.GenerateStream(req(), ctx)]
+                await failed_stream(ingress.GenerateStream(req(), ctx))
             assert ctx.code == grpc.StatusCode.INTERNAL and "secret" not in ctx.details and "error id" in ctx.details
     finally:
         engine.generate_steps = original

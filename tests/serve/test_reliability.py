@@ -269,44 +269,6 @@ def test_grpc_standard_health_per_role(app):
             [health_pb2.HealthCheckResponse.SERVICE_UNKNOWN]
 
 
-def wait_sessions_closed(app, timeout: float = 30) -> dict:
-    """The orchestrator's open sessions and the engines' unfinished step requests, once all are
-    gone (or at the timeout)."""
-    orch = app.deployment("Orchestrator")
-    engines = {name: app.deployment(name) for name in ("TargetEngine", "DraftEngine")}
-    deadline = time.time() + timeout
-    while True:
-        left = {n: h.num_unfinished_requests.remote().result() for n, h in engines.items()}
-        left["sessions"] = len(orch.active_sessions.remote().result())
-        if not any(left.values()) or time.time() > deadline:
-            return left
-        time.sleep(0.5)
-
-
-def test_grpc_cancel_and_deadline_end_the_session(app):
-    """A gRPC client that cancels its GenerateStream, or whose deadline passes, ends the session
-    on the server: no open session, no step request left on the engines."""
-    md = (("authorization", f"Bearer {API_KEY}"),)
-    # ignore_eos: the answer runs to max_tokens, well past the moment the client leaves
-    long = pb.GenerateRequest(messages=[pb.ChatMessage(**MSG[0])], max_tokens=64, ignore_eos=True,
-                              lookahead=pb.LookaheadOptions(mode="lr", depth=2))
-    orch = app.deployment("Orchestrator")
-    with grpc.insecure_channel(app.grpc) as channel:
-        stub = pb_grpc.LookaheadServiceStub(channel)
-        call = stub.GenerateStream(long, metadata=md, timeout=300)
-        first = next(call)  # the first accepted steps: the session is running
-        assert first.steps and not first.done
-        assert len(orch.active_sessions.remote().result()) == 1
-        call.cancel()
-        assert wait_sessions_closed(app) == {"TargetEngine": 0, "DraftEngine": 0, "sessions": 0}
-
-        with pytest.raises(grpc.RpcError) as err:
-            for chunk in stub.GenerateStream(long, metadata=md, timeout=2):
-                assert not chunk.done, "the answer finished before the deadline"
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert wait_sessions_closed(app) == {"TargetEngine": 0, "DraftEngine": 0, "sessions": 0}
-
-
 def test_deadline_exceeded(app):
     r = post(app, "/v1/chat/completions", chat(max_tokens=64, lookahead={"mode": "lr"}),
              headers={"x-request-timeout": "0.5"})
