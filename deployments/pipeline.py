@@ -17,7 +17,8 @@ from orchestrator.types import SamplingParams
 
 #: per-request sampling options with no server default (OpenAI/vLLM request extras): unset, the
 #: SamplingParams defaults (no penalty, no min_p, no bias)
-SAMPLING_EXTRAS = ("repetition_penalty", "min_p", "logit_bias")
+SAMPLING_EXTRAS = ("repetition_penalty", "min_p", "logit_bias", "min_tokens", "ignore_eos", "stop_token_ids",
+                   "include_stop_str_in_output", "skip_special_tokens")
 
 
 def lookahead_params(defaults: LookaheadDefaults, options: RequestOptions | None = None, *,

@@ -26,6 +26,8 @@ from deployments.config import AppConfig, RoleDeployment
 IMPORT_PATH = "deployments.app:build_app_from_args"
 GRPC_SERVICER_FUNCTIONS = [
     "protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server",
+    # the standard health service (Check, Watch), for Kubernetes gRPC probes and load balancers
+    "protos.grpc.health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 
 # Serve deployment name -> role name. The role name keys the custom Ray resource and the

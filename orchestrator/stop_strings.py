@@ -38,8 +38,11 @@ def normalize_stops(stop: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 class StopStrings:
-    def __init__(self, stops: str | Iterable[str] | None = None) -> None:
+    def __init__(self, stops: str | Iterable[str] | None = None, include: bool = False) -> None:
+        """`include`: the matched stop string stays at the end of the text (vLLM's
+        include_stop_str_in_output)."""
         self.stops = normalize_stops(stops)
+        self.include = include
         self.stopped = False  # a stop string was found: the answer ends here
         self._held: list[list] = []  # [step, unreleased text, released anything yet]
         self._released: dict[int, tuple[Step, str]] = {}  # id(step) -> (step, released text), in order
@@ -51,8 +54,10 @@ class StopStrings:
         for step in steps:
             self._held.append([step, step.text, False])
         text = "".join(h[1] for h in self._held)
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = min(((i, s) for s in self.stops if (i := text.find(s)) >= 0), default=None,
+                    key=lambda m: (m[0], -len(m[1])))  # the first match; of two there, the longer
+        if found is not None:
+            cut = found[0] + len(found[1]) if self.include else found[0]
             self.stopped = True
             return self._release(cut, ends=True)
         return self._release(len(text) - self._partial_tail(text), ends=False)

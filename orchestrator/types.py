@@ -27,6 +27,15 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     min_p: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) in this engine's vocabulary
+    # vLLM's stop controls. min_tokens counts over the whole answer, not one step: the engine holds
+    # off EOS and stop_token_ids until the answer (its context past the prompt) has that many
+    # tokens; step delimiters still end steps. ignore_eos: EOS is an ordinary token. A stop token
+    # ends the answer like EOS and, unless include_stop_str_in_output, is left out of it.
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True  # how the step's text is decoded from its ids
 
     @property
     def greedy(self) -> bool:
@@ -36,6 +45,11 @@ class SamplingParams:
     def shapes_logits(self) -> bool:
         """True when the raw logits' argmax is not the greedy choice (bias or penalty applied)."""
         return bool(self.logit_bias) or self.repetition_penalty != 1.0
+
+    @property
+    def own_stops(self) -> bool:
+        """True when the answer ends on other tokens than the engine's EOS ids."""
+        return self.ignore_eos or bool(self.stop_token_ids)
 
     def with_seed(self, seed: int | None) -> "SamplingParams":
         return replace(self, seed=seed)
@@ -54,10 +68,16 @@ class Prompt:
     #: extra chat-template variables, e.g. {"enable_thinking": False} for judge and rater prompts
     #: on thinking models (a template that does not know a variable ignores it)
     chat_template_kwargs: dict | None = None
+    #: how the chat template ends the prompt: a new assistant turn (the default), or the last
+    #: (assistant) message left open for the model to continue (continue_final_message)
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.text is None):
             raise ValueError("Prompt needs exactly one of messages or text")
+        if self.add_generation_prompt and self.continue_final_message:
+            raise ValueError("add_generation_prompt and continue_final_message cannot both be true")
 
 
 @dataclass

@@ -18,11 +18,22 @@ class BadRequest(ValueError):
         self.param = param
 
 
+#: seconds a client should wait before retrying a 503 (the Retry-After header): the queues drain
+#: at the speed of one cycle, a second or so
+RETRY_AFTER_S = 1
+
+
+def retry_headers(status: int) -> dict[str, str]:
+    """Retry-After on every 503 (overloaded, not ready), as HTTP clients and proxies expect."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.body = status, error_body(message, type_, param, code)
+        self.headers = retry_headers(status)
 
 
 def new_error_id() -> str:

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.api import openai_api as oa
-from deployments.api.errors import HTTPError, internal_error_body, new_error_id
+from deployments.api.errors import HTTPError, internal_error_body, new_error_id, retry_headers
 
 # The replica's logger: under Ray Serve these lines land in the Ingress replica's log.
 log = logging.getLogger("ray.serve")
@@ -114,7 +114,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPError)
     async def _http_error(_req: Request, exc: HTTPError):
-        return JSONResponse(exc.body, status_code=exc.status)
+        return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_req: Request, exc: RequestValidationError):
@@ -142,7 +142,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _starlette_error(req: Request, exc: StarletteHTTPException):
         cause = exc.__cause__
         if isinstance(cause, HTTPError):  # raised while FastAPI read the body (size limit)
-            return JSONResponse(cause.body, status_code=cause.status)
+            return JSONResponse(cause.body, status_code=cause.status, headers=cause.headers)
         status, code, param = exc.status_code, None, None
         if status == 404:
             msg, code = f"Invalid URL ({req.method} {req.url.path})", "unknown_url"
@@ -156,7 +156,8 @@ def add_error_handlers(app: FastAPI) -> None:
         else:
             msg = str(exc.detail)
         type_ = STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        return JSONResponse(oa.error_body(msg, type_, param, code), status_code=status, headers=exc.headers)
+        return JSONResponse(oa.error_body(msg, type_, param, code), status_code=status,
+                            headers={**(exc.headers or {}), **retry_headers(status)})
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception):
@@ -176,7 +177,7 @@ def build_http_app(ingress) -> FastAPI:
         if ready:
             return {"status": "ok", "roles": roles}
         body = oa.error_body("the target model is not ready", "service_unavailable", code="not_ready")
-        return JSONResponse({**body, "roles": roles}, status_code=503)
+        return JSONResponse({**body, "roles": roles}, status_code=503, headers=retry_headers(503))
 
     @app.get("/v1/models")
     async def models():

@@ -4,7 +4,9 @@ Every parameter of OpenAI's chat and completions requests is declared here and f
 of three groups, so none is ever silently dropped (unknown fields are refused too):
 - honoured: sampling (temperature, top_p, seed, and vLLM's top_k, min_p, repetition_penalty,
   plus logit_bias), max tokens, stop, streaming and its usage chunk, echo,
-  chat_template_kwargs, the `lookahead` options;
+  chat_template_kwargs, the `lookahead` options, and vLLM's extras on the answer's end
+  (ignore_eos, min_tokens, stop_token_ids, include_stop_str_in_output, skip_special_tokens) and on
+  the prompt's (add_generation_prompt, continue_final_message);
 - accepted metadata that cannot change the output (IGNORED_METADATA below);
 - refused with a 400 naming the parameter unless it holds its neutral value (REFUSED below,
   each with the reason).
@@ -15,7 +17,7 @@ import time
 import uuid
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from deployments.config import Depth, bounded
 from orchestrator.modes import ModeName, Schedule
@@ -83,6 +85,7 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
                           "its own request, so the count would restart at every step; use repetition_penalty"),
 }
 MAX_LOGIT_BIAS = 300
+MAX_STOP_TOKEN_IDS = 64
 
 
 class LookaheadRequestOptions(BaseModel):
@@ -161,8 +164,8 @@ class _Common(_refusable("_CommonRefusable", "n", "logprobs", "presence_penalty"
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    top_k: int | None = Field(None, ge=-1)  # vLLM: -1 (or 0) is no top-k
+    seed: int | None = Field(None, ge=-2**63, le=2**63 - 1)  # any int64 (request.engine_seed maps it)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -171,6 +174,13 @@ class _Common(_refusable("_CommonRefusable", "n", "logprobs", "presence_penalty"
     repetition_penalty: float | None = Field(None, gt=0, le=10)  # vLLM extra
     min_p: float | None = Field(None, ge=0, le=1)  # vLLM extra
     logit_bias: dict[str, float] | None = None  # token id (target vocabulary) -> bias in [-100, 100]
+    # vLLM extras on when the answer ends (orchestrator/types.py SamplingParams says how each acts)
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)  # over the whole answer
+    # target-vocabulary ids that end the answer, like EOS
+    stop_token_ids: list[int] | None = Field(None, max_length=MAX_STOP_TOKEN_IDS)
+    include_stop_str_in_output: bool = False  # the matched stop string (or stop token) stays in the text
+    skip_special_tokens: bool = True
     user: str | None = None
     safety_identifier: str | None = None
     metadata: dict[str, str] | None = None
@@ -187,6 +197,21 @@ class _Common(_refusable("_CommonRefusable", "n", "logprobs", "presence_penalty"
         if len(stops) > MAX_STOPS:
             raise ValueError(f"at most {MAX_STOPS} stop strings")
         return list(stops)
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_token_ids(cls, v):
+        if any(t < 0 for t in v or ()):
+            raise ValueError("stop token ids must be non-negative token ids")
+        return sorted(set(v)) if v else v
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_tokens_fit(cls, v, info: ValidationInfo):
+        most = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
+        if most is not None and v > most:
+            raise ValueError(f"min_tokens ({v}) must be <= max_tokens ({most})")
+        return v
 
     @field_validator("logit_bias")
     @classmethod
@@ -218,6 +243,20 @@ class ChatCompletionRequest(_Common, _refusable(
     messages: list[ChatMessage] = Field(min_length=1)
     chat_template_kwargs: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    # vLLM extras: how the template ends the prompt (a new assistant turn, or the last assistant
+    # message left open for the model to continue)
+    add_generation_prompt: bool | None = None  # None: true, unless continue_final_message
+    continue_final_message: bool = False
+
+    @field_validator("continue_final_message")
+    @classmethod
+    def _continue_final(cls, v, info: ValidationInfo):
+        if v and info.data.get("add_generation_prompt"):
+            raise ValueError("add_generation_prompt and continue_final_message cannot both be true")
+        messages = info.data.get("messages")
+        if v and messages and messages[-1].role != "assistant":
+            raise ValueError("continue_final_message continues the last message, which must be the assistant's")
+        return v
 
     @field_validator("messages")
     @classmethod

@@ -34,8 +34,24 @@ class RequestOptions:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (target token id, bias), sorted by id
     repetition_penalty: float | None = None
     min_p: float | None = None
-    seed: int | None = None
+    seed: int | None = None  # in the engines' range (engine_seed)
     max_tokens: int | None = None
+    # when the answer ends (vLLM's extras; SamplingParams says how each acts)
+    min_tokens: int | None = None
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()  # target-vocabulary ids, sorted
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+
+
+#: the seeds engines take (torch and vLLM: non-negative, and the session derives 31-bit seeds)
+SEED_RANGE = 2**31
+
+
+def engine_seed(seed: int | None) -> int | None:
+    """A client's int64 seed in the engines' range, deterministically; seeds already in range
+    stay as they are."""
+    return None if seed is None else seed % SEED_RANGE
 
 
 @dataclass(frozen=True)
@@ -53,12 +69,19 @@ class RequestSpec:
         options = RequestOptions(
             **{name: getattr(la, name) for name in LookaheadRequestOptions.model_fields},
             max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
-            top_p=body.top_p, top_k=body.top_k, seed=body.seed, repetition_penalty=body.repetition_penalty,
-            min_p=body.min_p,
-            logit_bias=tuple(sorted((int(t), float(b)) for t, b in (body.logit_bias or {}).items())))
+            top_p=body.top_p, top_k=0 if body.top_k == -1 else body.top_k,  # vLLM's -1: no top-k
+            seed=engine_seed(body.seed), repetition_penalty=body.repetition_penalty, min_p=body.min_p,
+            logit_bias=tuple(sorted((int(t), float(b)) for t, b in (body.logit_bias or {}).items())),
+            min_tokens=body.min_tokens or None, ignore_eos=body.ignore_eos,
+            stop_token_ids=tuple(body.stop_token_ids or ()), include_stop_str_in_output=body.include_stop_str_in_output,
+            skip_special_tokens=body.skip_special_tokens)
         if isinstance(body, ChatCompletionRequest):
+            go_on = body.continue_final_message
             prompt = Prompt(messages=[m.as_dict() for m in body.messages],
-                            chat_template_kwargs=body.chat_template_kwargs)
+                            chat_template_kwargs=body.chat_template_kwargs,
+                            add_generation_prompt=not go_on if body.add_generation_prompt is None
+                            else body.add_generation_prompt,
+                            continue_final_message=go_on)
         else:
             prompt = Prompt(text=body.prompt)
         return cls(request_id, prompt, tuple(body.stop or ()), timeout_s, options)

@@ -16,7 +16,7 @@ from deployments.config import EngineConfig
 from deployments.engines.microbatch import MicroBatcher
 from deployments.engines.prompt_lookup import lookup_proposal
 from deployments.engines.protocol import Engine, EngineUnhealthy
-from deployments.engines.rows import StepRow, cut_reason, step_limit
+from deployments.engines.rows import StepRow, answer_stops, cut_reason, hold_stops, step_limit
 from deployments.engines.static_decode import STATIC_KWARGS, engine_decoder
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, SamplingParams, Step, StepRequest
@@ -137,11 +137,15 @@ class HFEngine(Engine):
     def _row(self, req: StepRequest) -> StepRow:
         prompt_ids = self.renderer.ids(req.prompt)
         ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
-        limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - (len(ids) - len(prompt_ids)))
-        return StepRow(ids, self.sampling_for(req.sampling), limit, budget_cut)
+        generated = len(ids) - len(prompt_ids)
+        limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - generated)
+        sampling = self.sampling_for(req.sampling)
+        stops = answer_stops(sampling, self.eos_ids)
+        sampling, limit, budget_cut = hold_stops(sampling, stops, generated, limit, budget_cut)
+        return StepRow(ids, sampling, limit, budget_cut, stops=stops)
 
     def _step(self, row: StepRow) -> Step:
-        text = self.tokenizer.decode(row.out, skip_special_tokens=True)
+        text = self.tokenizer.decode(row.out, skip_special_tokens=row.sampling.skip_special_tokens)
         return Step(text, list(row.out), self.tokenizer_key, row.reason or "budget")
 
     def _run_rows(self, rows: list[StepRow]) -> None:
@@ -236,8 +240,10 @@ class HFEngine(Engine):
         if row.cancelled.is_set():
             row.reason = "step_limit"
             return False
-        if token in self.eos_ids:
+        if token in (self.eos_ids if row.stops is None else row.stops):
             row.reason = "eos"  # EOS ends the answer; it is not part of the step's text
+            if row.sampling.include_stop_str_in_output and token not in self.eos_ids:
+                row.out.append(token)  # a request's stop token, asked to be kept
             return False
         row.out.append(token)
         piece = self.tokenizer.decode([token])

@@ -15,11 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 
 from deployments.config import EngineConfig
+from deployments.engines.rows import SUPPRESS_BIAS
 from orchestrator.types import Prompt, SamplingParams, Step, StepRequest
-
-#: the logit bias that suppresses a token (the bound vLLM allows; far beyond any gap between a
-#: model's top logits)
-SUPPRESS_BIAS = -100.0
 
 
 class EngineUnhealthy(RuntimeError):

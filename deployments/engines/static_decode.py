@@ -110,10 +110,11 @@ class StaticDecoder:
     # -- public -----------------------------------------------------------------------------
     def takes(self, row, lookup_k: int = 0) -> bool:
         """Whether this path decodes the row exactly as hf's loop would: no logit shaping it does not
-        implement (bias, repetition penalty, min_p), and room in the cache (the last column is
-        scratch; prompt lookup needs one verify block more)."""
+        implement (bias, repetition penalty, min_p, a request's own stop tokens: its tables stop on
+        EOS), and room in the cache (the last column is scratch; prompt lookup needs one verify
+        block more)."""
         s = row.sampling
-        if getattr(s, "shapes_logits", False) or getattr(s, "min_p", 0.0) > 0.0:
+        if getattr(s, "shapes_logits", False) or getattr(s, "min_p", 0.0) > 0.0 or getattr(s, "own_stops", False):
             return False
         return len(row.ids) + row.limit + lookup_k + 2 < self.max_len
 

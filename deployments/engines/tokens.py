@@ -26,15 +26,19 @@ class PromptRenderer:
     def text(self, prompt: Prompt) -> str:
         if prompt.messages is not None:
             if getattr(self.tokenizer, "chat_template", None):
-                return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False,
-                                                          **(prompt.chat_template_kwargs or {}))
-            # no template: a plain transcript, still ending where the assistant speaks
+                return self.tokenizer.apply_chat_template(
+                    prompt.messages, add_generation_prompt=prompt.add_generation_prompt,
+                    continue_final_message=prompt.continue_final_message, tokenize=False,
+                    **(prompt.chat_template_kwargs or {}))
+            # no template: a plain transcript, still ending where the assistant speaks (or, to
+            # continue the last message, ending with it)
             lines = [f"{m['role']}: {m['content']}" for m in prompt.messages]
-            return "\n".join(lines) + "\nassistant: "
+            return "\n".join(lines) + ("\nassistant: " if prompt.add_generation_prompt else "")
         return prompt.text
 
     def ids(self, prompt: Prompt) -> list[int]:
-        key = json.dumps([prompt.messages, prompt.text, prompt.chat_template_kwargs], sort_keys=True)
+        key = json.dumps([prompt.messages, prompt.text, prompt.chat_template_kwargs, prompt.add_generation_prompt,
+                          prompt.continue_final_message], sort_keys=True)
         if key not in self._cache:
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))

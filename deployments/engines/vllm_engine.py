@@ -29,7 +29,7 @@ from typing import Any, Awaitable, TypeVar
 
 from deployments.config import EngineConfig
 from deployments.engines.protocol import Engine, EngineUnhealthy
-from deployments.engines.rows import cut_reason, step_limit
+from deployments.engines.rows import answer_stops, cut_reason, hold_stops, step_limit
 from deployments.engines.tokens import PromptRenderer, context_ids, eos_token_ids, tokenizer_key
 from orchestrator.types import DELIMITER, Prompt, Step, StepRequest
 
@@ -56,6 +56,9 @@ class _Row:
     budget_cut: bool  # the limit comes from the total budget (or the context length)
     params: Any = None  # vllm.SamplingParams
     done: bool = False  # vLLM delivered the final output (nothing left to abort)
+    stops: frozenset = frozenset()  # the tokens that end the answer
+    keep_stop: bool = False  # a request's stop token stays in the step (include_stop_str_in_output)
+    skip_special: bool = True  # decode the step's text without special tokens
 
 
 #: vLLM 0.32 on CPU: sampling with top-k while the engine speculates tokens kills the engine core
@@ -259,14 +262,20 @@ class VLLMEngine(Engine):
 
         prompt_ids = self.renderer.ids(req.prompt)
         ids = context_ids(prompt_ids, req.prefix, self.tokenizer_key, self.renderer.encode)
-        limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - (len(ids) - len(prompt_ids)))
+        generated = len(ids) - len(prompt_ids)
+        limit, budget_cut = step_limit(req.max_step_tokens, req.max_total_tokens - generated)
         room = self.max_model_len - len(ids)  # the context window is a budget too
         if room < limit:
             limit, budget_cut = max(0, room), True
+        s = self.sampling_for(req.sampling)
+        stops = answer_stops(s, self.eos_ids)
+        # min_tokens as suppressed stop tokens and a step cut (rows.hold_stops), not vLLM's own,
+        # which would hold off the step delimiter too
+        s, limit, budget_cut = hold_stops(s, stops, generated, limit, budget_cut)
         rid = f"{req.request_id or 'step'}-{index}-{uuid.uuid4().hex[:12]}"
-        row = _Row(rid, ids, limit, budget_cut)
+        row = _Row(rid, ids, limit, budget_cut, stops=stops, keep_stop=s.include_stop_str_in_output,
+                   skip_special=s.skip_special_tokens)
         if limit > 0:
-            s = self.sampling_for(req.sampling)
             if not s.greedy and s.top_k > 0 and "top_k" in self.refused_sampling():
                 raise VLLMUnsupported(TOP_K_ON_CPU_SPECULATION)
             row.params = VSamplingParams(
@@ -281,7 +290,8 @@ class VLLMEngine(Engine):
                 max_tokens=limit,
                 stop=[DELIMITER],
                 include_stop_str_in_output=True,
-                stop_token_ids=sorted(self.eos_ids),
+                stop_token_ids=sorted(stops),
+                ignore_eos=s.ignore_eos,  # EOS then stops nothing (vLLM adds no EOS ids to the stops either)
                 skip_special_tokens=False,  # the delimiter check sees what hf's decode(out) sees
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
@@ -318,8 +328,8 @@ class VLLMEngine(Engine):
         ids = list(o.token_ids)
         if o.finish_reason == "stop" and isinstance(o.stop_reason, str):
             reason = "delimiter"  # ids end with the whole token that completed "\n\n"
-        elif o.finish_reason == "stop":  # EOS or another stop token: ends the answer
-            while ids and ids[-1] in self.eos_ids:
+        elif o.finish_reason == "stop":  # EOS or a request's stop token: ends the answer
+            if ids and ids[-1] in row.stops and not (row.keep_stop and ids[-1] not in self.eos_ids):
                 ids.pop()
             reason = "eos"
         elif o.finish_reason == "length":
@@ -332,7 +342,7 @@ class VLLMEngine(Engine):
             self.spec_stats["spec_steps"] += sum(m.histogram)
             self.spec_stats["draft_tokens"] += m.num_draft_tokens
             self.spec_stats["accepted_tokens"] += sum(j * c for j, c in enumerate(m.histogram))
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(ids, skip_special_tokens=row.skip_special)
         return Step(text, ids, self.tokenizer_key, reason)
 
     async def num_unfinished_requests(self) -> int:

@@ -1,14 +1,17 @@
-"""Ingress: OpenAI-compatible HTTP (FastAPI) and the lookahead.v1 gRPC service, one deployment.
+"""Ingress: OpenAI-compatible HTTP (FastAPI), the lookahead.v1 gRPC service and the standard
+grpc.health.v1 service, one deployment.
 
 Ray Serve's HTTP proxy routes to the FastAPI app; its gRPC proxy calls the methods named
-after the RPCs (Generate, GenerateStream, Health). Both build the same request spec for the
-orchestrator, so the two protocols cannot drift apart.
+after the RPCs (Generate, GenerateStream, Health; Check and Watch of grpc.health.v1). Both build
+the same request spec for the orchestrator, so the two protocols cannot drift apart.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+
+import grpc
 
 from fastapi.responses import StreamingResponse
 from ray import serve
@@ -23,6 +26,7 @@ from deployments.config import AppConfig
 from deployments.serve.errors import http_error_of
 from deployments.serve.remote import cancel_quietly, response_result
 from deployments.serve.request_ids import response_id
+from protos.grpc.health.v1 import health_pb2
 from protos.lookahead.v1 import lookahead_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
@@ -49,7 +53,7 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
         yield "data: [DONE]\n\n"
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a mid-stream failure ends the stream with an error event
+    except Exception as exc:  # noqa: BLE001 - a mid-stream failure: an error event, then [DONE]
         err = http_error_of(exc)
         if err is not None:
             yield _sse(err.body)
@@ -57,6 +61,9 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
             error_id = new_error_id()
             logger.exception("stream %s failed (error id %s)", rid, error_id)
             yield _sse(internal_error_body(error_id))
+        # as vLLM's server ends a failed stream: clients that read to [DONE] (the openai SDK, vLLM's
+        # benchmark) see the error event and stop, instead of waiting on a stream without an end
+        yield "data: [DONE]\n\n"
     finally:
         cancel_quietly(gen)
 
@@ -73,6 +80,7 @@ class Ingress:
         self.orch = orchestrator
         self.model_names = {self.cfg.server.served_model_name, self.cfg.target.engine.model}
         self.keys = ApiKeys.load(self.cfg.server.api_keys_env, self.cfg.server.api_keys_file)
+        self.roles = ["target"] + [role for role in ("draft", "judge") if getattr(self.cfg, role) is not None]
 
     def __serve_build_asgi_app__(self):
         """Serve calls this at replica start: the HTTP app closes over this replica's state."""
@@ -173,15 +181,16 @@ class Ingress:
         self._check_model(request.model)
         return RequestSpec.from_grpc(request, response_id("grpc"), self._timeout(metadata.get("x-request-timeout")))
 
-    def _grpc_status(self, context, exc: Exception, rpc: str) -> None:
+    def _grpc_status(self, context, exc: Exception, rpc: str) -> str:
         """Every failure becomes a status: client errors as HTTP would map them, anything else
-        INTERNAL with an error id (the traceback stays in this replica's log)."""
+        INTERNAL with an error id (the traceback stays in this replica's log). Returns its details."""
         err = exc if isinstance(exc, HTTPError) else http_error_of(exc)
         if err is None:
             error_id = new_error_id()
             logger.exception("gRPC %s failed (error id %s)", rpc, error_id)
             err = internal_error(error_id)
         grpc_api.grpc_fail(context, err)
+        return err.body["error"]["message"]
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context=None) -> pb.GenerateResponse:
         try:
@@ -205,7 +214,7 @@ class Ingress:
                 elif chunk.get("steps"):
                     yield pb.GenerateChunk(id=spec.request_id, steps=grpc_api.pb_steps(chunk["steps"]))
         except Exception as exc:  # noqa: BLE001 - mapped to a status code
-            self._grpc_status(grpc_context, exc, "GenerateStream")
+            raise grpc_api.StreamFailed(self._grpc_status(grpc_context, exc, "GenerateStream")) from None
         finally:
             if gen is not None:
                 cancel_quietly(gen)
@@ -213,3 +222,21 @@ class Ingress:
     async def Health(self, request: pb.HealthRequest, grpc_context=None) -> pb.HealthResponse:
         ready, roles = await self.health()
         return pb.HealthResponse(status="SERVING" if ready else "NOT_SERVING", detail=json.dumps(roles))
+
+    # -- grpc.health.v1 (no API key: probes and load balancers carry none) ---------------------
+    async def _health_status(self, service: str) -> int | None:
+        _, readiness = await self.health()
+        return grpc_api.health_status(service, self.roles, readiness)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context=None) -> health_pb2.HealthCheckResponse:
+        status = await self._health_status(request.service)
+        if status is None:
+            grpc_api.grpc_error(grpc_context, grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            return health_pb2.HealthCheckResponse()
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, grpc_context=None):
+        """The current status, once (the standard allows a server to end the stream)."""
+        status = await self._health_status(request.service)
+        yield health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if status is None else status)

@@ -107,6 +107,7 @@ class Orchestrator:
             raise BadRequest(str(exc), "lookahead") from exc
         self._check_logit_bias(params, engines)
         self._check_sampling(params)
+        self._check_stop_tokens(params, engines)
         prompt = spec.prompt
         prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
         limit = self.info["target"]["max_context"]
@@ -151,6 +152,21 @@ class Orchestrator:
             # verifier rules on its steps as on any draft (with `exact`, the output is the target's).
             params.draft_sampling = dataclasses.replace(params.draft_sampling, logit_bias=())
 
+    def _check_stop_tokens(self, params, engines: dict) -> None:
+        sampling = params.target_sampling
+        if sampling.min_tokens > params.max_tokens:
+            raise BadRequest(f"min_tokens ({sampling.min_tokens}) must be <= max_tokens ({params.max_tokens})",
+                             "min_tokens")
+        vocab = self.info["target"].get("vocab_size")
+        outside = [t for t in sampling.stop_token_ids if vocab is not None and t >= vocab]
+        if outside:
+            raise BadRequest(f"stop_token_ids: token id {outside[0]} is outside the target model's vocabulary "
+                             f"({vocab} tokens)", "stop_token_ids")
+        draft = engines.get("draft")
+        if sampling.stop_token_ids and draft is not None and draft.tokenizer_key != engines["target"].tokenizer_key:
+            # target ids, as logit_bias: such a draft runs past them and its step is rejected there
+            params.draft_sampling = dataclasses.replace(params.draft_sampling, stop_token_ids=())
+
     async def generate_stream(self, spec: RequestSpec):
         """:meth:`_generate_stream`, metered: every request is counted once it ends, however it
         ends (finished, refused, timed out, cancelled by the client), and logged in one line."""
@@ -175,7 +191,7 @@ class Orchestrator:
         string waits for the next cycle, and a match ends the session at once.
         """
         try:
-            stops = StopStrings(spec.stop)
+            stops = StopStrings(spec.stop, include=spec.options.include_stop_str_in_output)
         except ValueError as exc:
             raise BadRequest(str(exc), "stop") from exc
         session, prompt_tokens, prior_key = await self._session(spec)

@@ -33,7 +33,12 @@ STEPS_PROMPT = "Step 1: add 2 and 3.\n\nStep 2:"
 CHAT_FIELDS = sorted(chat_params.CompletionCreateParamsBase.__annotations__)
 COMPLETION_FIELDS = sorted(completion_params.CompletionCreateParamsBase.__annotations__)
 # vLLM's extras this server also takes (not in the openai package's types)
-EXTRAS = ["top_k", "min_p", "repetition_penalty", "chat_template_kwargs"]
+EXTRAS = ["top_k", "min_p", "repetition_penalty", "chat_template_kwargs", "ignore_eos", "min_tokens",
+          "stop_token_ids", "skip_special_tokens", "include_stop_str_in_output", "add_generation_prompt",
+          "continue_final_message"]
+# a question SmolLM2 answers in a few tokens and then ends (EOS) well before SHORT_BUDGET
+SHORT = [{"role": "user", "content": "Say OK."}]
+SHORT_BUDGET = 40
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +149,100 @@ async def _top_p(t):
 async def _top_k(t):
     http, base, tok, app, _name = t
     assert text_of(await chat(http, temperature=1.5, seed=1, top_k=1)) == base
+    # vLLM's -1: no top-k, the same draw as leaving it out
+    assert text_of(await chat(http, temperature=1.5, seed=1, top_k=-1)) == text_of(await chat(http, temperature=1.5,
+                                                                                               seed=1))
+    assert_refused(await chat(http, top_k=-2), "top_k")
+
+
+async def short_answer(http, **kw) -> dict:
+    r = await chat(http, messages=SHORT, max_tokens=SHORT_BUDGET, **kw)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _ignore_eos(t):
+    http, base, tok, app, _name = t
+    plain = await short_answer(http)
+    assert plain["choices"][0]["finish_reason"] == "stop"  # the model ends it (EOS) ...
+    assert plain["usage"]["completion_tokens"] < SHORT_BUDGET // 2
+    for mode in ("ar", "lr"):  # ... and with ignore_eos runs on to max_tokens, speculating or not
+        long = await short_answer(http, ignore_eos=True, lookahead={"mode": mode})
+        assert long["choices"][0]["finish_reason"] == "length"
+        assert long["usage"]["completion_tokens"] == SHORT_BUDGET
+        assert long["choices"][0]["message"]["content"].startswith(plain["choices"][0]["message"]["content"])
+
+
+async def _min_tokens(t):
+    http, base, tok, app, _name = t
+    plain = await short_answer(http)
+    n = plain["usage"]["completion_tokens"]
+    text = plain["choices"][0]["message"]["content"]
+    assert (await short_answer(http, min_tokens=n))["choices"][0]["message"]["content"] == text  # already long enough
+    held = {}
+    for mode in ("ar", "lr"):
+        r = await short_answer(http, min_tokens=n + 10, lookahead={"mode": mode, "depth": 2})
+        assert r["usage"]["completion_tokens"] >= n + 10  # EOS held off until then
+        held[mode] = r["choices"][0]["message"]["content"]
+        assert held[mode].startswith(text) and len(held[mode]) > len(text)
+    assert held["lr"] == held["ar"]  # step speculation leaves the greedy answer as it is
+    assert_refused(await chat(http, min_tokens=17, max_tokens=16), "min_tokens")
+    assert_refused(await chat(http, max_tokens=None, min_tokens=17), "min_tokens")  # over the default max_tokens (16)
+
+
+async def _stop_token_ids(t):
+    http, base, tok, app, _name = t
+    ids = tok.encode(base)
+    token = ids[3]
+    r = await chat(http, stop_token_ids=[token])
+    cut = text_of(r)
+    assert r.json()["choices"][0]["finish_reason"] == "stop"
+    assert base.startswith(cut) and len(cut) < len(base)
+    kept = text_of(await chat(http, stop_token_ids=[token], include_stop_str_in_output=True))
+    assert kept == cut + tok.decode([token])  # the stop token's text, kept on request
+    lr = text_of(await chat(http, stop_token_ids=[token], lookahead={"mode": "lr", "depth": 2}))
+    assert lr == cut
+    assert_refused(await chat(http, stop_token_ids=[10**7]), "stop_token_ids")  # not a token of the target
+
+
+async def _include_stop_str_in_output(t):
+    http, base, tok, app, _name = t
+    stop = base[len(base) // 2: len(base) // 2 + 3]
+    r = await chat(http, stop=[stop], include_stop_str_in_output=True)
+    assert text_of(r) == base[:base.index(stop) + len(stop)] and r.json()["choices"][0]["finish_reason"] == "stop"
+    assert text_of(await chat(http, include_stop_str_in_output=True)) == base  # nothing to include
+
+
+async def _skip_special_tokens(t):
+    http, base, tok, app, _name = t
+    eos = [tok.decode([e]) for e in app.engines["target"].engine.eos_ids]
+    shown = (await short_answer(http, ignore_eos=True, skip_special_tokens=False))["choices"][0]["message"]["content"]
+    hidden = (await short_answer(http, ignore_eos=True))["choices"][0]["message"]["content"]
+    # the EOS the answer ran past, as text only when asked
+    assert any(e in shown for e in eos) and not any(e in hidden for e in eos), (shown, hidden)
+    assert text_of(await chat(http, skip_special_tokens=False)) == base  # no special token in it
+
+
+async def _add_generation_prompt(t):
+    http, base, tok, app, _name = t
+    with_turn = (await chat(http)).json()["usage"]["prompt_tokens"]
+    bare = await chat(http, add_generation_prompt=False)
+    rendered = tok.encode(tok.apply_chat_template(MSG, add_generation_prompt=False, tokenize=False),
+                          add_special_tokens=False)
+    assert bare.json()["usage"]["prompt_tokens"] == len(rendered) < with_turn  # no assistant turn opened
+
+
+async def _continue_final_message(t):
+    http, base, tok, app, _name = t
+    msgs = MSG + [{"role": "assistant", "content": "My three colours are"}]
+    r = await chat(http, messages=msgs, continue_final_message=True)
+    rendered = tok.encode(tok.apply_chat_template(msgs, continue_final_message=True, tokenize=False),
+                          add_special_tokens=False)
+    assert r.json()["usage"]["prompt_tokens"] == len(rendered)  # the last message left open
+    assert text_of(r) != base
+    assert_refused(await chat(http, continue_final_message=True), "continue_final_message")  # user message last
+    assert_refused(await chat(http, messages=msgs, continue_final_message=True, add_generation_prompt=True),
+                   "continue_final_message")
 
 
 async def _min_p(t):
@@ -156,6 +255,10 @@ async def _seed(t):
     http, base, tok, app, _name = t
     a = [text_of(await chat(http, temperature=1.2, seed=s)) for s in (11, 11, 12)]
     assert a[0] == a[1] != a[2]  # a seed reproduces; another seed differs
+    # any int64, negative too (mapped into the engines' range)
+    b = [text_of(await chat(http, temperature=1.2, seed=s)) for s in (-7, -7, 2**62)]
+    assert b[0] == b[1] and b[2]
+    assert_refused(await chat(http, seed=2**63), "seed")
     unseeded = {text_of(await chat(http, temperature=1.2)) for _ in range(2)}
     assert len(unseeded) == 2  # no seed: fresh randomness per request
 
@@ -296,6 +399,9 @@ CHAT_CASES: dict[str, Callable[..., Awaitable]] = {
     # vLLM extras and the streaming flag
     "top_k": _top_k, "min_p": _min_p, "repetition_penalty": _repetition_penalty,
     "chat_template_kwargs": _chat_template_kwargs, "stream": _stream,
+    "ignore_eos": _ignore_eos, "min_tokens": _min_tokens, "stop_token_ids": _stop_token_ids,
+    "skip_special_tokens": _skip_special_tokens, "include_stop_str_in_output": _include_stop_str_in_output,
+    "add_generation_prompt": _add_generation_prompt, "continue_final_message": _continue_final_message,
 }
 
 
@@ -529,7 +635,7 @@ async def test_unexpected_errors_are_500_server_error_without_details(app, http,
 @LOOP
 async def test_failure_in_a_stream_ends_with_an_error_event(app, http, fail_from_call):
     """Once the stream has started (its first event goes out before the first cycle ends), a
-    failure is the stream's last event: an OpenAI error body, no details, no [DONE]."""
+    failure ends it with an OpenAI error event (no details), then [DONE], as vLLM ends one."""
     engine = app.engines["target"].engine
     original = engine.generate_steps
     calls = 0
@@ -549,10 +655,11 @@ async def test_failure_in_a_stream_ends_with_an_error_event(app, http, fail_from
         engine.generate_steps = original
     assert r.status_code == 200
     data = [x[6:] for x in r.text.splitlines() if x.startswith("data: ")]
-    last = json.loads(data[-1])
-    assert last["error"]["type"] == "server_error" and "secret" not in r.text and "[DONE]" not in data
+    assert data[-1] == "[DONE]" and data.count("[DONE]") == 1
+    last = json.loads(data[-2])
+    assert last["error"]["type"] == "server_error" and "secret" not in r.text
     if fail_from_call == 2:
-        assert any(json.loads(x)["choices"][0]["text"] for x in data[:-1])  # the first step went out
+        assert any(json.loads(x)["choices"][0]["text"] for x in data[:-2])  # the first step went out
     assert app.orchestrator.sessions == {}
 
 
@@ -572,6 +679,18 @@ class Context:
 
     def set_details(self, details: str) -> None:
         self.details = details
+
+
+async def failed_stream(stream) -> list:
+    """The chunks of a GenerateStream that fails: it ends by raising, its status set on the context
+    (so that Serve's gRPC proxy sends that status)."""
+    from deployments.api.grpc_api import StreamFailed
+
+    chunks = []
+    with pytest.raises(StreamFailed):
+        async for c in stream:
+            chunks.append(c)
+    return chunks
 
 
 @LOOP
@@ -615,7 +734,7 @@ async def test_grpc_stop_seed_and_status_codes(app, baseline):
             if rpc == "Generate":
                 await ingress.Generate(bad, ctx)
             else:
-                assert [c async for c in ingress.GenerateStream(bad, ctx)] == []
+                assert await failed_stream(ingress.GenerateStream(bad, ctx)) == []
             assert ctx.code == code and word in ctx.details, (rpc, ctx.code, ctx.details)
 
     engine = app.engines["target"].engine
@@ -631,7 +750,7 @@ async def test_grpc_stop_seed_and_status_codes(app, baseline):
             if rpc == "Generate":
                 await ingress.Generate(req(), ctx)
             else:
-                _ = [c async for c in ingress.GenerateStream(req(), ctx)]
+                await failed_stream(ingress.GenerateStream(req(), ctx))
             assert ctx.code == grpc.StatusCode.INTERNAL and "secret" not in ctx.details and "error id" in ctx.details
     finally:
         engine.generate_steps = original
@@ -653,9 +772,9 @@ async def test_every_option_reaches_the_session_alike_over_http_and_grpc(app, ht
     opened, original = [], orchestrator._session
 
     async def spy(spec):
-        opened_session = await original(spec)  # (session, prompt tokens, the policy's prior key)
-        opened.append(opened_session[0])
-        return opened_session
+        session, *rest = await original(spec)
+        opened.append(session)
+        return (session, *rest)
 
     orchestrator._session = spy
     try:
@@ -712,3 +831,39 @@ async def test_rejected_drafts_only_when_the_request_asks(app, http):
     assert not any(s.HasField("rejected_draft") for s in plain.steps)
     assert [s.rejected_draft for s in shown.steps if s.HasField("rejected_draft")] == \
         [s["rejected_draft"] for s in full["lookahead"]["steps"] if s.get("rejected_draft")]
+
+
+# -- grpc.health.v1: the standard health service beside lookahead.v1 ---------------------------
+
+@LOOP
+async def test_grpc_standard_health_check_and_watch(app, http):
+    import grpc
+
+    from protos.grpc.health.v1 import health_pb2 as hpb
+
+    async def check(service: str) -> tuple:
+        ctx = Context()
+        r = await app.ingress.Check(hpb.HealthCheckRequest(service=service), ctx)
+        return r.status, ctx.code
+
+    serving = hpb.HealthCheckResponse.SERVING
+    for service in ("", "lookahead.v1.LookaheadService", "target", "draft"):  # this app's roles
+        assert await check(service) == (serving, None), service
+    assert (await check("judge"))[1] == grpc.StatusCode.NOT_FOUND  # no judge deployed here
+    watched = [r.status async for r in app.ingress.Watch(hpb.HealthCheckRequest(service="judge"), Context())]
+    assert watched == [hpb.HealthCheckResponse.SERVICE_UNKNOWN]
+
+    engine = app.engines["target"].engine
+    original = engine.check_health
+
+    async def sick():
+        raise RuntimeError("device lost")
+
+    engine.check_health = sick  # one model in both roles: target and draft read not ready
+    try:
+        assert await check("") == (hpb.HealthCheckResponse.NOT_SERVING, None)
+        assert await check("draft") == (hpb.HealthCheckResponse.NOT_SERVING, None)
+        r = await http.get("/health")  # the HTTP probe agrees, and says when to look again
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+    finally:
+        engine.check_health = original

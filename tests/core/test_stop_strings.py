@@ -148,3 +148,13 @@ def test_breaking_out_of_the_stream_cancels_the_session():
     assert asyncio.run(consume()) == "Hello world.\n\nThe "
     assert f.result(session.result()).finish_reason == "stop"
     assert len(session.steps) == 2  # the third step was never generated
+
+
+def test_include_keeps_the_matched_stop_string():
+    """vLLM's include_stop_str_in_output: the text ends after the match, not before it; of two
+    stops matching at one place, the longer one."""
+    f = StopStrings(["EN", "END"], include=True)
+    pieces = f.feed([step("abc E")]) + f.feed([step("ND tail")])
+    assert f.stopped and "".join(p.text for p in pieces) == "abc END"
+    result = f.result(GenerationResult("abc END tail", [], Stats(), "length"))
+    assert result.text == "abc END" and result.finish_reason == "stop"

@@ -143,6 +143,39 @@ async def test_cancel_stops_the_rows_and_the_engine_keeps_serving(deployment):
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_stop_controls(deployment):
+    """vLLM's extras on the answer's end, the same on every engine: ignore_eos runs past EOS,
+    min_tokens holds EOS off and cuts the step where the answer reaches it, a stop token ends the
+    answer (kept only with include_stop_str_in_output), skip_special_tokens=False shows EOS."""
+    engine = deployment.engine
+    short = Prompt(messages=[{"role": "user", "content": "Say OK."}])
+
+    def step_of(**sampling) -> StepRequest:
+        return StepRequest(short, [], SamplingParams(**sampling), 40, 40, "stops")
+
+    (plain,) = await deployment.generate_steps([step_of()])
+    n = len(plain.token_ids)
+    assert plain.stop_reason == "eos" and 1 < n < 30, plain  # the model ends this answer itself
+    ran_on, held, cut, kept, shown = await deployment.generate_steps([
+        step_of(ignore_eos=True), step_of(min_tokens=n + 3), step_of(stop_token_ids=(plain.token_ids[1],)),
+        step_of(stop_token_ids=(plain.token_ids[1],), include_stop_str_in_output=True),
+        step_of(ignore_eos=True, skip_special_tokens=False)])
+    assert ran_on.stop_reason != "eos" and ran_on.token_ids[:n] == plain.token_ids
+    assert ran_on.token_ids[n] in engine.eos_ids  # EOS written, then the answer went on
+    assert held.token_ids[:n] == plain.token_ids and held.stop_reason in ("step_limit", "delimiter")
+    assert len(held.token_ids) <= n + 3  # a step ends where the answer reaches min_tokens
+    assert (cut.stop_reason, cut.token_ids) == ("eos", plain.token_ids[:1])
+    assert (kept.stop_reason, kept.token_ids) == ("eos", plain.token_ids[:2])
+    assert shown.token_ids == ran_on.token_ids
+    assert shown.text != ran_on.text and any(engine.tokenizer.decode([e]) in shown.text for e in engine.eos_ids)
+    # min_tokens counts the whole answer: after a prefix that already has them, EOS ends it as before
+    ids = plain.token_ids[:-1]
+    prefix = Step(engine.tokenizer.decode(ids), ids, engine.tokenizer_key, "step_limit")
+    (free,) = await deployment.generate_steps([StepRequest(short, [prefix], SamplingParams(min_tokens=n - 1), 40, 40)])
+    assert (free.stop_reason, free.token_ids) == ("eos", plain.token_ids[-1:])
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_health_then_shutdown(deployment):
     await deployment.check_health()
     await deployment.engine.shutdown()

@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import importlib
+
 import argparse
 import copy
 import io
@@ -354,7 +356,11 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
     assert data["http_options"] == {"host": "0.0.0.0", "port": cfg.server.http_port}
     assert data["grpc_options"] == {
         "port": cfg.server.grpc_port,
-        "grpc_servicer_functions": ["protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server"]}
+        "grpc_servicer_functions": ["protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server",
+                                    "protos.grpc.health.v1.health_pb2_grpc.add_HealthServicer_to_server"]}
+    for path in data["grpc_options"]["grpc_servicer_functions"]:  # what Serve's gRPC proxy imports
+        module, name = path.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), name)), path
     (app,) = data["applications"]
     assert app["import_path"] == "deployments.app:build_app_from_args"
     # one copy of placement and scaling: the deployments list, not the args

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.serving.loadtest import kill_one
 from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
+from protos.grpc.health.v1 import health_pb2, health_pb2_grpc
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
 from tests.support.data import gsm8k, step_messages
@@ -149,14 +150,16 @@ def test_a_dead_judge_degrades_its_cycles_and_judging_resumes_when_it_is_back(ap
 
 def test_overload_is_refused_at_once_with_503(app):
     """Orchestrator: 2 ongoing + 2 queued. Of a burst of 12 long requests some complete and the rest
-    are refused with 503 `overloaded` at once: every refusal arrives before the first answer."""
+    are refused with 503 `overloaded` at once, with Retry-After: every refusal arrives before the
+    first answer."""
     results: list[tuple[int, float]] = []
+    refusals: list[tuple[str, str | None]] = []  # (error code, Retry-After) of each 503
 
     def one():
         r = post(app, "/v1/chat/completions", chat(max_tokens=40, lookahead={"mode": "ar"}), timeout=300)
         results.append((r.status_code, time.monotonic()))
         if r.status_code == 503:
-            assert r.json()["error"]["code"] == "overloaded"
+            refusals.append((r.json()["error"]["code"], r.headers.get("retry-after")))
 
     threads = [threading.Thread(target=one) for _ in range(12)]
     for t in threads:
@@ -166,6 +169,7 @@ def test_overload_is_refused_at_once_with_503(app):
     codes = sorted(c for c, _ in results)
     assert codes.count(200) >= 2 and codes.count(503) >= 4, codes
     assert set(codes) <= {200, 503}
+    assert refusals and all(code == "overloaded" and int(after) >= 1 for code, after in refusals), refusals
     first_answer = min(t for c, t in results if c == 200)
     assert all(t < first_answer for c, t in results if c == 503)  # refused, not queued behind the work
 
@@ -223,9 +227,14 @@ def test_grpc_auth_and_invalid_argument(app):
         stub = pb_grpc.LookaheadServiceStub(channel)
         assert stub.Health(pb.HealthRequest()).status == "SERVING"  # open without a key
         ok = pb.GenerateRequest(prompt="The sky is", max_tokens=4)
-        with pytest.raises(grpc.RpcError) as err:
-            stub.Generate(ok, timeout=60)
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for key in (None, "Bearer wrong", API_KEY + "x"):  # none, a wrong one, a near miss
+            metadata = () if key is None else (("authorization", key),)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Generate(ok, metadata=metadata, timeout=60)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, key
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.GenerateStream(ok, metadata=metadata, timeout=60))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, key
         md = (("authorization", f"Bearer {API_KEY}"),)
         assert stub.Generate(ok, metadata=md, timeout=120).text
         for bad, field in [(pb.GenerateRequest(prompt=""), "prompt"),
@@ -237,6 +246,27 @@ def test_grpc_auth_and_invalid_argument(app):
                 stub.Generate(bad, metadata=md, timeout=60)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
             assert field in err.value.details()
+
+
+def test_grpc_standard_health_per_role(app):
+    """grpc.health.v1, as Kubernetes gRPC probes and grpc_health_probe speak it: the server as a
+    whole, the lookahead service and each deployed role; no API key needed."""
+    with grpc.insecure_channel(app.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "lookahead.v1.LookaheadService", "target"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=60).status == serving
+        for role in ("draft", "judge"):  # an earlier test may have killed one: it comes back
+            deadline = time.time() + 180
+            while health.Check(health_pb2.HealthCheckRequest(service=role), timeout=60).status != serving:
+                assert time.time() < deadline, f"{role} never reported SERVING"
+                time.sleep(1)
+        with pytest.raises(grpc.RpcError) as err:
+            health.Check(health_pb2.HealthCheckRequest(service="lookahead.v2.Nothing"), timeout=60)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert [r.status for r in health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)] == [serving]
+        assert [r.status for r in health.Watch(health_pb2.HealthCheckRequest(service="nothing"), timeout=60)] == \
+            [health_pb2.HealthCheckResponse.SERVICE_UNKNOWN]
 
 
 def test_deadline_exceeded(app):

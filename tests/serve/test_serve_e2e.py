@@ -156,6 +156,45 @@ def test_client_disconnect_cancels_session(smol_app):
     assert orch.active_sessions.remote().result() == []
 
 
+def wait_sessions_closed(app, timeout: float = 30) -> dict:
+    """The orchestrator's open sessions and the engines' unfinished step requests, once all are
+    gone (or at the timeout)."""
+    orch = app.deployment("Orchestrator")
+    engines = {name: app.deployment(name) for name in ("TargetEngine", "DraftEngine")}
+    deadline = time.time() + timeout
+    while True:
+        left = {n: h.num_unfinished_requests.remote().result() for n, h in engines.items()}
+        left["sessions"] = len(orch.active_sessions.remote().result())
+        if not any(left.values()) or time.time() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def test_grpc_cancel_and_deadline_end_the_session(smol_app):
+    """A gRPC client that cancels its GenerateStream, or whose deadline passes, ends the session
+    on the server: no open session, no step request left on the engines."""
+    # ignore_eos: the answer runs to max_tokens, long past the moment the client leaves
+    long = pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content="Count from 1 to 300.")],
+                              max_tokens=400, ignore_eos=True, temperature=0.0,
+                              lookahead=pb.LookaheadOptions(mode="lr", depth=2))
+    orch = smol_app.deployment("Orchestrator")
+    closed = {"TargetEngine": 0, "DraftEngine": 0, "sessions": 0}
+    with grpc.insecure_channel(smol_app.grpc) as channel:
+        stub = pb_grpc.LookaheadServiceStub(channel)
+        call = stub.GenerateStream(long, timeout=300)
+        first = next(call)  # the first accepted steps: the session is running
+        assert first.steps and not first.done
+        assert len(orch.active_sessions.remote().result()) == 1
+        call.cancel()
+        assert wait_sessions_closed(smol_app) == closed
+
+        with pytest.raises(grpc.RpcError) as err:
+            for chunk in stub.GenerateStream(long, timeout=3):
+                assert not chunk.done, "the answer finished before the deadline"
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert wait_sessions_closed(smol_app) == closed
+
+
 def test_seeded_sampling_is_reproducible_with_two_sibling_drafts(smol_app):
     """Sampled, two sibling drafts per position (distinct seeds), in the rolling window: the same seed
     gives the same answer run to run whatever the timing, another seed another answer."""

