@@ -10,9 +10,10 @@ What a step says, read from its text (`read_step`):
 
 * quantities: every number it states, as a value (fractions are values: "2/3" is 2/3, not a 2
   and a 3), with its sign ("x = -3"), its unit when it has a measurement unit ("30 km", "5 hours",
-  "$12"), whether it is money, and a direction when it is a comparative ("12 more", "12 fewer",
-  "5 years older"). Words count: number words up to the thousands, "half", "a third", "two
-  thirds", "three quarters", "twice", "double", "triple", "dozen", "percent".
+  "$12"; a distance per time is a speed: "30 mph" is "30 miles per hour"), whether it is money,
+  and a direction when it is a comparative ("12 more", "12 fewer", "5 years older"). Words
+  count: number words up to the thousands, "half", "a third", "two thirds", "three quarters",
+  "twice", "double", "triple", "dozen", "percent".
 * computations: the value of every piece of arithmetic it writes ("48 / 2", "3/4 * 5000",
   "180 + 0.5 x 180", "2/3 of his 48 apples", "half of 18", "3 times as many as 12"), units and
   LaTeX dropped, whether or not an "= result" follows.
@@ -26,8 +27,10 @@ How two steps are compared, symmetrically (`NumericGuard.compare`):
    in the question but compute 3750 and 4000.
 3. The same value with a conflicting unit or direction ("30 km" against "30 miles", "12 more"
    against "12 fewer") is rejected, and so is another number in the same place of the two
-   steps (the same two words before it and the same words after it: "Marcus had 30
-   pebbles" against "Marcus had 18 pebbles", however often either step uses 30 or 18 elsewhere).
+   steps (the same two words before it and the same words after it, or none after it on its
+   line: "Marcus had 30 pebbles" against "Marcus had 18 pebbles", however often either step
+   uses 30 or 18 elsewhere), and so is a comparison turned around ("6 fewer white socks than"
+   against "how many more white socks ... than").
 4. A quantity of one step that the other does not state (and that is not an operand of a
    computation, whose value rule 2 already matched) is *unmatched*. When both steps have
    unmatched quantities, one states something where the other states something else: a
@@ -134,7 +137,9 @@ def normalize_math(text: str) -> str:
 _NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
 _NUMBER_RE = re.compile(rf"(?<![\w.,/])(?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?(?!\d|[.,]\d)(?P<pct>\s?%)?")
 _RESULT_RE = re.compile(
-    rf"=\s*(?P<sign>-)?\s*\$?\s*(?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?(?P<pct>\s?%)?(?P<after>\s*[-+*/^x]\s*[\d(.$])?")
+    rf"=\s*(?P<sign>-)?\s*\$?\s*(?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?(?P<pct>\s?%)?"
+    # an operator after it, past a unit ("= 30 mph * 3 hours"), makes it the start of an expression
+    rf"(?P<after>(?:\s*[A-Za-z]+(?:/[A-Za-z]+)?)?\s*[-+*/^x]\s*[\d(.$])?")
 _ANSWER_RE = re.compile(
     rf"\b(?:final\s+)?answer\s*(?:is|:|=|would be|will be)\s*:?\s*[*_]*\s*(?P<sign>-)?\s*\$?\s*(?P<num>{_NUM})"
     rf"(?:\s*/\s*(?P<den>{_NUM}))?(?P<pct>\s?%)?", re.IGNORECASE)
@@ -150,13 +155,18 @@ _UNIT_NAMES = {
     "kg": "kg kilogram kilograms", "g": "g gram grams", "pound": "pound pounds lb lbs", "ounce": "ounce ounces oz",
     "ton": "ton tons", "liter": "liter liters litre litres l", "ml": "ml milliliter milliliters",
     "gallon": "gallon gallons gal", "quart": "quart quarts", "cup": "cup cups", "pint": "pint pints",
-    "mph": "mph", "degree": "degree degrees",
+    "mile/hour": "mph", "km/hour": "kph kmh", "degree": "degree degrees",
 }
 _UNIT_OF = {spelling: unit for unit, names in _UNIT_NAMES.items() for spelling in names.split()}
+# a distance per unit of time is a speed: "30 miles/hour", "30 miles per hour", "30 miles an hour" are "30 mph"
+_PER_TIME = re.compile(r"\s*(?:\\?\s*)?[A-Za-z]+\s*(?:/|\s+per\s+|\s+an?\s+)\s*(second|sec|s|minute|min|hour|hr|h)\b",
+                       re.IGNORECASE)
+_DISTANCES = frozenset("km m cm mm mile foot inch yard".split())
 _UP = frozenset("more greater larger bigger longer older taller higher heavier faster extra increase increased "
                 "gain gained added above over plus".split())
 _DOWN = frozenset("fewer less smaller shorter younger lower lighter slower decrease decreased lost loss below "
                   "under minus".split())
+_COMPARISON = re.compile(r"\b(" + "|".join(sorted(_UP | _DOWN)) + r")\s+((?:[a-z]+\s+){0,5}?)than\b", re.IGNORECASE)
 _AFTER_WORDS = re.compile(r"\s*(?:\\?\s*)?([A-Za-z]+)(?:\s+([A-Za-z]+))?(?:\s+([A-Za-z]+))?")
 
 
@@ -212,7 +222,8 @@ def _signed_before(text: str, start: int) -> bool:
     if not rest or rest[-1] in "=(:[,{":
         return True
     word = re.search(r"([A-Za-z]+)$", rest)
-    return bool(word and word.group(1).lower() in ("is", "be", "was", "are", "equals", "of", "to", "by", "at", "gives"))
+    return bool(word and word.group(1).lower() in ("is", "be", "was", "are", "equals", "of", "to", "by", "at", "gives",
+                                                   "with", "has", "had", "have"))
 
 
 def _attributes(text: str, start: int, end: int) -> tuple[str | None, bool, str | None]:
@@ -225,6 +236,9 @@ def _attributes(text: str, start: int, end: int) -> tuple[str | None, bool, str 
         words = [w.lower() for w in m.groups() if w]
         if words and words[0] in _UNIT_OF:
             unit = _UNIT_OF[words[0]]
+            speed = _PER_TIME.match(text, end) if unit in _DISTANCES else None
+            if speed:
+                unit += "/" + _UNIT_OF[speed.group(1).lower()]
         for w in words[:3]:
             if w in _UP or w in _DOWN:
                 direction = "up" if w in _UP else "down"
@@ -251,6 +265,11 @@ def _slot(text: str, start: int, end: int) -> tuple[tuple[str, ...], tuple[str, 
     # the unit and the direction are compared as attributes ("16 grams" is in the place of "16 ounces")
     while right and (right[0] in _UNIT_OF or right[0] in _UP or right[0] in _DOWN):
         right = right[1:]
+    if not right:
+        # a number that ends its line has its place in the prose before it ("both sides by _:"),
+        # not across arithmetic ("8 hours/day * 7 days/week = _ hours/week" has no place)
+        prose = re.split(r"[-=+*/]", text[line_start:start])[-1]
+        left = _SLOT_WORD.findall(prose.lower())[-2:]
     return tuple(left), tuple(right[:3])
 
 
@@ -260,10 +279,11 @@ def _fold(word: str) -> str:
 
 def same_slot(q: Quantity, p: Quantity) -> bool:
     """Two numbers in the same place of two steps: the same two words before them and the same
-    (up to three) words after them on their lines."""
+    (up to three) words after them on their lines, or both the last word of their lines ("dividing
+    both sides by 0.4:")."""
     (ql, qr), (pl, pr) = [(tuple(_fold(w) for w in left), tuple(_fold(w) for w in right))
                           for left, right in (q.slot, p.slot)]
-    return len(ql) == 2 and ql == pl and bool(qr) and qr == pr
+    return len(ql) == 2 and ql == pl and qr == pr
 
 
 def _readings(value: Fraction, pct: bool) -> tuple[Fraction, ...]:
@@ -284,9 +304,10 @@ _TIMES = re.compile(rf"(?P<a>{_NUM})\s+times\s+(?:as\s+(?:many|much|long|big|old
                     rf"(?:\w+\s+)?as\s+(?:(?:the|his|her|their|its|a|an)\s+)?(?:\w+\s+)?)?\$?\s*(?P<b>{_NUM})")
 
 
-def _evaluate(tokens: list[tuple[str, str]]) -> Fraction | None:
+def _evaluate(tokens: list[tuple[str, str]], division: bool = False) -> Fraction | None:
     """The value of one run of number/operator/parenthesis tokens, or None when it is not a
-    computation: fewer than two numbers, no operator, or a lone "a/b" (a fraction is a value)."""
+    computation: fewer than two numbers, no operator, or a lone "a/b" (a fraction is a value),
+    unless `division` (units stood between: "400 calories / 80 calories per orange")."""
     while tokens and tokens[0][0] in ("op", "rp"):
         tokens = tokens[1:]
     while tokens and tokens[-1][0] in ("op", "lp"):
@@ -294,7 +315,7 @@ def _evaluate(tokens: list[tuple[str, str]]) -> Fraction | None:
     core = [(k, v) for k, v in tokens if k in ("num", "op")]
     if sum(k == "num" for k, _ in core) < 2 or not any(k == "op" for k, _ in core):
         return None
-    if [k for k, _ in core] == ["num", "op", "num"] and core[1][1] == "/":
+    if [k for k, _ in core] == ["num", "op", "num"] and core[1][1] == "/" and not division:
         return None
     depth, expr = 0, []
     for kind, value in tokens:
@@ -338,7 +359,7 @@ def computations(text: str) -> list[tuple[Fraction, str, int, int]]:
     start = end = 0
 
     def flush() -> None:
-        value = _evaluate(run)
+        value = _evaluate(run, division=bool(re.search(r"[A-Za-z]", text[start:end])))
         if value is not None:
             out.append((value, text[start:end].strip(), start, end))
 
@@ -425,9 +446,12 @@ def _conflict(q: Quantity, pool: list[Quantity]) -> Quantity | None:
     quantities with that value agrees with q ("30 km" against "30 miles", "12 more" against "12 fewer")."""
     plain = Quantity(q.values, q.text, money=q.money)
     same_value = [p for p in pool if matches(plain, Quantity(p.values, p.text, money=p.money))]
-    if not same_value or any(matches(q, p) for p in same_value):
+    # a bare "5" (an operand, "(10 - 5) days") says nothing about the unit: when the other step
+    # writes the value with a unit or direction too, those decide ("5 hours" against "5 days")
+    telling = [p for p in same_value if (q.unit is None or p.unit) and (q.direction is None or p.direction)]
+    if not same_value or any(matches(q, p) for p in telling or same_value):
         return None
-    return same_value[0]
+    return (telling or same_value)[0]
 
 
 def _substituted(q: Quantity, mine: StepFacts, theirs: StepFacts) -> Quantity | None:
@@ -445,7 +469,8 @@ def _substituted(q: Quantity, mine: StepFacts, theirs: StepFacts) -> Quantity | 
 
 def _fmt(q: Quantity) -> str:
     extra = [x for x in (q.unit, "money" if q.money and q.unit is None else None, q.direction) if x]
-    return repr(q.text) + (f" ({', '.join(extra)})" if extra else "")
+    text = "-" + q.text if q.value < 0 and not q.text.startswith("-") else q.text  # a unary minus read before it
+    return repr(text) + (f" ({', '.join(extra)})" if extra else "")
 
 
 _CONSTANTS = [Fraction(n) for n in (*range(13), 24, 30, 52, 60, 100, 365, 1000)] + [
@@ -495,6 +520,10 @@ class NumericGuard:
                 if twin is not None:
                     return Comparison(False, f"{side} states {_fmt(q)} where the other step states {_fmt(twin)} "
                                              f"({' '.join(q.slot[0])} _ {' '.join(q.slot[1])})")
+        # ... and a comparison turned around: "6 fewer white socks than" against "how many more white socks ... than"
+        turned = _turned_comparison(draft_text, target_text)
+        if turned:
+            return Comparison(False, turned)
         # 4. quantities stated on one side only
         unmatched = {side: [q for q in mine.quantities if not q.operand and not _found(q, other)]
                      for side, mine, other in sides}
@@ -511,6 +540,26 @@ class NumericGuard:
                                                  "given of the problem")
         agreed = bool((d.results or d.computed) and (t.results or t.computed))
         return Comparison(True, "same results" if agreed else "numbers consistent", agreed)
+
+
+def comparisons(text: str) -> set[tuple[str, str]]:
+    """(direction, the first word compared) of each "more/fewer/taller ... than" in a step:
+    "6 fewer white socks than" gives ("down", "white"), "50% taller than" ("up", "")."""
+    out = set()
+    for m in _COMPARISON.finditer(text):
+        words = m.group(2).split()
+        out.add(("up" if m.group(1).lower() in _UP else "down", _fold(words[0].lower()) if words else ""))
+    return out
+
+
+def _turned_comparison(draft_text: str, target_text: str) -> str | None:
+    """A reason when the steps compare the same thing in opposite directions and never in the same one."""
+    d, t = comparisons(draft_text), comparisons(target_text)
+    for direction, word in d:
+        other = "down" if direction == "up" else "up"
+        if (other, word) in t and (direction, word) not in t:
+            return f"draft compares {word or 'a value'} {direction} where the target compares it {other}"
+    return None
 
 
 def _value(q: Quantity) -> str:

@@ -176,6 +176,18 @@ def test_numeric_extraction_spellings():
     ("It costs $1,235.", "It costs $1,234.50.", "$1,234.50"),  # money, exactly
     ("She has 12 more apples.", "She has 12 fewer apples.", "12"),  # comparative
     ("The answer is 48.", "The answer is 46.", "48 46"),  # final answer
+    # found on the labelled pairs (tests/fixtures/step_pairs.jsonl):
+    # a number at the end of its line, in the same place ("by _:")
+    ("0.4P = 60000, so we divide both sides by 0.6:\nP = 60000 / 0.4 = 150000",
+     "0.4P = 60000, so we divide both sides by 0.4:\nP = 60000 / 0.4 = 150000", "60% 40% 0.6P 0.4P"),
+    ("Agatha starts with -$60.", "Agatha starts with $60.", "$60"),  # a minus after a word
+    # a comparison turned around, with the same difference
+    ("Andy has 12 - 6 = 6 fewer white socks than black socks.",
+     "How many more white socks Andy has than black socks: 12 - 6 = 6", ""),
+    ("He drives 30 miles.", "He drives 30 mph.", "30"),  # a distance is not a speed
+    # a bare operand does not excuse another unit for the same value
+    ("60 dollars/day * (10 - 5) hours = 60 dollars/day * 5 hours = 300 dollars",
+     "60 dollars/day * (10 - 5) days = 60 dollars/day * 5 days = 300 dollars", "10 days, 5 days, $60"),
 ])
 def test_numeric_guard_rejects_a_changed_value(draft, target, context):
     for d, t in ((draft, target), (target, draft)):  # symmetric
@@ -216,6 +228,15 @@ def test_numeric_guard_rules():
     # final answers
     assert g.check("The answer is \\boxed{72}.", "#### 72")[0]
     assert not g.check("The answer is \\boxed{72}.", "#### 70")[0]
+    # speeds in any spelling; a division written with its units is a computation
+    assert g.check("Distance = 30 mph x 3 hours = 90 miles", "30 miles/hour \\times 3 hours = 90 miles")[0]
+    assert g.check("30 miles per hour", "30 miles an hour")[0]
+    assert g.compare("400 calories \\div 80 calories/orange", "400/80 = 5 oranges").agreed
+    # the other comparison of the same difference is not turned around
+    assert g.check("how many fewer black socks than white socks: 12 - 6 = 6",
+                   "how many more white socks than black socks: 12 - 6 = 6")[0]
+    # a number at the end of its line has no place across arithmetic: reordered factors pass
+    assert g.check("7 days/week * 8 hours/day = 56 hours/week", "8 hours/day * 7 days/week = 56 hours/week")[0]
     # steps without numbers agree on nothing: the inner verifier's usual threshold applies
     assert g.compare("Let's add them up.", "Now we add the two amounts.").agreed is False
 
