@@ -109,7 +109,9 @@ def ar_text(app, max_tokens: int) -> str:
 
 def test_draft_killed_mid_request_completes_as_target_only(app):
     expected = ar_text(app, 60)
-    got = stream_and_kill(app, chat(max_tokens=60, lookahead={"mode": "lr", "verifier": "exact"}), "DraftEngine")
+    # a fixed depth: the draft is asked every cycle (depth "auto" may stop asking it before the kill)
+    got = stream_and_kill(app, chat(max_tokens=60, lookahead={"mode": "lr", "verifier": "exact", "depth": 2}),
+                          "DraftEngine")
     assert got["text"] == expected  # exact verifier: lossless before the kill, target-only after
     assert any(d.startswith("draft") for d in got["stats"]["degraded"]), got["stats"]
     wait_ready("DraftEngine")

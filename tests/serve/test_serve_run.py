@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support.paths import ROOT
-from tests.support.processes import free_port
+from tests.support.processes import descendants, free_port
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
 
@@ -74,7 +74,9 @@ def test_serve_build_then_serve_run_cpu_demo(tmp_path):
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGINT the whole `serve run` session (Ray included); SIGKILL if it lingers."""
+    """SIGINT the whole `serve run` session (Ray included), then wait for every process it had
+    started (Ray's replicas outlive `serve run` by a few seconds); SIGKILL what lingers."""
+    started = [p.pid for p in descendants(proc.pid)]
     for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 30)):
         try:
             os.killpg(proc.pid, sig)
@@ -82,6 +84,22 @@ def stop(proc: subprocess.Popen) -> None:
             pass  # already gone
         try:
             proc.wait(timeout=wait)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    deadline = time.monotonic() + 60
+    while (alive := [pid for pid in started if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -82,22 +82,34 @@ def test_sync_lr_over_http_accepts_drafts_and_equals_plain_decoding(app, referen
     assert stats["accepted_by_depth"][0] >= 1 and stats["accepted_by_depth"][1] >= 1, stats
 
 
-def test_async_lr_with_two_siblings_over_grpc_accepts_drafts_and_equals_plain_decoding(app, reference):
+def test_async_lr_over_grpc_accepts_drafts_and_equals_plain_decoding(app, reference):
     with grpc.insecure_channel(app.grpc) as channel:
         stub = pb_grpc.LookaheadServiceStub(channel)
         req = pb.GenerateRequest(model="lookahead", max_tokens=MAX_TOKENS, temperature=0.0,
                                  messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES],
-                                 lookahead=pb.LookaheadOptions(mode="lr", schedule="async", depth=3, width=2))
+                                 lookahead=pb.LookaheadOptions(mode="lr", schedule="async", depth=3))
         r = stub.Generate(req, timeout=600)
         assert r.text == reference.text and r.finish_reason == reference.finish_reason
-        # drafts accepted; how deep an async chain gets depends on how far ahead of the target the
-        # draft runs, and here each drafted position costs it two rows (the sampled sibling), so
-        # depth 2 is held in-process with one sibling (test_vllm_engine), not here
+        # drafts accepted; how deep an async chain gets is timing (how far ahead of the target the
+        # draft runs), held at depth 2 in-process by test_vllm_engine, not through Serve here
         assert r.stats.accepted_steps >= 1, r.stats
-        assert r.stats.drafted_steps >= 2 * r.stats.accepted_steps  # two siblings per drafted position
         chunks = list(stub.GenerateStream(req, timeout=600))
         assert "".join(s.text for c in chunks for s in c.steps) == reference.text
         assert chunks[-1].done and chunks[-1].stats.accepted_steps >= 1
+
+
+def test_sync_lr_with_two_sampled_siblings_over_grpc_accepts_drafts_and_equals_plain_decoding(app, reference):
+    """Width 2 under greedy decoding: sibling 0 greedy, sibling 1 sampled; the sync schedule waits
+    for the drafts, so acceptance here is no matter of timing."""
+    with grpc.insecure_channel(app.grpc) as channel:
+        stub = pb_grpc.LookaheadServiceStub(channel)
+        req = pb.GenerateRequest(model="lookahead", max_tokens=MAX_TOKENS, temperature=0.0,
+                                 messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES],
+                                 lookahead=pb.LookaheadOptions(mode="lr", schedule="sync", depth=2, width=2))
+        r = stub.Generate(req, timeout=600)
+        assert r.text == reference.text and r.finish_reason == reference.finish_reason
+        assert r.stats.accepted_steps >= 2 and r.stats.acceptance_by_depth[0] > 0, r.stats
+        assert r.stats.drafted_steps > r.stats.verified_steps  # two siblings drafted per position
 
 
 def test_openai_sdk_streaming_chat_and_completions(app, reference):
