@@ -111,7 +111,7 @@ def test_sync_lr_with_two_sampled_siblings_over_grpc_accepts_drafts_and_equals_p
         r = stub.Generate(req, timeout=600)
         assert r.text == reference.text and r.finish_reason == reference.finish_reason
         assert r.stats.accepted_steps >= 1, r.stats
-        assert r.stats.drafted_steps > r.stats.verified_steps  # two siblings drafted per position
+        assert r.stats.drafted_steps >= 2 * r.stats.accepted_steps  # two siblings drafted per position
 
 
 def test_openai_sdk_streaming_chat_and_completions(app, reference):
