@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support.paths import ROOT
-from tests.support.processes import descendants, free_port
+from tests.support.processes import alive, descendants, free_port
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
 
@@ -88,18 +88,11 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             continue
     deadline = time.monotonic() + 60
-    while (alive := [pid for pid in started if _alive(pid)]) and time.monotonic() < deadline:
+    while (left := [pid for pid in started if alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.5)
-    for pid in alive:
+    for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

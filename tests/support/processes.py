@@ -46,6 +46,12 @@ def _stat(pid: int) -> tuple[int, str] | None:
         return None
 
 
+def alive(pid: int) -> bool:
+    """The process runs (a zombie is dead, only unreaped)."""
+    st = _stat(pid)
+    return st is not None and st[1] != "Z"
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
