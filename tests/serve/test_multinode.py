@@ -61,13 +61,15 @@ def test_roles_on_their_nodes_and_requests_cross_them(cluster, tmp_path):
     path = tmp_path / "multinode.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     base = f"http://127.0.0.1:{cfg.server.http_port}"
-    serve = subprocess.Popen([sys.executable, "-m", "deployments.cli.main", "serve", "--address", cluster.gcs,
-                              "--config", str(path), "--host", "127.0.0.1"], cwd=ROOT, env=cluster.env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "serve.log"  # a file, not a pipe: the replicas' logs stream to this driver
+    with log.open("w") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "deployments.cli.main", "serve", "--address", cluster.gcs,
+                                  "--config", str(path), "--host", "127.0.0.1"], cwd=ROOT, env=cluster.env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert serve.poll() is None, serve.stdout.read()[-4000:]
+            assert serve.poll() is None, log.read_text()[-4000:]
             try:
                 if httpx.get(f"{base}/v1/models", timeout=5).status_code == 200:
                     break
@@ -104,7 +106,7 @@ def test_roles_on_their_nodes_and_requests_cross_them(cluster, tmp_path):
 
         # Ctrl-C: `serve --address` deletes its application and leaves the cluster (not its own) running
         os.killpg(serve.pid, signal.SIGINT)
-        assert serve.wait(timeout=60) == 0, serve.stdout.read()[-3000:]
+        assert serve.wait(timeout=60) == 0, log.read_text()[-3000:]
         deadline = time.monotonic() + 60
         while replicas := [a["class_name"] for a in cluster.state("actors")
                            if a["state"] == "ALIVE" and a["class_name"].startswith("ServeReplica:lookahead:")]:
