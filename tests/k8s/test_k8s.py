@@ -470,6 +470,9 @@ def test_role_resources_reach_the_replicas_and_read_back():
     for bad in ({"node_target": -1}, {"node_target": 0}, {"GPU": 1}):
         with pytest.raises(ValueError):
             RoleDeployment(resources=bad)
+    # KubeRay's worker groups advertise only lookahead_<role>: such a role could never be placed there
+    with pytest.raises(ValueError, match="deployment.resources"):
+        kuberay.rayservice(cfg, "x", image="example.com/lookahead:1.0")
 
 
 # --------------------------------------------------------------------------- properties
