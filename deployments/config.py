@@ -103,6 +103,16 @@ class RoleDeployment(Strict):
     # whose worker died) or takes longer than the timeout is replaced.
     health_check_period_s: float = Field(10, gt=0)
     health_check_timeout_s: float = Field(30, gt=0)
+    # custom Ray resources each replica asks for, to pin a role to the nodes that advertise them
+    # (e.g. {"node_target": 1} on a cluster whose target nodes start with --resources)
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _custom_only(self) -> "RoleDeployment":
+        builtin = sorted(set(self.resources) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if builtin:
+            raise ValueError(f"resources: {builtin} are Ray's own; set num_cpus / num_gpus instead")
+        return self
 
 
 class RoleConfig(Strict):

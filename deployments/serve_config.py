@@ -86,8 +86,9 @@ def _num(x: float) -> int | float:
 
 def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, float] | None = None) -> dict:
     actor: dict[str, Any] = {"num_cpus": _num(dep.num_cpus), "num_gpus": _num(dep.num_gpus)}
-    if resources:
-        actor["resources"] = {k: _num(v) for k, v in resources.items()}
+    wanted = {**dep.resources, **(resources or {})}
+    if wanted:
+        actor["resources"] = {k: _num(v) for k, v in wanted.items()}
     a = dep.autoscaling
     return {
         "name": name,
@@ -102,12 +103,16 @@ def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, flo
 
 def role_deployment(entry: dict) -> RoleDeployment:
     """The RoleDeployment of one ``deployments`` entry (the inverse of deployment_entry; the
-    role's custom resource, a Kubernetes detail, is left out). A fixed ``num_replicas`` is read
-    as autoscaling from and to that count."""
+    roles' own custom resources, a Kubernetes detail, are left out). A fixed ``num_replicas`` is
+    read as autoscaling from and to that count."""
     actor = entry.get("ray_actor_options") or {}
     fields = {k: entry[k] for k in ("max_ongoing_requests", "max_queued_requests", "health_check_period_s",
                                      "health_check_timeout_s") if k in entry}
     fields.update({k: actor[k] for k in ("num_gpus", "num_cpus") if k in actor})
+    own = {role_resource(r) for r in ROLES}
+    extra = {k: v for k, v in (actor.get("resources") or {}).items() if k not in own}
+    if extra:
+        fields["resources"] = extra
     if "autoscaling_config" in entry:
         fields["autoscaling"] = entry["autoscaling_config"]
     elif isinstance(entry.get("num_replicas"), int):

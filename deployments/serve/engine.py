@@ -31,8 +31,8 @@ class EngineDeployment:
         self.config = EngineConfig(**engine)
         self.engine = build_engine(self.config)
         self.role = DEPLOYMENT_ROLES.get(_deployment_name(), "engine")  # the metrics' role label
-        self.metrics = LookaheadMetrics([PREFIX + "spec_decode_draft_tokens_total",
-                                         PREFIX + "spec_decode_accepted_tokens_total"])
+        self.metrics = LookaheadMetrics([PREFIX + "spec_decode_num_draft_tokens_total",
+                                         PREFIX + "spec_decode_num_accepted_tokens_total"])
         self._spec_seen = {"draft_tokens": 0, "accepted_tokens": 0}
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
@@ -47,7 +47,7 @@ class EngineDeployment:
         for key in self._spec_seen:
             delta = int(totals.get(key, 0)) - self._spec_seen[key]
             if delta > 0:
-                self.metrics.inc(f"spec_decode_{key}_total", delta, role=self.role)
+                self.metrics.inc(f"spec_decode_num_{key}_total", delta, role=self.role)
                 self._spec_seen[key] += delta
 
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:

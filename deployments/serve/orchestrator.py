@@ -48,7 +48,8 @@ class Orchestrator:
         self.started = time.time()
         self._ready = asyncio.Lock()
         self._retry_at: dict[str, float] = {}
-        self.metrics = LookaheadMetrics()  # every series: deployments/serve/metrics.py
+        # every series: deployments/serve/metrics.py
+        self.metrics = LookaheadMetrics(model_name=self.cfg.server.served_model_name)
 
     async def _engines(self) -> dict[str, RemoteEngine]:
         """Ask each role for its tokenizer once (lazily: replicas may start in any order)."""

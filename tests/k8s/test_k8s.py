@@ -43,6 +43,7 @@ from deployments.serve_config import (
     app_config_from_data,
     DEPLOYMENT_ROLES,
     load_app_config,
+    role_deployment as read_deployment,
     serve_config,
     write_serve_yaml,
 )
@@ -453,6 +454,25 @@ def test_serve_config_roles_follow_the_config():
     assert names == ["TargetEngine", "Orchestrator", "Ingress"]
     d = serve_config(small, app_name="x", route_prefix="/la")["applications"][0]
     assert (d["name"], d["route_prefix"]) == ("x", "/la")
+
+
+def test_role_resources_reach_the_replicas_and_read_back():
+    """RoleDeployment.resources pins a role to the nodes advertising them (tests/serve/test_multinode.py
+    runs it on three raylets): each replica asks for them, beside the role's own Kubernetes resource,
+    and a Serve config reads back to the same AppConfig."""
+    target = RoleConfig(engine=EngineConfig(model="m"), deployment=RoleDeployment(resources={"node_target": 1}))
+    cfg = AppConfig(target=target, defaults=LookaheadDefaults(mode="ar"))
+    plain, k8s = (serve_config(cfg, role_resources=on)["applications"][0]["deployments"][0] for on in (False, True))
+    assert plain["ray_actor_options"]["resources"] == {"node_target": 1}
+    assert k8s["ray_actor_options"]["resources"] == {"node_target": 1, "lookahead_target": 1}
+    assert read_deployment(k8s) == read_deployment(plain) == target.deployment
+    assert app_config_from_data(serve_config(cfg, role_resources=True)) == cfg
+    for bad in ({"node_target": -1}, {"node_target": 0}, {"GPU": 1}):
+        with pytest.raises(ValueError):
+            RoleDeployment(resources=bad)
+    # KubeRay's worker groups advertise only lookahead_<role>: such a role could never be placed there
+    with pytest.raises(ValueError, match="deployment.resources"):
+        kuberay.rayservice(cfg, "x", image="example.com/lookahead:1.0")
 
 
 # --------------------------------------------------------------------------- properties
