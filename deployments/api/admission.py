@@ -8,9 +8,11 @@ with OpenAI error bodies.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 
-from deployments.api.errors import HTTPError
+from deployments.api.errors import DeadlineExceeded, HTTPError
 
 #: the ingress's own guard after the deadline it hands the orchestrator: the orchestrator's
 #: deadline (which the metrics count as a timeout) fires first; the guard covers an orchestrator
@@ -65,3 +67,38 @@ def before_proxy(proxy_timeout_s: float) -> float:
     before the proxy's plain-text 408. The proxy starts its clock before the request reaches the
     ingress; half the time, at most a second, covers that, the guard and the way back."""
     return proxy_timeout_s - min(1.0, proxy_timeout_s / 2)
+
+
+class Deadline:
+    """A request's deadline as the ingress keeps it, from the moment the request reached this
+    replica: the orchestrator gets what is left of it when the request is handed on (its own
+    deadline ends the session and is counted as a timeout); the ingress gives up a guard_s after
+    the deadline whatever the orchestrator does (a dead or unreachable replica, a target that
+    never answers), with the same 504."""
+
+    def __init__(self, timeout_s: float, start: float | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.at = (time.monotonic() if start is None else start) + timeout_s
+
+    def left(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"request exceeded its deadline of {self.timeout_s:g}s")
+
+    async def within(self, awaitable):
+        try:
+            return await asyncio.wait_for(awaitable, self.left() + guard_s(self.timeout_s))
+        except asyncio.TimeoutError:
+            if self.left() > 0:
+                raise  # a timeout of its own, not the deadline
+            raise self.error() from None
+
+    async def guard(self, gen):
+        """The items of `gen` (the orchestrator's stream) until the guard runs out."""
+        while True:
+            try:
+                item = await self.within(anext(gen))
+            except StopAsyncIteration:
+                return
+            yield item

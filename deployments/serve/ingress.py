@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 
 import grpc
 
@@ -19,9 +18,9 @@ from ray import serve
 
 from deployments.api import grpc_api
 from deployments.api import openai_api as oa
-from deployments.api.admission import Admission, admission_limit, before_proxy, guard_s
+from deployments.api.admission import Admission, Deadline, admission_limit, before_proxy
 from deployments.api.auth import ApiKeys
-from deployments.api.errors import DeadlineExceeded, HTTPError, internal_error, internal_error_body, new_error_id
+from deployments.api.errors import HTTPError, internal_error, internal_error_body, new_error_id
 from deployments.api.http_app import build_http_app
 from deployments.api.request import RequestSpec
 from deployments.config import AppConfig
@@ -36,7 +35,7 @@ logger = logging.getLogger("ray.serve")
 
 
 async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, include_usage: bool,
-                     echo: str = "", deadline: "Deadline | None" = None):
+                     echo: str = "", deadline: Deadline | None = None):
     """OpenAI-style SSE from the orchestrator stream; one event per accepted cycle.
 
     With include_usage, OpenAI's shape: the finish chunk, then one chunk with the usage and an
@@ -73,41 +72,6 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
 
 def _sse(obj: dict) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-class Deadline:
-    """A request's deadline as the ingress keeps it, from the moment the request reached this
-    replica: the orchestrator gets what is left of it when the request is handed on (its own
-    deadline ends the session and is counted as a timeout); the ingress gives up a guard_s after
-    the deadline whatever the orchestrator does (a dead or unreachable replica, a target that
-    never answers), with the same 504."""
-
-    def __init__(self, timeout_s: float, start: float | None = None) -> None:
-        self.timeout_s = timeout_s
-        self.at = (time.monotonic() if start is None else start) + timeout_s
-
-    def left(self) -> float:
-        return max(0.0, self.at - time.monotonic())
-
-    def error(self) -> DeadlineExceeded:
-        return DeadlineExceeded(f"request exceeded its deadline of {self.timeout_s:g}s")
-
-    async def within(self, awaitable):
-        try:
-            return await asyncio.wait_for(awaitable, self.left() + guard_s(self.timeout_s))
-        except asyncio.TimeoutError:
-            if self.left() > 0:
-                raise  # a timeout of its own, not the deadline
-            raise self.error() from None
-
-    async def guard(self, gen):
-        """The items of `gen` (the orchestrator's stream) until the guard runs out."""
-        while True:
-            try:
-                item = await self.within(anext(gen))
-            except StopAsyncIteration:
-                return
-            yield item
 
 
 @serve.deployment(**INGRESS_SERVE_LIMITS)

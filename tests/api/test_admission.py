@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from deployments.api.admission import Admission, admission_limit, before_proxy, guard_s
+from deployments.api.admission import Admission, Deadline, admission_limit, before_proxy, guard_s
 from deployments.api.auth import ApiKeys
-from deployments.api.errors import HTTPError
+from deployments.api.errors import DeadlineExceeded, HTTPError
 from deployments.api.http_app import GuardMiddleware
 
 
@@ -44,6 +44,29 @@ def test_the_deadline_and_its_guard_end_before_the_proxy_timeout(proxy_s):
     Serve's proxy times it out: for the way to the ingress and the answer's way back."""
     kept = before_proxy(proxy_s)
     assert 0 < kept and kept + guard_s(kept) <= proxy_s - min(0.5, proxy_s / 4)
+
+
+def test_the_deadline_ends_a_stream_that_outlives_it_and_only_that():
+    async def run():
+        async def stream(pause: float):
+            for i in range(3):
+                await asyncio.sleep(pause)
+                yield i
+
+        assert [i async for i in Deadline(1.0).guard(stream(0.01))] == [0, 1, 2]
+        got = []
+        with pytest.raises(DeadlineExceeded, match="deadline of 0.2s"):
+            async for i in Deadline(0.2).guard(stream(0.15)):
+                got.append(i)
+        assert got == [0]
+
+        async def own_timeout():  # a timeout of the awaited call's own, before the deadline
+            raise TimeoutError("engine call took too long")
+
+        with pytest.raises(TimeoutError, match="engine call"):
+            await Deadline(30).within(own_timeout())
+
+    asyncio.run(run())
 
 
 class Held:
