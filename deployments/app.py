@@ -91,7 +91,7 @@ def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False, also: dict | No
     if not ray.is_initialized():
         ray.init(**ray_init_args(address=address, fake_gpus=fake_gpus, quiet=quiet, env_vars=env_vars))
     sc = serve_config(cfg)
-    serve.start(http_options={"host": host, "port": cfg.server.http_port}, grpc_options=sc["grpc_options"])
+    serve.start(http_options={**sc["http_options"], "host": host}, grpc_options=sc["grpc_options"])
     if not also:
         return serve.run(build_app(cfg), name="lookahead", route_prefix="/")
     targets = [serve.RunTarget(build_app(cfg), name="lookahead", route_prefix="/")]

@@ -160,6 +160,9 @@ class ServerConfig(Strict):
     api_keys_file: str | None = None
     max_body_bytes: int = Field(1 << 20, ge=1024)
     orchestrator: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=64))
+    # The ingress's max_ongoing_requests + max_queued_requests (-1: no limit) is how many generation
+    # requests one ingress replica holds at once; it counts them itself and answers 503 beyond
+    # that (Serve is given no limit for it: its proxy would answer in plain text).
     ingress: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=128))
 
 

@@ -43,6 +43,7 @@ MODULES: dict[str, str] = {
     "core/test_modes.py": UNIT,
     "verifier/test_kinds.py": UNIT,
     "api/test_request_spec.py": UNIT,
+    "api/test_admission.py": UNIT,
     "verifier/test_plan_guard.py": UNIT,
     "verifier/test_verifier_precheck.py": UNIT,
     "api/test_metrics.py": UNIT,

@@ -18,6 +18,7 @@ from deployments.api.errors import BadRequest, DeadlineExceeded
 from deployments.api.request import RequestSpec
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
+from deployments.serve.errors import public_reason
 from deployments.serve.metrics import LookaheadMetrics
 from deployments.serve.remote import RemoteEngine, cancel_quietly, response_result
 from deployments.serve.request_ids import serve_request_id
@@ -195,13 +196,18 @@ class Orchestrator:
             stops = StopStrings(spec.stop, include=spec.options.include_stop_str_in_output)
         except ValueError as exc:
             raise BadRequest(str(exc), "stop") from exc
-        session, prompt_tokens, prior_key = await self._session(spec)
-        rid = session.request_id
-        # rejected drafts are unverified small-model text: in the response only when asked for
-        rejected = spec.options.rejected_drafts
         timeout = min(float(spec.timeout_s or self.cfg.server.request_timeout_s),
                       self.cfg.server.request_timeout_s)
         deadline = time.monotonic() + timeout
+        try:  # the deadline covers the set-up too (a target that does not answer its first call)
+            session, prompt_tokens, prior_key = await asyncio.wait_for(self._session(spec), timeout)
+        except asyncio.TimeoutError:
+            if time.monotonic() < deadline:
+                raise  # a timeout of its own inside the set-up, not the deadline
+            raise DeadlineExceeded(f"request exceeded its deadline of {timeout:g}s") from None
+        rid = session.request_id
+        # rejected drafts are unverified small-model text: in the response only when asked for
+        rejected = spec.options.rejected_drafts
         self.sessions[rid] = session
         stream = session.stream()
         try:
@@ -250,7 +256,8 @@ class Orchestrator:
             totals["token_speculation"] = await asyncio.wait_for(
                 response_result(self.handles["target"].token_acceptance.remote()), 10)
         except Exception as exc:  # noqa: BLE001 - the stats answer without it
-            totals["token_speculation"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            log.warning("token acceptance unavailable: %s", exc)
+            totals["token_speculation"] = {"error": public_reason(exc)}
         return totals
 
     async def active_sessions(self) -> list[str]:
@@ -267,8 +274,9 @@ class Orchestrator:
             except asyncio.TimeoutError:
                 cancel_quietly(response)
                 return {"ready": False, "error": f"no healthy replica answered within {timeout_s:g}s"}
-            except Exception as exc:  # noqa: BLE001 - the failure is the answer
-                return {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            except Exception as exc:  # noqa: BLE001 - the failure is the answer (its kind: /health is open)
+                log.warning("health check failed: %s", exc)
+                return {"ready": False, "error": public_reason(exc)}
 
         roles = [(role, h) for role, h in self.handles.items() if h is not None]
         results = await asyncio.gather(*(check(h) for _, h in roles))

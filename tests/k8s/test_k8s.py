@@ -42,7 +42,9 @@ from deployments.config import (
 from deployments.serve_config import (
     app_config_from_data,
     DEPLOYMENT_ROLES,
+    INGRESS_SERVE_LIMITS,
     load_app_config,
+    PROXY_TIMEOUT_MARGIN_S,
     role_deployment as read_deployment,
     serve_config,
     write_serve_yaml,
@@ -354,9 +356,11 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
 
     ServeDeploySchema.model_validate(data)
     assert serve_unknown_fields(data) == []
-    assert data["http_options"] == {"host": "0.0.0.0", "port": cfg.server.http_port}
+    # the proxies time out only after every deadline the application keeps: its 504 comes first
+    proxy_timeout = cfg.server.request_timeout_s + PROXY_TIMEOUT_MARGIN_S
+    assert data["http_options"] == {"host": "0.0.0.0", "port": cfg.server.http_port, "request_timeout_s": proxy_timeout}
     assert data["grpc_options"] == {
-        "port": cfg.server.grpc_port,
+        "port": cfg.server.grpc_port, "request_timeout_s": proxy_timeout,
         "grpc_servicer_functions": ["protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server",
                                     "protos.grpc.health.v1.health_pb2_grpc.add_HealthServicer_to_server"]}
     for path in data["grpc_options"]["grpc_servicer_functions"]:  # what Serve's gRPC proxy imports
@@ -379,8 +383,14 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
         rd = roles[role]
         assert d["ray_actor_options"]["num_gpus"] == rd.num_gpus
         assert d["ray_actor_options"]["num_cpus"] == rd.num_cpus
-        assert d["max_ongoing_requests"] == rd.max_ongoing_requests
-        assert d["max_queued_requests"] == rd.max_queued_requests
+        if role == "ingress":  # Serve never refuses for it: it counts its requests itself, against these
+            assert {k: d[k] for k in ("max_ongoing_requests", "max_queued_requests")} == INGRESS_SERVE_LIMITS
+            assert d["user_config"] == {"max_ongoing_requests": rd.max_ongoing_requests,
+                                        "max_queued_requests": rd.max_queued_requests}
+        else:
+            assert d["max_ongoing_requests"] == rd.max_ongoing_requests
+            assert d["max_queued_requests"] == rd.max_queued_requests
+            assert "user_config" not in d
         assert d["autoscaling_config"] == {"min_replicas": rd.autoscaling.min_replicas,
                                            "max_replicas": rd.autoscaling.max_replicas,
                                            "target_ongoing_requests": rd.autoscaling.target_ongoing_requests}

@@ -98,7 +98,7 @@ class ServeCluster:
         import ray
         from ray import serve
 
-        from deployments.serve_config import GRPC_SERVICER_FUNCTIONS
+        from deployments.serve_config import GRPC_SERVICER_FUNCTIONS, proxy_options
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -106,9 +106,10 @@ class ServeCluster:
             ray.init(num_cpus=4, num_gpus=FAKE_GPUS, object_store_memory=200 * 1024**2, include_dashboard=False,
                      _temp_dir=str(self.temp_dir), log_to_driver=False, _metrics_export_port=self.metrics_port)
             processes.stop_everything_on_sigterm()  # ray.init installed its own SIGTERM handler
-            serve.start(http_options={"host": "127.0.0.1", "port": self.http_port},
-                        grpc_options={"port": self.grpc_port,
-                                      "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)})
+            # the proxies' options as every deployment sets them (a proxy timeout above any deadline)
+            http, grpc = proxy_options(ServerConfig(http_port=self.http_port, grpc_port=self.grpc_port), host="127.0.0.1")
+            serve.start(http_options=http,
+                        grpc_options={**grpc, "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)})
         except BaseException:
             self.shutdown()
             raise
