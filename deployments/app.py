@@ -17,6 +17,7 @@ from ray.serve import Application
 from deployments.config import AppConfig
 from deployments.serve.engine import EngineDeployment
 from deployments.serve.ingress import Ingress
+from deployments.serve import warmup
 from deployments.serve.orchestrator import Orchestrator
 from deployments.serve_config import ENGINE_ROLES, ROLE_DEPLOYMENTS, deployment_entry, load_app_config, role_deployments
 
@@ -30,7 +31,8 @@ def build_app(config: AppConfig | dict) -> Application:
         # the same options the generated Serve YAML lists (serve_config.deployment_entry)
         return deployment.options(**deployment_entry(ROLE_DEPLOYMENTS[role], placement[role])).bind(*args)
 
-    engines = {role: bind(role, EngineDeployment, getattr(cfg, role).engine.model_dump(mode="json"))
+    engines = {role: bind(role, EngineDeployment, getattr(cfg, role).engine.model_dump(mode="json"),
+                          warmup.plan(cfg, role))
                for role in ENGINE_ROLES if role in placement}
     orch = bind("orchestrator", Orchestrator, raw, engines["target"], engines.get("draft"), engines.get("judge"))
     return bind("ingress", Ingress, raw, orch)

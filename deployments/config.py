@@ -115,9 +115,25 @@ class RoleDeployment(Strict):
         return self
 
 
+class WarmupConfig(Strict):
+    """What an engine replica runs before Serve may route to it (deployments/serve/warmup.py): the
+    calls its role will serve, so the first requests after ready do not pay the engine's first-call
+    costs. The target decodes batches of step continuations, the draft a chain of steps (its
+    siblings batched), a judge (or the target, under target-score) rules on verdict batches."""
+
+    enabled: bool = True
+    # tokens per warm-up step: enough for every decode path (prefill, a few decode and lookup
+    # steps), short enough that the warm-up costs seconds
+    max_step_tokens: int = Field(8, ge=1, le=256)
+    # rows per target call and pairs per verdict call; None: 1, 2, 4, ... up to the largest the
+    # defaults ask for (depth + 1 target rows, depth x width verdicts; depth "auto": its max_depth)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = None
+
+
 class RoleConfig(Strict):
     engine: EngineConfig
     deployment: RoleDeployment = Field(default_factory=RoleDeployment)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
 
 
 class VerifierConfig(Strict):

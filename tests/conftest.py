@@ -72,6 +72,7 @@ MODULES: dict[str, str] = {
     "serve/test_serve_e2e.py": SERVE_HF,
     "serve/test_metrics_serve.py": SERVE_HF,
     "serve/test_reliability.py": SERVE_HF,
+    "serve/test_replica_death.py": SERVE_HF,
     "serve/test_autoscaling.py": SERVE_HF,
     "serve/test_serve_vllm.py": SERVE_VLLM,
     "engines/test_cli_json.py": CLI,

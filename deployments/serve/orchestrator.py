@@ -111,7 +111,7 @@ class Orchestrator:
         self._check_sampling(params)
         self._check_stop_tokens(params, engines)
         prompt = spec.prompt
-        prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
+        prompt_tokens = await engines["target"].prompt_tokens(prompt)  # retried like the steps
         limit = self.info["target"]["max_context"]
         if prompt_tokens + params.max_tokens > limit:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
@@ -250,6 +250,7 @@ class Orchestrator:
         totals = self.totals.to_dict()
         steps = self.totals.accepted_steps + self.totals.target_steps
         totals.update(requests=self.requests, active_sessions=len(self.sessions),
+                      engine_retries={role: e.retried for role, e in self.engines.items()},
                       steps_per_s=round(steps / self.totals.wall_s, 3) if self.totals.wall_s else 0.0,
                       uptime_s=round(time.time() - self.started, 1))
         try:  # token-level speculation inside the target's steps (one replica's running totals)

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment, ServerConfig
+from deployments.config import (AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment, ServerConfig,
+                                WarmupConfig)
 from tests.support import processes
 from tests.support.engines import ENGINES
 
@@ -26,10 +27,17 @@ FAKE_GPUS = 8
 API_KEY = "test-key-7f3a"
 
 
+#: every test application's engine replicas warm up (deployments/serve/warmup.py), on the smallest
+#: plan that still batches: rows 1 and 2, steps of 4 tokens (the default plan costs each app start
+#: about 10 s more on 2 cores; the shipped profiles, and test_serve_vllm's, keep it)
+TEST_WARMUP = WarmupConfig(batch_sizes=[1, 2], max_step_tokens=4)
+
+
 def role(model: str, gpus: float = 1, **engine) -> RoleConfig:
     # num_gpus=1 per role, as on a GPU cluster; ray.init fakes the GPUs on this CPU box
     return RoleConfig(engine=EngineConfig(model=model, batch_invariant=True, **engine),
-                      deployment=RoleDeployment(num_gpus=gpus, num_cpus=0, max_ongoing_requests=32))
+                      deployment=RoleDeployment(num_gpus=gpus, num_cpus=0, max_ongoing_requests=32),
+                      warmup=TEST_WARMUP)
 
 
 def light() -> RoleDeployment:
