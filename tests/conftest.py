@@ -48,6 +48,7 @@ MODULES: dict[str, str] = {
     "api/test_metrics.py": UNIT,
     "serve/test_dashboard.py": UNIT,
     "serve/test_serve_args.py": UNIT,
+    "serve/test_drain.py": UNIT,
     "k8s/test_k8s.py": UNIT,
     "k8s/test_images.py": UNIT,
     "k8s/test_model_job.py": UNIT,
