@@ -142,12 +142,13 @@ class Ingress:
             self.drain.done()
             raise
 
-    # -- stopping (deployments/serve/drain.py; called on every replica by deployments/cli/shutdown.py) --
-    def drain_requests(self) -> int:
+    # -- stopping (deployments/serve/drain.py; called on every replica by deployments/cli/shutdown.py);
+    # async: they run on the replica's event loop, where the requests' tasks wait on the abort event --
+    async def drain_requests(self) -> int:
         """Refuse new requests (503 / UNAVAILABLE); returns how many are still in flight here."""
         return self.drain.start()
 
-    def abort_requests(self) -> int:
+    async def abort_requests(self) -> int:
         """End the requests still in flight with the shutdown error; returns how many there were."""
         return self.drain.abort()
 
