@@ -77,6 +77,7 @@ MODULES: dict[str, str] = {
     "engines/test_cli_json.py": CLI,
     "serve/test_serve_entrypoints.py": CLI,
     "serve/test_serve_run.py": CLI,
+    "serve/test_signals.py": CLI,
 }
 _ORDER = {m: i for i, m in enumerate(MODULES)}
 
