@@ -144,12 +144,11 @@ def kill_all(proc: subprocess.Popen, started: dict[int, str]) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
-    for pid in {**started, **tree(os.getpid())}:
-        if pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def assert_quiet(stderr: str) -> None:
