@@ -49,6 +49,7 @@ MODULES: dict[str, str] = {
     "api/test_metrics.py": UNIT,
     "serve/test_dashboard.py": UNIT,
     "serve/test_serve_args.py": UNIT,
+    "serve/test_drain.py": UNIT,
     "k8s/test_k8s.py": UNIT,
     "k8s/test_images.py": UNIT,
     "k8s/test_model_job.py": UNIT,
@@ -79,6 +80,7 @@ MODULES: dict[str, str] = {
     "serve/test_serve_entrypoints.py": CLI,
     "serve/test_serve_run.py": CLI,
     "serve/test_multinode.py": CLI,
+    "serve/test_signals.py": CLI,
 }
 _ORDER = {m: i for i, m in enumerate(MODULES)}
 

@@ -24,6 +24,7 @@ from deployments.api.errors import HTTPError, internal_error, internal_error_bod
 from deployments.api.http_app import build_http_app
 from deployments.api.request import RequestSpec
 from deployments.config import AppConfig
+from deployments.serve.drain import Drain
 from deployments.serve.errors import http_error_of, public_reason
 from deployments.serve.remote import cancel_quietly, response_result
 from deployments.serve.request_ids import response_id
@@ -35,16 +36,18 @@ logger = logging.getLogger("ray.serve")
 
 
 async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, include_usage: bool,
-                     echo: str = "", deadline: Deadline | None = None):
+                     echo: str = "", deadline: Deadline | None = None, drain: Drain | None = None):
     """OpenAI-style SSE from the orchestrator stream; one event per accepted cycle.
 
     With include_usage, OpenAI's shape: the finish chunk, then one chunk with the usage and an
-    empty `choices` list, then [DONE].
+    empty `choices` list, then [DONE]. `drain`: the replica's, which counted this request in
+    (counted out here, at the stream's end) and can abort it when the server stops.
     """
     # A client that disconnects cancels this generator, which cancels the session.
     try:
         yield _sse(oa.stream_chunk(rid, model, chat, echo or None, [], first=True))
-        async for chunk in (gen if deadline is None else deadline.guard(gen)):
+        stream = gen if drain is None else drain.chunks(gen)
+        async for chunk in (stream if deadline is None else deadline.guard(stream)):
             if chunk.get("done"):
                 yield _sse(oa.stream_chunk(rid, model, chat, None, [], chunk["finish_reason"]))
                 if include_usage:
@@ -56,7 +59,7 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a mid-stream failure: an error event, then [DONE]
-        err = http_error_of(exc)
+        err = exc if isinstance(exc, HTTPError) else http_error_of(exc)
         if err is not None:
             yield _sse(err.body)
         else:
@@ -68,6 +71,8 @@ async def sse_events(gen, rid: str, model: str, chat: bool, prompt_tokens: int, 
         yield "data: [DONE]\n\n"
     finally:
         cancel_quietly(gen)
+        if drain is not None:
+            drain.done()
 
 
 def _sse(obj: dict) -> str:
@@ -96,6 +101,7 @@ class Ingress:
         the config this replica is built with carries no placement."""
         self.admission.limit = admission_limit(int(user_config["max_ongoing_requests"]),
                                                int(user_config["max_queued_requests"]))
+        self.drain = Drain()
 
     def __serve_build_asgi_app__(self):
         """Serve calls this at replica start: the HTTP app closes over this replica's state."""
@@ -112,7 +118,7 @@ class Ingress:
         gen = None
         try:
             gen = self.orch.options(stream=True).generate_stream.remote(spec)
-            first = await deadline.within(gen.__anext__())
+            first = await deadline.within(self.drain.race(gen.__anext__()))
         except Exception as exc:  # noqa: BLE001
             if gen is not None:
                 cancel_quietly(gen)
@@ -123,19 +129,44 @@ class Ingress:
         return gen, first["prompt_tokens"]
 
     async def _run(self, spec: RequestSpec, deadline: Deadline) -> tuple[dict, int]:
-        gen, prompt_tokens = await self._open_stream(spec, deadline)
-        result: dict = {}
+        self.drain.admit()
         try:
-            async for chunk in deadline.guard(gen):
-                result.update(chunk)
-        except Exception as exc:  # noqa: BLE001
-            err = http_error_of(exc)
-            if err is not None:
-                raise err from None
-            raise
+            gen, prompt_tokens = await self._open_stream(spec, deadline)
+            result: dict = {}
+            try:
+                async for chunk in deadline.guard(self.drain.chunks(gen)):
+                    result.update(chunk)
+            except HTTPError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                err = http_error_of(exc)
+                if err is not None:
+                    raise err from None
+                raise
+            finally:
+                cancel_quietly(gen)
         finally:
-            cancel_quietly(gen)
+            self.drain.done()
         return result, prompt_tokens
+
+    async def _open_counted(self, spec: RequestSpec, deadline: Deadline):
+        """`_open_stream` for a stream counted in flight until its consumer counts it out."""
+        self.drain.admit()
+        try:
+            return await self._open_stream(spec, deadline)
+        except BaseException:
+            self.drain.done()
+            raise
+
+    # -- stopping (deployments/serve/drain.py; called on every replica by deployments/cli/shutdown.py);
+    # async: they run on the replica's event loop, where the requests' tasks wait on the abort event --
+    async def drain_requests(self) -> int:
+        """Refuse new requests (503 / UNAVAILABLE); returns how many are still in flight here."""
+        return self.drain.start()
+
+    async def abort_requests(self) -> int:
+        """End the requests still in flight with the shutdown error; returns how many there were."""
+        return self.drain.abort()
 
     def _timeout(self, value: str | None) -> float | None:
         if value is None:
@@ -172,7 +203,10 @@ class Ingress:
     # -- shared health -------------------------------------------------------------------
     async def health(self) -> tuple[bool, dict]:
         """(serving?, per-role readiness). Serving needs a ready target; a draft or judge that is not
-        ready only means requests run target-only until it is back."""
+        ready only means requests run target-only until it is back. A draining replica is not
+        serving: load balancers stop sending it requests while it stops."""
+        if self.drain.draining:
+            return False, {"ingress": {"ready": False, "error": "shutting down"}}
         try:
             roles = await asyncio.wait_for(response_result(self.orch.health.remote()), 15)
         except Exception as exc:  # noqa: BLE001 - no orchestrator: nothing is ready
@@ -214,9 +248,9 @@ class Ingress:
             if chat:
                 return oa.chat_response(rid, body.model, result, prompt_tokens)
             return oa.completion_response(rid, body.model, result, prompt_tokens, echo)
-        gen, prompt_tokens = await self._open_stream(spec, deadline)
+        gen, prompt_tokens = await self._open_counted(spec, deadline)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(gen, rid, body.model, chat, prompt_tokens, include_usage, echo, deadline)
+        events = sse_events(gen, rid, body.model, chat, prompt_tokens, include_usage, echo, deadline, self.drain)
         return StreamingResponse(events, media_type="text/event-stream")
 
     # -- gRPC (method names are the RPC names) ---------------------------------------
@@ -257,8 +291,8 @@ class Ingress:
         try:
             with self.admission.slot():  # held while the stream lasts
                 spec, deadline = self._grpc_spec(request, grpc_context)
-                gen, _ = await self._open_stream(spec, deadline)
-                async for chunk in deadline.guard(gen):
+                gen, _ = await self._open_counted(spec, deadline)
+                async for chunk in deadline.guard(self.drain.chunks(gen)):
                     if chunk.get("done"):
                         yield pb.GenerateChunk(id=spec.request_id, done=True, finish_reason=chunk["finish_reason"],
                                                stats=grpc_api.pb_stats(chunk["stats"]))
@@ -269,6 +303,7 @@ class Ingress:
         finally:
             if gen is not None:
                 cancel_quietly(gen)
+                self.drain.done()
 
     async def Health(self, request: pb.HealthRequest, grpc_context=None) -> pb.HealthResponse:
         ready, roles = await self.health()

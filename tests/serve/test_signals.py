@@ -1,0 +1,299 @@
+"""Stopping `lookahead serve` and `lookahead demo` with a signal (deployments/cli/shutdown.py).
+
+`lookahead serve` runs the cpu-vllm profile's shape (vLLM target with n-gram token speculation,
+vLLM draft, each its own deployment) with SmolLM2-135M in both roles, the smallest models that
+start in seconds; streaming clients are in flight when SIGTERM or SIGINT arrives. Short requests
+finish within the grace period, a long one is ended with the shutdown error; the process exits 0,
+nothing it started is left (raylet, GCS, Serve's actors, replicas, vLLM's EngineCore processes),
+its ports are free, and its stderr holds no traceback and no failed Serve task.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+import pytest
+import yaml
+
+from deployments.profiles import PROFILES
+from tests.support.engines import vllm_config
+from tests.support.paths import ROOT
+from tests.support.processes import alive, descendants, free_port, port_in_use
+
+pytestmark = [pytest.mark.serve, pytest.mark.vllm, pytest.mark.slow, pytest.mark.cli, pytest.mark.timeout(900)]
+
+MODEL = "smollm2-135m"
+GRACE_S = 10  # the --grace-period given: short requests finish in it, the long one cannot
+#: after the grace period: the abort, deleting the application (the engines closing) and Ray's stop
+TEARDOWN_S = 60
+SHORT_TOKENS = 16
+LONG_TOKENS = 1500  # a minute or more on this machine: still running when the grace period ends
+#: a raw completion that greedy SmolLM2 continues to its token limit (a chat answer to "count to
+#: 1000" stopped within the grace period)
+COUNTING = ", ".join(str(i) for i in range(1, 21)) + ","
+ALARMING = ("Traceback", "graceful_shutdown failed", "ERROR")
+
+
+def vllm_yaml(path) -> str:
+    """The cpu-vllm profile with SmolLM2-135M in both roles (vLLM engines, the test KV cache)."""
+    cfg = PROFILES["cpu-vllm"].model_copy(deep=True)
+    cfg.target.engine = vllm_config(MODEL, token_speculation="ngram", num_speculative_tokens=4)
+    cfg.draft.engine = vllm_config(MODEL)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return str(path)
+
+
+def lookahead(args: list[str], stderr_path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "deployments.cli.main", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=open(stderr_path, "w"), text=True,
+                            start_new_session=True)
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, stderr_path, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{stderr_path.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{base}/health", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    pytest.fail("the application did not become healthy in time")
+
+
+class StreamingClient(threading.Thread):
+    """One streamed chat completion: records what it received and how it ended."""
+
+    def __init__(self, base: str, prompt: str, max_tokens: int, chat: bool = True) -> None:
+        super().__init__(daemon=True)
+        self.base, self.prompt, self.max_tokens, self.chat = base, prompt, max_tokens, chat
+        self.started = threading.Event()  # the first content event arrived: the request is in flight
+        self.finish_reason = None
+        self.error: dict | None = None  # an error event in the stream
+        self.done = False  # [DONE] arrived
+        self.failure: str | None = None  # anything else: a cut connection, a bad status
+
+    def run(self) -> None:
+        body = {"model": "lookahead", "max_tokens": self.max_tokens, "temperature": 0, "stream": True,
+                **({"messages": [{"role": "user", "content": self.prompt}]} if self.chat else {"prompt": self.prompt})}
+        route = "chat/completions" if self.chat else "completions"
+        try:
+            with httpx.stream("POST", f"{self.base}/v1/{route}", json=body, timeout=300) as r:
+                if r.status_code != 200:
+                    self.failure = f"status {r.status_code}: {r.read()[:300]!r}"
+                    return
+                for line in r.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[len("data: "):]
+                    if data == "[DONE]":
+                        self.done = True
+                        continue
+                    event = json.loads(data)
+                    if "error" in event:
+                        self.error = event["error"]
+                        continue
+                    choice = event["choices"][0] if event.get("choices") else {}
+                    if (choice.get("delta") or {}).get("content") or choice.get("text"):
+                        self.started.set()
+                    self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        except Exception as exc:  # noqa: BLE001 - recorded, asserted by the test
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.started.set()
+
+    @property
+    def completed(self) -> bool:
+        return self.done and self.error is None and self.finish_reason in ("stop", "length")
+
+    @property
+    def shut_down(self) -> bool:
+        """Ended cleanly by the stop: the shutdown error event, then [DONE]."""
+        return self.done and (self.error or {}).get("code") == "shutting_down"
+
+    def __str__(self) -> str:
+        return (f"max_tokens={self.max_tokens} finish={self.finish_reason} done={self.done} error={self.error} "
+                f"failure={self.failure}")
+
+
+def tree(pid: int) -> dict[int, str]:
+    return {p.pid: p.cmdline for p in descendants(pid)}
+
+
+def left_of(started: dict[int, str], timeout: float = 30) -> dict[int, str]:
+    """Of the processes `started`, those still running after up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := {pid: cmd for pid, cmd in started.items() if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def kill_all(proc: subprocess.Popen, started: dict[int, str]) -> None:
+    """On a failure: nothing outlives the test (the process group, then every process seen)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def assert_quiet(stderr: str) -> None:
+    found = [w for w in ALARMING if w in stderr]
+    assert not found, f"stderr says {found}:\n{stderr[-4000:]}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stops_on_a_signal_under_load(sig, tmp_path):
+    http, grpc = free_port(), free_port()
+    base = f"http://127.0.0.1:{http}"
+    err = tmp_path / "stderr.txt"
+    proc = lookahead(["serve", "--config", vllm_yaml(tmp_path / "app.yaml"), "--host", "127.0.0.1",
+                      "--port", str(http), "--grpc-port", str(grpc), "--grace-period", str(GRACE_S)], err)
+    started: dict[int, str] = {}
+    try:
+        wait_healthy(base, proc, err)
+        started = tree(proc.pid)
+        cores = [cmd for cmd in started.values() if "EngineCore" in cmd]
+        assert len(cores) == 2, f"expected the target's and the draft's engine cores: {started}"
+        short = [StreamingClient(base, f"What is {a} plus {a}?", SHORT_TOKENS) for a in (3, 5, 7)]
+        long = StreamingClient(base, COUNTING, LONG_TOKENS, chat=False)
+        clients = [*short, long]
+        for c in clients:
+            c.start()
+        for c in clients:
+            assert c.started.wait(180), f"no first chunk: {c}"
+        started.update(tree(proc.pid))
+        sent = time.monotonic()
+        os.kill(proc.pid, sig)
+        rc = proc.wait(timeout=GRACE_S + TEARDOWN_S)
+        took = time.monotonic() - sent
+        for c in clients:
+            c.join(timeout=30)
+        stderr = err.read_text()
+        assert rc == 0, stderr[-4000:]
+        print(f"\n{sig.name}: exited {rc} in {took:.1f}s; clients: " + "; ".join(map(str, clients)))
+        for c in clients:
+            assert not c.is_alive(), f"a client still waits: {c}"
+            assert c.failure is None, f"{c}\n{stderr[-3000:]}"
+            assert c.completed or c.shut_down, str(c)
+        assert any(c.completed for c in short), "the grace period let no request in flight finish"
+        assert long.shut_down, f"the request that outlived the grace period: {long}"
+        left = left_of(started)
+        assert not left, "left running:\n" + "\n".join(f"{p} {c[:160]}" for p, c in left.items())
+        assert not [p for p in (http, grpc) if port_in_use(p)], "a port is still bound"
+        assert "stopping" in stderr
+        assert_quiet(stderr)
+    finally:
+        if proc.poll() is None or left_of(started, timeout=0):
+            kill_all(proc, started)
+
+
+def test_demo_stops_on_sigint_mid_run(tmp_path):
+    err = tmp_path / "stderr.txt"
+    proc = lookahead(["demo", "--forced-depth", "0", "--max-tokens", "64"], err)
+    started: dict[int, str] = {}
+    out: list[str] = []
+    try:
+        # the warm-up request is running once this line is out
+        reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 600
+        while not any(line.startswith("warm-up") for line in out):
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the demo did not reach its warm-up"
+            time.sleep(0.5)
+        started = tree(proc.pid)
+        assert [cmd for cmd in started.values() if "EngineCore" in cmd], started
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=120)
+        stderr = err.read_text()
+        assert rc == 128 + signal.SIGINT, stderr[-3000:]
+        assert not any(line.startswith("demo done") for line in out)
+        assert "the demo stops before its end" in stderr
+        left = left_of(started)
+        assert not left, "left running:\n" + "\n".join(f"{p} {c[:160]}" for p, c in left.items())
+        cfg = PROFILES["cpu-vllm"].server
+        assert not [p for p in (cfg.http_port, cfg.grpc_port) if port_in_use(p)], "a port is still bound"
+        assert_quiet(stderr)
+    finally:
+        if proc.poll() is None or left_of(started, timeout=0):
+            kill_all(proc, started)
+
+
+def test_serve_on_an_existing_cluster_deletes_only_its_application(tmp_path):
+    """`--address`: a signal deletes the application; the cluster and its Serve (proxy on the
+    HTTP port) run on. The application is the transformers SmolLM2 pair: the claim is about Ray
+    and Serve, which an engine does not change."""
+    from tests.support.serve_app import smol_config
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # both sides: no token to hand over
+    gcs, http, grpc = free_port(), free_port(), free_port()
+    before = set(tree(os.getpid()))
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    ports = [f"--{name}={free_port()}" for name in ("ray-client-server-port", "node-manager-port",
+                                                    "object-manager-port", "dashboard-agent-listen-port",
+                                                    "metrics-export-port", "runtime-env-agent-port")]
+    # a short temp dir: Ray's unix socket paths must stay under 107 bytes
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    began = subprocess.run([ray_bin, "start", "--head", f"--port={gcs}", "--num-cpus=4", "--num-gpus=2",
+                            "--include-dashboard=false", "--object-store-memory=200000000", "--disable-usage-stats",
+                            f"--temp-dir={temp}", *ports], env=env, capture_output=True, text=True, timeout=180)
+    cluster = {pid: cmd for pid, cmd in tree(os.getpid()).items() if pid not in before}  # re-parented to us
+    if began.returncode != 0:
+        stop_cluster(cluster)
+        pytest.fail(f"ray start failed:\n{began.stdout[-2000:]}\n{began.stderr[-2000:]}")
+    (tmp_path / "app.yaml").write_text(yaml.safe_dump(smol_config().model_dump(mode="json")))
+    err = tmp_path / "stderr.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "deployments.cli.main", "serve", "--address", f"127.0.0.1:{gcs}",
+                             "--config", str(tmp_path / "app.yaml"), "--host", "127.0.0.1", "--port", str(http),
+                             "--grpc-port", str(grpc), "--grace-period", str(GRACE_S)], cwd=ROOT,
+                            env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=open(err, "w"),
+                            text=True, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{http}"
+        wait_healthy(base, proc, err)
+        replicas = {pid: cmd for pid, cmd in tree(os.getpid()).items() if "ServeReplica:lookahead" in cmd}
+        assert replicas
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=GRACE_S + TEARDOWN_S)
+        stderr = err.read_text()
+        assert rc == 0, stderr[-3000:]
+        assert not left_of(replicas), "the application's replicas still run"
+        assert all(alive(pid) for pid in cluster), "the cluster stopped with the application"
+        assert httpx.get(f"{base}/v1/models", timeout=10).status_code == 404  # Serve's proxy, no application
+        assert "runs on" in stderr
+        assert_quiet(stderr)
+    finally:
+        if proc.poll() is None:
+            kill_all(proc, {})
+        stop_cluster(cluster)
+
+
+def stop_cluster(cluster: dict[int, str]) -> None:
+    """The `ray start` cluster this test started, and every process below it (not `ray stop`, which
+    stops every Ray cluster on the machine)."""
+    pids = set(cluster)
+    for pid in list(pids):
+        pids |= set(tree(pid))
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if not left_of(dict.fromkeys(pids, ""), timeout=wait):
+            return
