@@ -70,6 +70,10 @@ def chat(**kw) -> dict:
     return {"model": "lookahead", "messages": MSG, "max_tokens": 24, "temperature": 0, **kw}
 
 
+def kill_replica(deployment: str) -> None:
+    assert kill_one(deployment), f"no replica of {deployment}"
+
+
 def wait_ready(deployment: str, timeout: float = 180) -> None:
     from ray import serve
 
