@@ -87,7 +87,9 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         assert ok.status_code == 200, ok.text
         refused = chat(c, max_tokens=100)  # over the server's max_tokens_limit of 64
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "max_tokens"
-        late = chat(c, max_tokens=24, headers={"x-request-timeout": "0.01"})
+        # a deadline the orchestrator reaches (it gets the request in milliseconds) and that ends the
+        # request mid-answer (64 tokens take seconds): the orchestrator's deadline fires and counts it
+        late = chat(c, max_tokens=64, headers={"x-request-timeout": "0.3"})
         assert late.status_code == 504
         # sampled, draft and target seeds differ, so some drafts differ from the target's step and
         # reach the judge (identical ones are settled by the equality pre-check), which times out

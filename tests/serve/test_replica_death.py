@@ -32,8 +32,11 @@ OPTIONS = {"max_step_tokens": 8, "depth": 2}
 
 
 def death_config() -> AppConfig:
-    """reliability_config's roles and timeouts (tests/serve/test_reliability.py), with two target
-    replicas, room for the concurrent requests and no API keys."""
+    """reliability_config's roles (tests/serve/test_reliability.py), with two target replicas, room
+    for the concurrent requests and no API keys. A draft call gives up after 10 s (a normal one takes
+    1-3 s here): one sent while the killed draft replica is being replaced (its model loads and warms
+    up again) degrades its cycle instead of waiting for the new replica, as one in flight at the kill
+    does, so the draft test sees the degradation wherever the kill lands in a cycle."""
     target = role("smollm2-135m")
     target = target.model_copy(update={"deployment": target.deployment.model_copy(
         update={"autoscaling": AutoscalingConfig(min_replicas=2, max_replicas=2)})})
@@ -41,7 +44,7 @@ def death_config() -> AppConfig:
         target=target, draft=role("qwen2.5-0.5b"), judge=role("smollm2-135m", 0.5),
         verifier=VerifierConfig(kind="llm-judge", numeric_guard=False, plan_guard=False),
         defaults=LookaheadDefaults(depth=2, max_tokens=48),
-        server=ServerConfig(orchestrator=light(), ingress=light(), draft_timeout_s=30, judge_timeout_s=2,
+        server=ServerConfig(orchestrator=light(), ingress=light(), draft_timeout_s=10, judge_timeout_s=2,
                             target_retries=1),
     )
 
