@@ -8,18 +8,8 @@ from verifier.kinds import KINDS, NUMERIC_GUARD, PLAN_GUARD, needs
 DEFAULT_THRESHOLDS: dict[str, float | None] = {kind: k.threshold for kind, k in KINDS.items()}
 
 
-#: per-kind thresholds for pairs whose steps compute and state the same results (the numeric guard
-#: agrees on every result, verifier/numeric.py): agreement on every number is strong evidence, so
-#: the inner score only has to reach this. Measured on the labelled pairs (benchmarks/verifier_eval.py
-#: --agreed, docs/verifiers.md); None: no lower bar for that kind.
-AGREED_THRESHOLDS: dict[str, float | None] = {
-    # MiniLM cosine. On the 243 labelled pairs, 65 pass both guards with the same results stated:
-    # 63 equivalent (cosine 0.547-0.999) and 2 wrong (0.760, 0.919); 0.925 accepts no wrong one and
-    # lifts the profile default's recall from 0.47 to 0.63 at precision 1.00 (docs/verifiers.md)
-    "embedding": 0.925,
-    "llm-judge": None,
-    "target-score": None,
-}
+#: per-kind bars for pairs the numeric guard finds computing the same results, as verifier/kinds.py states them
+AGREED_THRESHOLDS: dict[str, float | None] = {kind: k.agreed_threshold for kind, k in KINDS.items()}
 
 
 def build_verifier(kind: str, *, threshold: float | None = None, numeric_guard: bool = NUMERIC_GUARD,

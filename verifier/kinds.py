@@ -20,6 +20,11 @@ class KindNeeds:
     models: tuple[str, ...] = ()
     #: default acceptance threshold; None: it has none (equality)
     threshold: float | None = None
+    #: the lower bar for pairs whose steps compute and state the same results (the numeric guard agrees
+    #: on every result, verifier/numeric.py): agreement on every number is strong evidence, so the inner
+    #: score only has to reach this. Measured on the labelled step pairs
+    #: (benchmarks/verifiers/verifier_eval.py --agreed, docs/verifiers.md); None: no lower bar
+    agreed_threshold: float | None = None
     #: it rules on meaning, so the numeric and plan guards go in front of it
     semantic: bool = False
 
@@ -31,7 +36,10 @@ KINDS: dict[str, KindNeeds] = {
     # answer on 23 of 30 GSM8K questions: each miss began at an accepted paraphrase scored 0.87-0.99,
     # after which greedy decoding took its own path. At 0.97: 28 of 30, acceptance 0.57 -> 0.38
     # (docs/verifiers.md, benchmarks/results/quality-0.5b-drafts-1.5b-embedding-0.97/).
-    "embedding": KindNeeds(models=("embedding_model",), threshold=0.97, semantic=True),
+    # Agreed bar: on the 243 labelled pairs, 65 pass both guards with the same results stated: 63
+    # equivalent (cosine 0.547-0.999) and 2 wrong (0.760, 0.919); 0.925 accepts no wrong one and lifts
+    # the profile default's recall from 0.47 to 0.63 at precision 1.00 (docs/verifiers.md).
+    "embedding": KindNeeds(models=("embedding_model",), threshold=0.97, agreed_threshold=0.925, semantic=True),
     "llm-judge": KindNeeds(roles=("judge",), threshold=0.5, semantic=True),  # P(yes)
     "target-score": KindNeeds(roles=("target",), threshold=7.0, semantic=True),  # expected 0-9 rating (SpecReason)
 }

@@ -15,7 +15,7 @@ Besides the overall precision and recall, each variant gets them per category (s
 sign, fraction, ..., same-result paraphrase). `--agreed` lists, per verifier kind, the inner
 scores of the pairs whose steps compute and state the same results (the numeric guard agrees on
 every result) by label, and the lowest threshold at which none of the wrong ones is accepted:
-how verifier/factory.py's AGREED_THRESHOLDS were set.
+how the agreed thresholds of verifier/kinds.py were set.
 
 Judge and rater run on qwen2.5-0.5b on CPU (the packaged model; the GPU profiles' judge is
 larger): one `choice_probs` call per batch of pairs.
@@ -40,7 +40,7 @@ SAME_RESULT = "same-result-paraphrase"
 
 #: name -> (kind, numeric guard, plan guard, same-results threshold); "... alone" puts the guards in
 #: front of an accept-all verifier, to show what the guards reject on their own. The guarded
-#: variants of a kind use its AGREED_THRESHOLDS entry (verifier/factory.py), as the profiles do;
+#: variants of a kind use its agreed_threshold (verifier/kinds.py), as the profiles do;
 #: "(no agreed)" shows the same guards with the inner verifier's own threshold everywhere.
 VARIANTS: dict[str, tuple[str, bool, bool, bool]] = {
     "exact": ("exact", False, False, False),
