@@ -103,3 +103,18 @@ def test_an_unreachable_cluster_is_a_clear_error(monkeypatch, capsys):
     args = build_parser().parse_args(["serve"])
     with pytest.raises(ConnectionError):
         args.func(args)
+
+
+@pytest.mark.parametrize("lr_wall, accepted, claim", [
+    (5.0, 0, "the gain over ar comes from here"),  # faster than ar, no drafted step used: the token level
+    (20.0, 0, "lr+sd ran at 0.50x ar's speed in all"),  # slower than ar: no gain to credit anyone with
+    (5.0, 3, "lr+sd ran at 2.00x ar's speed in all"),  # drafted steps used too: not the token level alone
+])
+def test_the_demo_credits_the_token_level_only_with_a_gain_it_made(lr_wall, accepted, claim):
+    from deployments.cli.serve import _layer_lines
+
+    lr = {"wall_s": lr_wall, "token_level": {"spec_steps": 40, "accepted_tokens": 30, "draft_tokens": 90},
+          "stats": {"tokens": 100, "accepted_steps": accepted, "verified_steps": 4, "depth_counts": [3, 2]}}
+    ar = {"wall_s": 10.0, "stats": {"tokens": 100}}
+    token_line = _layer_lines(lr, ar)[1]
+    assert token_line.startswith("  token level") and token_line.endswith(claim), token_line
