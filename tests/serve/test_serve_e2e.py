@@ -65,16 +65,21 @@ def test_sync_lr_over_http_accepts_drafts_and_equals_plain_decoding(smol_app, re
     assert stats["accepted_steps"] >= 3 and stats["cycles"] < len(reference.steps), stats
 
 
-def test_async_lr_over_grpc_equals_plain_decoding(smol_app, reference):
+def test_async_lr_over_grpc_accepts_drafts_and_equals_plain_decoding(smol_app, reference):
     with grpc.insecure_channel(smol_app.grpc) as channel:
         stub = pb_grpc.LookaheadServiceStub(channel)
         assert stub.Health(pb.HealthRequest(), timeout=60).status == "SERVING"
         r = stub.Generate(grpc_request(mode="lr", schedule="async", depth=3), timeout=600)
         assert r.text == reference.text and r.finish_reason == reference.finish_reason
         assert r.stats.cycles >= 4 and r.stats.mode == "lr", r.stats
+        # the draft (the target's own model) runs ahead of the target: some of its steps are accepted
+        assert r.stats.accepted_steps >= 1, r.stats
+        assert any(s.source == "draft" for s in r.steps), [s.source for s in r.steps]
         chunks = list(stub.GenerateStream(grpc_request(mode="lr", schedule="async", depth=3), timeout=600))
         assert "".join(s.text for c in chunks for s in c.steps) == reference.text
         assert chunks[-1].done and chunks[-1].finish_reason == reference.finish_reason
+        streamed = chunks[-1].stats
+        assert streamed.accepted_steps >= 1, streamed
 
 
 def test_sync_width_2_drafts_two_siblings_per_position_and_accepts(smol_app, reference):
