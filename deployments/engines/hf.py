@@ -14,6 +14,7 @@ import torch
 
 from deployments.config import EngineConfig
 from deployments.engines.microbatch import MicroBatcher
+from deployments.engines.prefix_kv import PrefixKV, opening_of
 from deployments.engines.prompt_lookup import lookup_proposal
 from deployments.engines.protocol import Engine, EngineUnhealthy
 from deployments.engines.rows import StepRow, answer_stops, cut_reason, hold_stops, step_limit
@@ -82,6 +83,7 @@ class HFEngine(Engine):
         self._static = engine_decoder(self.model, self.tokenizer, self.eos_ids, self.pad_id, self.max_batch,
                                       cfg.engine_kwargs) if static else None
         self._lock = threading.Lock()  # one forward loop at a time on this model
+        self._prefix_kv = PrefixKV(self.model, self.device)  # judge/rater openings, computed once
         self._batcher = MicroBatcher(self._run_rows, self.max_batch)
         self._closed = False
         self._live: list[StepRow] = []  # rows submitted and not yet finished (num_unfinished_requests)
@@ -264,11 +266,19 @@ class HFEngine(Engine):
     def _choice_probs(self, prompts: list[Prompt], first: list[int]) -> list[list[float]]:
         result = []
         with self._lock:
-            for p in prompts:  # one by one: judge prompts differ a lot in length
-                ids = torch.tensor([self.renderer.ids(p)], device=self.device)
-                logits = self.model(input_ids=ids).logits[0, -1].float()
+            for p in prompts:  # one by one: judge prompts differ a lot in length; their shared opening once
+                ids = self.renderer.ids(p)
+                logits = self._prefix_kv.last_logits(ids, self._opening_len(p, ids)).float()
                 result.append(torch.softmax(logits, -1)[first].tolist())  # raw: see Engine.choice_probs
         return result
+
+    def _opening_len(self, prompt: Prompt, ids: list[int]) -> int:
+        """Tokens of the prompt's opening (prefix_kv.opening_of), 0 where its rendering is not a prefix."""
+        opening = opening_of(prompt)
+        if opening is None:
+            return 0
+        head = self.renderer.ids(opening)
+        return len(head) if ids[:len(head)] == head else 0
 
 
 def _generator(sampling: SamplingParams, device: str) -> torch.Generator | None:

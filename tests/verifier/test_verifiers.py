@@ -426,6 +426,30 @@ async def test_llm_judge_on_real_model(qwen):
 
 
 @pytest.mark.slow
+async def test_the_judges_shared_opening_changes_no_probability(qwen):
+    """The transformers engine computes the judge prompts' shared opening (system message and worked
+    examples) once and reuses its keys and values (deployments/engines/prefix_kv.py): every
+    probability equals a full forward pass over the whole prompt."""
+    import torch
+
+    from verifier.judge import LLMJudgeVerifier
+
+    prompts = [LLMJudgeVerifier(qwen).prompt(make_pair(n)) for n in list(PAIRS)[:4]]
+    choices = ["Yes", "yes", "No", "no"]
+    ids = [qwen.renderer.ids(p) for p in prompts]
+    opening = qwen._opening_len(prompts[0], ids[0])
+    assert opening >= 200 and all(qwen._opening_len(p, i) == opening for p, i in zip(prompts, ids))
+    assert all(i[:opening] == ids[0][:opening] for i in ids)  # one opening, shared by every prompt
+    cached = await qwen.choice_probs(prompts, choices)
+    first = [qwen.renderer.encode(c)[0] for c in choices]
+    with torch.inference_mode():
+        full = [torch.softmax(qwen.model(input_ids=torch.tensor([i])).logits[0, -1].float(), -1)[first].tolist()
+                for i in ids]
+    assert max(abs(a - b) for x, y in zip(cached, full) for a, b in zip(x, y)) < 1e-4
+    assert len(qwen._prefix_kv._kv) == 1  # computed once for all four
+
+
+@pytest.mark.slow
 async def test_target_score_on_real_model(qwen):
     names = PARAPHRASES + ["unrelated_offtopic"]
     out = await build_verifier("target-score", target=qwen, numeric_guard=False,
