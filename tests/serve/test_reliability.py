@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 
-from benchmarks.serving.loadtest import kill_one
+from benchmarks.serving.loadtest import kill_one, replica_actor
 from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
 from protos.grpc.health.v1 import health_pb2, health_pb2_grpc
 from protos.lookahead.v1 import lookahead_pb2 as pb
@@ -74,17 +74,6 @@ def wait_ready(deployment: str, timeout: float = 180) -> None:
     raise AssertionError(f"{deployment} did not come back")
 
 
-def replica_of(deployment: str):
-    """The actor of one running replica of `deployment` (looked up before the request, so the kill
-    itself is one call)."""
-    import ray
-
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith(f"SERVE_REPLICA::lookahead#{deployment}#"):
-            return ray.get_actor(actor["name"], namespace=actor["namespace"])
-    raise AssertionError(f"no replica of {deployment}")
-
-
 def stream_and_kill(app, body: dict, deployment: str) -> dict:
     """Stream a request and kill a replica of `deployment` as soon as its first step arrives.
 
@@ -94,7 +83,9 @@ def stream_and_kill(app, body: dict, deployment: str) -> dict:
     """
     import ray
 
-    victim = replica_of(deployment)
+    found = replica_actor(deployment)  # looked up before the request, so the kill itself is one call
+    assert found, f"no replica of {deployment}"
+    victim = found[1]
     text, stats, killed = "", {}, False
     with httpx.stream("POST", f"{app.http}/v1/chat/completions", json={**body, "stream": True,
                       "stream_options": {"include_usage": True}}, headers=AUTH, timeout=300) as resp:
