@@ -237,10 +237,11 @@ class Stats:
         d["acceptance_by_depth"] = [
             round(a / n, 4) if n else 0.0 for a, n in zip(self.accepted_by_depth, self.verified_by_depth)
         ]
-        # microseconds: an exact verifier comparing token ids takes a few, and the metrics built
-        # from this dict must still see its time move
+        # nanoseconds: an exact verifier comparing a few token ids can take under a microsecond
+        # per request, and the metrics built from this dict must still see its time move (CI once
+        # rounded a whole request's verify time to 0 at microseconds)
         for k in ("draft_s", "target_s", "verify_s", "wall_s"):
-            d[k] = round(d[k], 6)
+            d[k] = round(d[k], 9)
         return d
 
 

@@ -109,14 +109,24 @@ def load_config(http_port: int = 8000, grpc_port: int = 9000):
                                          http_port=http_port, grpc_port=grpc_port))
 
 
-def kill_one(deployment: str) -> str:
+def replica_actor(deployment: str) -> tuple[str, object] | None:
+    """(name, actor handle) of one running replica of `deployment` of the lookahead app, or None."""
     import ray
 
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].startswith(f"SERVE_REPLICA::lookahead#{deployment}#"):
-            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-            return actor["name"]
-    return ""
+            return actor["name"], ray.get_actor(actor["name"], namespace=actor["namespace"])
+    return None
+
+
+def kill_one(deployment: str) -> str:
+    import ray
+
+    found = replica_actor(deployment)
+    if found is None:
+        return ""
+    ray.kill(found[1], no_restart=True)
+    return found[0]
 
 
 async def run(args) -> dict:

@@ -40,13 +40,16 @@ class PrefixKV:
         """Logits after `ids`; ids[:split] is the opening (0: none)."""
         if split < MIN_OPENING or split >= len(ids):
             return self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, -1]
-        kv = self._opening(tuple(ids[:split]))
+        key = tuple(ids[:split])
+        kv = self._opening(key)
         try:
             out = self.model(input_ids=torch.tensor([ids[split:]], device=self.device), past_key_values=kv,
                              use_cache=True)
-            return out.logits[0, -1]
-        finally:
-            kv.crop(split - len(ids))  # drop this prompt's own tokens: the opening alone again (negative: how many)
+        except BaseException:
+            self._kv.pop(key, None)  # a forward cut short may have extended some layers only: recompute next time
+            raise
+        kv.crop(split - len(ids))  # drop this prompt's own tokens: the opening alone again (negative: how many)
+        return out.logits[0, -1]
 
     def _opening(self, key: tuple[int, ...]):
         kv = self._kv.get(key)

@@ -244,6 +244,14 @@ def test_stats_accumulate_into_a_prior():
     assert SpeculationPolicy(prior=total.to_dict()).estimate(Stats()).timed
 
 
+def test_a_sub_microsecond_verify_time_survives_the_stats_dict():
+    # the metrics read phase seconds from this dict: an exact verifier's few token comparisons
+    # can take well under a microsecond per request, and must not export as 0
+    st = Stats(verify_s=3e-7, draft_s=1.25)
+    d = st.to_dict()
+    assert d["verify_s"] == pytest.approx(3e-7) and d["draft_s"] == 1.25
+
+
 # --- bookkeeping the policy relies on --------------------------------------------------------
 
 def test_overlapping_calls_count_once_in_busy_time():

@@ -36,8 +36,10 @@ def reliability_config(key_file: str) -> AppConfig:
 
     The draft is Qwen2.5-0.5B: it never writes SmolLM2's step byte for byte, so every drafted step
     goes to the judge (the exact verifier, asked per request, then rejects them all and the answer
-    is the target's own). A judge call gives up after 2 s: a replica restarting after a kill takes
-    longer than that, so a judge that is gone degrades the cycle instead of holding the request.
+    is the target's own). A judge call gives up after 2 s, a draft call after 10 s (a normal one
+    takes 1-3 s here): a replica restarting after a kill takes longer than that, so a draft or judge
+    that is gone degrades the cycle instead of holding the request until its replacement is up,
+    wherever in a cycle the kill lands.
     """
     tight = RoleDeployment(num_cpus=0, max_ongoing_requests=2, max_queued_requests=2)
     ingress = RoleDeployment(num_cpus=0, max_ongoing_requests=ADMITTED - 2, max_queued_requests=2)
@@ -46,7 +48,7 @@ def reliability_config(key_file: str) -> AppConfig:
         verifier=VerifierConfig(kind="llm-judge", numeric_guard=False, plan_guard=False),
         defaults=LookaheadDefaults(depth=2, max_tokens=24),
         server=ServerConfig(orchestrator=tight, ingress=ingress, api_keys_file=key_file, max_tokens_limit=64,
-                            draft_timeout_s=30, judge_timeout_s=2),
+                            draft_timeout_s=10, judge_timeout_s=2),
     )
 
 
