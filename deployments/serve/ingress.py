@@ -94,6 +94,7 @@ class Ingress:
         self.roles = ["target"] + [role for role in ("draft", "judge") if getattr(self.cfg, role) is not None]
         ingress = self.cfg.server.ingress
         self.admission = Admission(admission_limit(ingress.max_ongoing_requests, ingress.max_queued_requests))
+        self.drain = Drain()
 
     def reconfigure(self, user_config: dict) -> None:
         """The ingress's limits as its entry of the Serve config lists them (`user_config`): they
@@ -101,7 +102,6 @@ class Ingress:
         the config this replica is built with carries no placement."""
         self.admission.limit = admission_limit(int(user_config["max_ongoing_requests"]),
                                                int(user_config["max_queued_requests"]))
-        self.drain = Drain()
 
     def __serve_build_asgi_app__(self):
         """Serve calls this at replica start: the HTTP app closes over this replica's state."""
