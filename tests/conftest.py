@@ -16,6 +16,7 @@ outlives the run). SIGTERM stops every process of the tree, then the run.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from pathlib import Path
@@ -123,6 +124,21 @@ def serve_cluster():
 
     yield CLUSTER
     CLUSTER.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cli_modules_run_alone(request):
+    """A CLI module starts its own Ray, Serve and engines in subprocesses: the session's (about
+    10 GB with the vLLM engines loaded) are released before the first one, as no later module
+    uses them (the order above), so the two never add up on a small machine."""
+    if MODULES.get(_module_of(request.node)) == CLI:
+        from tests.support.engines import ENGINES
+        from tests.support.serve_app import CLUSTER
+
+        CLUSTER.shutdown()
+        ENGINES.close()
+        gc.collect()  # the in-process models' weights go with their last reference
+    yield
 
 
 @pytest.fixture(autouse=True, scope="module")
