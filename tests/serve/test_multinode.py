@@ -22,6 +22,7 @@ from tests.support.data import gsm8k
 from tests.support.paths import ROOT
 from tests.support.processes import free_port
 from tests.support.ray_nodes import LocalCluster
+from tests.support.serving import wait_answering
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
 
@@ -67,16 +68,7 @@ def test_roles_on_their_nodes_and_requests_cross_them(cluster, tmp_path):
                                   "--config", str(path), "--host", "127.0.0.1", "--grace-period", "5"], cwd=ROOT, env=cluster.env,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert serve.poll() is None, log.read_text()[-4000:]
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "lookahead serve --address did not come up"
-            time.sleep(1)
+        wait_answering(f"{base}/v1/models", serve, log.read_text, timeout=240)
 
         # Ray's state API: each engine role's replica on the node advertising its resource
         node_of = {n["node_id"]: role for n in cluster.state("nodes") if n["state"] == "ALIVE"

@@ -27,6 +27,7 @@ from deployments.profiles import PROFILES
 from tests.support.engines import vllm_config
 from tests.support.paths import ROOT
 from tests.support.processes import alive, descendants, free_port, port_in_use
+from tests.support.serving import wait_answering
 
 pytestmark = [pytest.mark.serve, pytest.mark.vllm, pytest.mark.slow, pytest.mark.cli, pytest.mark.timeout(900)]
 
@@ -59,16 +60,7 @@ def lookahead(args: list[str], stderr_path) -> subprocess.Popen:
 
 
 def wait_healthy(base: str, proc: subprocess.Popen, stderr_path, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited with {proc.returncode}:\n{stderr_path.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{base}/health", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail("the application did not become healthy in time")
+    wait_answering(f"{base}/health", proc, stderr_path.read_text, timeout)
 
 
 class StreamingClient(threading.Thread):
