@@ -159,9 +159,13 @@ def test_serve_stops_on_a_signal_under_load(sig, tmp_path):
     started: dict[int, str] = {}
     try:
         wait_healthy(base, proc, err)
+        # /health answers once the target is ready; the draft's engine may still be loading (a
+        # CI run sent the signal with one engine core up): the load starts once both are
+        deadline = time.monotonic() + 180
+        while sum("EngineCore" in cmd for cmd in tree(proc.pid).values()) < 2:
+            assert time.monotonic() < deadline, f"expected the target's and the draft's engine cores: {tree(proc.pid)}"
+            time.sleep(0.5)
         started = tree(proc.pid)
-        cores = [cmd for cmd in started.values() if "EngineCore" in cmd]
-        assert len(cores) == 2, f"expected the target's and the draft's engine cores: {started}"
         short = [StreamingClient(base, f"What is {a} plus {a}?", SHORT_TOKENS) for a in (3, 5, 7)]
         long = StreamingClient(base, COUNTING, LONG_TOKENS, chat=False)
         clients = [*short, long]
