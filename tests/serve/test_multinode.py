@@ -22,6 +22,7 @@ from tests.support.data import gsm8k
 from tests.support.paths import ROOT
 from tests.support.processes import free_port
 from tests.support.ray_nodes import LocalCluster
+from tests.support.serve_app import TEST_WARMUP
 from tests.support.serving import wait_answering
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
@@ -34,7 +35,7 @@ QUESTION = [{"role": "user", "content": gsm8k(1)[0]["question"]}]
 def pinned(role: str) -> RoleConfig:
     return RoleConfig(engine=EngineConfig(model="smollm2-135m"),
                       deployment=RoleDeployment(num_cpus=0, num_gpus=0, max_ongoing_requests=8,
-                                                resources={f"node_{role}": 1}))
+                                                resources={f"node_{role}": 1}), warmup=TEST_WARMUP)
 
 
 def multinode_config() -> AppConfig:
