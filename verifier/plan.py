@@ -21,6 +21,12 @@ numbers (its bullets are working, not plan items).
    "discount") that one step mentions and the other does not: in a plan, that is the item
    that went missing. Words are compared after folding case, a plural "s" and rate adjectives ("weekly" is "week"); short
    and common words are ignored.
+4. Item by item: when both sides list their items, the items must name the same words of the
+   problem, item for item in any order (a plan listing the same items in another order is the
+   same plan). The count and the whole step's words survive two items rewritten as one plus a
+   filler ("1. the clips sold in April and May 2. the total ... 3. add them" for "1. April
+   2. May 3. add them", accepted at cosine 0.97 before this rule). Names are left out of this
+   comparison ("he" for "James" in the second item is the same item); they still count in rule 3.
 
 A draft that names nothing at all (no item, no operation, no word of the problem: "Let's solve
 this step by step.") commits to no plan and cannot drop an item: it passes, and the target's
@@ -59,6 +65,24 @@ per times time step steps problem answer
 def plan_items(text: str) -> int:
     """How many list items the step has (lines opening with a list marker)."""
     return len(_ITEM.findall(text))
+
+
+#: capitalised words of a question that are not names
+_NOT_NAMES = frozenset("""january february march april may june july august september october november december
+monday tuesday wednesday thursday friday saturday sunday""".split())
+
+
+def _names(question: str) -> set[str]:
+    """The question's names: words it always capitalises (not months and days)."""
+    lower = {w for w in _WORD.findall(question)}
+    return {_fold(w.lower()) for w in re.findall(r"\b[A-Z][a-z]+\b", question)
+            if w.lower() not in lower and w.lower() not in _NOT_NAMES}
+
+
+def item_texts(text: str) -> list[str]:
+    """Each list item's text, from its marker to the next one (what precedes the first is not an item)."""
+    starts = [m.start() for m in _ITEM.finditer(text)]
+    return [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
 
 
 #: words that name an operation in a plan; a plan that drops its last "and then sum them" keeps
@@ -121,7 +145,21 @@ class PlanGuard:
         if q:
             d, t = _words(draft_text) & q, _words(target_text) & q
             if d != t:
-                only = sorted(t - d) and f"target mentions {', '.join(sorted(t - d))} and the draft does not"
-                only = only or f"draft mentions {', '.join(sorted(d - t))} and the target does not"
-                return False, f"plan: {only}"
+                return False, f"plan: {_differ(d, t)}"
+            named = q - _names(question)
+            d_items = sorted(sorted(_words(i) & named) for i in item_texts(draft_text))
+            t_items = sorted(sorted(_words(i) & named) for i in item_texts(target_text))
+            if d_items != t_items:
+                return False, f"plan: the items name {_listed(d_items)} in the draft, {_listed(t_items)} in the target"
         return True, "plan consistent"
+
+
+def _listed(items: list[list[str]]) -> str:
+    return "; ".join(" ".join(words) or "-" for words in items)
+
+
+def _differ(d: set[str], t: set[str]) -> str:
+    """What the draft's problem words `d` lack or add against the target's `t`."""
+    if t - d:
+        return f"target mentions {', '.join(sorted(t - d))} and the draft does not"
+    return f"draft mentions {', '.join(sorted(d - t))} and the target does not"
