@@ -72,9 +72,12 @@ def test_async_lr_over_grpc_accepts_drafts_and_equals_plain_decoding(smol_app, r
         r = stub.Generate(grpc_request(mode="lr", schedule="async", depth=3), timeout=600)
         assert r.text == reference.text and r.finish_reason == reference.finish_reason
         assert r.stats.cycles >= 4 and r.stats.mode == "lr", r.stats
-        # the draft (the target's own model) runs ahead of the target: some of its steps are accepted
+        # the draft (the target's own model) runs ahead of the target: some of its steps are accepted.
+        # Whether an accepted one arrives before its target step, and so goes into the answer, is a
+        # race between two equally fast models on shared cores (a CI run had every accepted draft
+        # finish late, judged aside); the answer using drafts is held in-process with a faster
+        # draft (tests/engines/test_vllm_engine.py)
         assert r.stats.accepted_steps >= 1, r.stats
-        assert any(s.source == "draft" for s in r.steps), [s.source for s in r.steps]
         chunks = list(stub.GenerateStream(grpc_request(mode="lr", schedule="async", depth=3), timeout=600))
         assert "".join(s.text for c in chunks for s in c.steps) == reference.text
         assert chunks[-1].done and chunks[-1].finish_reason == reference.finish_reason
