@@ -99,6 +99,7 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
             next(r.iter_lines())  # the first event, then the client goes away mid-answer
     body = ok.json()
     usage = body["usage"]
+    verify_s = sum(r.json()["usage"]["lookahead"]["verify_s"] for r in (ok, degraded))
 
     # the target speculates tokens (n-gram), so the lr requests ran, and are counted, as lr+sd
     expect = {  # exported name, labels -> lower bound
@@ -119,7 +120,9 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         ("ray_lookahead_verdicts_total", (("verdict", "accepted"),)): 1,
         ("ray_lookahead_cycle_phase_seconds_total", (("phase", "draft"),)): 1e-6,
         ("ray_lookahead_cycle_phase_seconds_total", (("phase", "target"),)): 1e-6,
-        ("ray_lookahead_cycle_phase_seconds_total", (("phase", "verify"),)): 1e-9,
+        # the verifier's time the finished requests report (CI runs saw none at all: every draft
+        # equal to its target, or stopped differently, settled before the verifier)
+        ("ray_lookahead_cycle_phase_seconds_total", (("phase", "verify"),)): 0.999 * verify_s,
         ("ray_lookahead_cycle_phase_seconds_total", (("phase", "wall"),)): 1e-6,
         ("ray_lookahead_spec_decode_draft_tokens_total", (("role", "target"),)): 1,
         ("ray_lookahead_spec_decode_accepted_tokens_total", (("role", "target"),)): 1,
