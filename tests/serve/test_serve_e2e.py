@@ -24,6 +24,7 @@ from openai import AsyncOpenAI, OpenAI
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
 from tests.support.data import gsm8k, step_messages
+from tests.support.grpc_requests import chat_request
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 MAX_TOKENS = 96
@@ -35,9 +36,7 @@ def client(app) -> OpenAI:
 
 
 def grpc_request(**lookahead) -> pb.GenerateRequest:
-    return pb.GenerateRequest(model="lookahead", max_tokens=MAX_TOKENS, temperature=0.0,
-                              messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES],
-                              lookahead=pb.LookaheadOptions(**lookahead))
+    return chat_request(MESSAGES, MAX_TOKENS, **lookahead)
 
 
 def tokens(result) -> int:

@@ -26,6 +26,7 @@ from deployments.profiles import PROFILES
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
 from tests.support.data import gsm8k, step_messages
+from tests.support.grpc_requests import chat_request
 from tests.support.engines import vllm_config
 from tests.support.references import greedy_reference
 
@@ -85,9 +86,7 @@ def test_sync_lr_over_http_accepts_drafts_and_equals_plain_decoding(app, referen
 def test_async_lr_over_grpc_accepts_drafts_and_equals_plain_decoding(app, reference):
     with grpc.insecure_channel(app.grpc) as channel:
         stub = pb_grpc.LookaheadServiceStub(channel)
-        req = pb.GenerateRequest(model="lookahead", max_tokens=MAX_TOKENS, temperature=0.0,
-                                 messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES],
-                                 lookahead=pb.LookaheadOptions(mode="lr", schedule="async", depth=3))
+        req = chat_request(MESSAGES, MAX_TOKENS, mode="lr", schedule="async", depth=3)
         r = stub.Generate(req, timeout=600)
         assert r.text == reference.text and r.finish_reason == reference.finish_reason
         # drafts accepted; how deep an async chain gets is timing (how far ahead of the target the
@@ -105,9 +104,7 @@ def test_sync_lr_with_two_sampled_siblings_over_grpc_accepts_drafts_and_equals_p
     with a sampled one does not always write its width-1 tokens; under investigation.)"""
     with grpc.insecure_channel(app.grpc) as channel:
         stub = pb_grpc.LookaheadServiceStub(channel)
-        req = pb.GenerateRequest(model="lookahead", max_tokens=MAX_TOKENS, temperature=0.0,
-                                 messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES],
-                                 lookahead=pb.LookaheadOptions(mode="lr", schedule="sync", depth=2, width=2))
+        req = chat_request(MESSAGES, MAX_TOKENS, mode="lr", schedule="sync", depth=2, width=2)
         r = stub.Generate(req, timeout=600)
         assert r.text == reference.text and r.finish_reason == reference.finish_reason
         assert r.stats.accepted_steps >= 1, r.stats
