@@ -74,7 +74,7 @@ monday tuesday wednesday thursday friday saturday sunday""".split())
 
 def _names(question: str) -> set[str]:
     """The question's names: words it always capitalises (not months and days)."""
-    lower = {w for w in _WORD.findall(question)}
+    lower = set(re.findall(r"\b[a-z]+\b", question))  # whole words written in lower case somewhere
     return {_fold(w.lower()) for w in re.findall(r"\b[A-Z][a-z]+\b", question)
             if w.lower() not in lower and w.lower() not in _NOT_NAMES}
 
