@@ -1,7 +1,7 @@
 """Reliability and security through the real Serve application (SmolLM2 in every role):
-degradation when the judge dies (a replica of each role killed under load: test_replica_death.py), backpressure, bad input, API keys, fuzzing, and the
-errors Serve's proxy would otherwise answer itself in plain text (a full ingress, the proxy's
-timeout, a dead orchestrator replica)."""
+backpressure, bad input, API keys, fuzzing, and the errors Serve's proxy would otherwise answer
+itself in plain text (a full ingress, the proxy's timeout, a dead orchestrator replica). A target, draft or judge replica killed under load, and the
+judge ruling again once it is back: test_replica_death.py."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,6 @@ from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, Ser
 from protos.grpc.health.v1 import health_pb2, health_pb2_grpc
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
-from tests.support.data import gsm8k, step_messages
 from tests.support.serve_app import API_KEY, role
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
@@ -74,51 +73,6 @@ def chat(**kw) -> dict:
 
 def kill_replica(deployment: str) -> None:
     assert kill_one(deployment), f"no replica of {deployment}"
-
-
-def wait_ready(deployment: str, timeout: float = 180) -> None:
-    from ray import serve
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = serve.status().applications["lookahead"].deployments[deployment].status
-        if str(status).endswith("HEALTHY"):
-            return
-        time.sleep(1)
-    raise AssertionError(f"{deployment} did not come back")
-
-
-def test_a_dead_judge_degrades_its_cycles_and_judging_resumes_when_it_is_back(app):
-    """While every judge replica Serve starts is killed at once (so no judge can answer), a cycle
-    that needs a verdict runs target-only and says so in `degraded` (speculation is tried again
-    after a pause), and the request completes. Once the replica is left to come back, the judge
-    rules again."""
-    body = chat(max_tokens=64, messages=step_messages(gsm8k(1)[0]["question"]),
-                lookahead={"mode": "lr", "verifier": "llm-judge", "depth": 1})
-    before = post(app, "/v1/chat/completions", body).json()["usage"]["lookahead"]
-    assert before["verified_steps"] >= 1 and not before["degraded"], before  # the judge rules
-    stop = threading.Event()
-
-    def keep_killing() -> None:
-        while not stop.is_set():
-            kill_one("JudgeEngine")
-            stop.wait(0.5)
-
-    killer = threading.Thread(target=keep_killing)
-    killer.start()
-    try:
-        r = post(app, "/v1/chat/completions", body)
-    finally:
-        stop.set()
-        killer.join()
-    assert r.status_code == 200, r.text
-    stats = r.json()["usage"]["lookahead"]
-    assert r.json()["usage"]["completion_tokens"] == stats["tokens"] > 0
-    assert any(d.startswith("verifier") for d in stats["degraded"]), json.dumps(stats)
-    assert stats["verified_steps"] == 0 and stats["cycles"] >= 2, json.dumps(stats)
-    wait_ready("JudgeEngine")
-    again = post(app, "/v1/chat/completions", body).json()["usage"]["lookahead"]
-    assert again["verified_steps"] >= 1 and not again["degraded"], again
 
 
 def test_overload_is_refused_at_once_with_503(app):
@@ -385,7 +339,7 @@ def kill_orchestrator_during(app, call):
         time.sleep(0.05)
     kill_replica("Orchestrator")
     caller.join()
-    wait_ready("Orchestrator")
+    app.wait_healthy("Orchestrator")
     assert until(app, 200, chat(max_tokens=4)).status_code == 200  # the new replica serves
     return result["out"]
 

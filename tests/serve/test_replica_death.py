@@ -7,7 +7,8 @@ hangs or gets an error, as docs/architecture.md ("Failures, per role") says.
   decoding, and the orchestrator counts the retries;
 - draft: the cycles that lose their draft run target-only (`degraded`), the answers still equal
   plain decoding (exact verifier);
-- judge: the cycles that lose their verdicts run target-only (`degraded`).
+- judge: the cycles that lose their verdicts run target-only (`degraded`); once Serve has
+  replaced the replica, the judge rules again.
 
 The draft never writes SmolLM2's step byte for byte, so every drafted step goes to the verifier;
 steps of at most 8 tokens make each answer several cycles long, so a kill after every stream's
@@ -131,8 +132,15 @@ def test_draft_replica_killed_under_load_completes_as_target_only(app, expected)
     assert degraded, [r["stats"] for r in results]
 
 
-def test_judge_replica_killed_under_load_degrades_its_cycles(app):
-    results = load_and_kill(app, body(mode="lr", verifier="llm-judge", depth=1), "JudgeEngine")
+def test_judge_replica_killed_under_load_degrades_its_cycles_and_judging_resumes(app):
+    request = body(mode="lr", verifier="llm-judge", depth=1)
+    results = load_and_kill(app, request, "JudgeEngine")
     assert all(r["text"] and r["stats"]["tokens"] > 0 for r in results)
     degraded = [r for r in results if any(d.startswith("verifier") for d in r["stats"]["degraded"])]
     assert degraded, [r["stats"] for r in results]
+    # once Serve has replaced the replica, the judge rules again (speculation was paused, not lost)
+    app.wait_healthy("JudgeEngine")
+    r = httpx.post(f"{app.http}/v1/chat/completions", json=request, timeout=300)
+    assert r.status_code == 200, r.text
+    again = r.json()["usage"]["lookahead"]
+    assert again["verified_steps"] >= 1 and not again["degraded"], again

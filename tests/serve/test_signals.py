@@ -32,7 +32,7 @@ from tests.support.serving import wait_answering
 pytestmark = [pytest.mark.serve, pytest.mark.vllm, pytest.mark.slow, pytest.mark.cli, pytest.mark.timeout(900)]
 
 MODEL = "smollm2-135m"
-GRACE_S = 10  # the --grace-period given: short requests finish in it, the long one cannot
+GRACE_S = 6  # the --grace-period given: short requests finish in it, the long one cannot
 #: after the grace period: the abort, deleting the application (the engines closing) and Ray's stop
 TEARDOWN_S = 60
 SHORT_TOKENS = 16

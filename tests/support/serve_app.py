@@ -69,6 +69,18 @@ class DeployedApp:
 
         return serve.get_deployment_handle(name, app_name=APP)
 
+    def wait_healthy(self, name: str, timeout: float = 180) -> None:
+        """Until Serve reports deployment `name` healthy again (a killed replica replaced)."""
+        from ray import serve
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = serve.status().applications[APP].deployments[name].status
+            if str(status).endswith("HEALTHY"):
+                return
+            time.sleep(1)
+        raise AssertionError(f"{name} did not come back in {timeout:g}s")
+
 
 class ServeCluster:
     """Ray + Serve for the session, started on first use."""
