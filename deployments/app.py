@@ -17,6 +17,7 @@ from ray.serve import Application
 from deployments.config import AppConfig
 from deployments.serve.engine import EngineDeployment
 from deployments.serve.ingress import Ingress
+from deployments.serve import warmup
 from deployments.serve.orchestrator import Orchestrator
 from deployments.serve_config import ENGINE_ROLES, ROLE_DEPLOYMENTS, deployment_entry, load_app_config, role_deployments
 
@@ -30,7 +31,8 @@ def build_app(config: AppConfig | dict) -> Application:
         # the same options the generated Serve YAML lists (serve_config.deployment_entry)
         return deployment.options(**deployment_entry(ROLE_DEPLOYMENTS[role], placement[role])).bind(*args)
 
-    engines = {role: bind(role, EngineDeployment, getattr(cfg, role).engine.model_dump(mode="json"))
+    engines = {role: bind(role, EngineDeployment, getattr(cfg, role).engine.model_dump(mode="json"),
+                          warmup.plan(cfg, role))
                for role in ENGINE_ROLES if role in placement}
     orch = bind("orchestrator", Orchestrator, raw, engines["target"], engines.get("draft"), engines.get("judge"))
     return bind("ingress", Ingress, raw, orch)
@@ -91,7 +93,7 @@ def start_local(cfg, *, fake_gpus: int = 0, quiet: bool = False, also: dict | No
     if not ray.is_initialized():
         ray.init(**ray_init_args(address=address, fake_gpus=fake_gpus, quiet=quiet, env_vars=env_vars))
     sc = serve_config(cfg)
-    serve.start(http_options={"host": host, "port": cfg.server.http_port}, grpc_options=sc["grpc_options"])
+    serve.start(http_options={**sc["http_options"], "host": host}, grpc_options=sc["grpc_options"])
     if not also:
         return serve.run(build_app(cfg), name="lookahead", route_prefix="/")
     targets = [serve.RunTarget(build_app(cfg), name="lookahead", route_prefix="/")]

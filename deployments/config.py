@@ -103,11 +103,37 @@ class RoleDeployment(Strict):
     # whose worker died) or takes longer than the timeout is replaced.
     health_check_period_s: float = Field(10, gt=0)
     health_check_timeout_s: float = Field(30, gt=0)
+    # custom Ray resources each replica asks for, to pin a role to the nodes that advertise them
+    # (e.g. {"node_target": 1} on a cluster whose target nodes start with --resources)
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _custom_only(self) -> "RoleDeployment":
+        builtin = sorted(set(self.resources) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if builtin:
+            raise ValueError(f"resources: {builtin} are Ray's own; set num_cpus / num_gpus instead")
+        return self
+
+
+class WarmupConfig(Strict):
+    """What an engine replica runs before Serve may route to it (deployments/serve/warmup.py): the
+    calls its role will serve, so the first requests after ready do not pay the engine's first-call
+    costs. The target decodes batches of step continuations, the draft a chain of steps (its
+    siblings batched), a judge (or the target, under target-score) rules on verdict batches."""
+
+    enabled: bool = True
+    # tokens per warm-up step: enough for every decode path (prefill, a few decode and lookup
+    # steps), short enough that the warm-up costs seconds
+    max_step_tokens: int = Field(8, ge=1, le=256)
+    # rows per target call and pairs per verdict call; None: 1, 2, 4, ... up to the largest the
+    # defaults ask for (depth + 1 target rows, depth x width verdicts; depth "auto": its max_depth)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = None
 
 
 class RoleConfig(Strict):
     engine: EngineConfig
     deployment: RoleDeployment = Field(default_factory=RoleDeployment)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
 
 
 class VerifierConfig(Strict):
@@ -150,6 +176,9 @@ class ServerConfig(Strict):
     api_keys_file: str | None = None
     max_body_bytes: int = Field(1 << 20, ge=1024)
     orchestrator: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=64))
+    # The ingress's max_ongoing_requests + max_queued_requests (-1: no limit) is how many generation
+    # requests one ingress replica holds at once; it counts them itself and answers 503 beyond
+    # that (Serve is given no limit for it: its proxy would answer in plain text).
     ingress: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=128))
 
 

@@ -34,11 +34,20 @@ from deployments.config import (
     RoleDeployment,
     ServerConfig,
     VerifierConfig,
+    WarmupConfig,
 )
 
 
 # Sampling defaults of the reference implementation for Qwen3 reasoning models.
 _QWEN3_SAMPLING = dict(temperature=0.6, top_p=0.95, top_k=20)
+
+
+# The CPU profiles warm up on the smallest plan that still batches (rows 1 and 2, 4-token steps):
+# measured with benchmarks/serving/cold_start.py on cpu-vllm, the full plan cost about 20 s of
+# start-up and the first minute after ready ran no faster than with no warm-up at all (the CPU has no
+# graphs to capture); the light plan keeps each path exercised before ready. GPU profiles keep the
+# full plan (CUDA graphs and the allocator warm up with the shapes they will serve).
+_CPU_WARMUP = WarmupConfig(batch_sizes=[1, 2], max_step_tokens=4)
 
 
 def _scale(lo: int, hi: int, target: float) -> AutoscalingConfig:
@@ -49,10 +58,12 @@ CPU_DEMO = AppConfig(
     target=RoleConfig(
         engine=EngineConfig(model="qwen2.5-0.5b", engine="hf"),
         deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=8, max_queued_requests=32),
+        warmup=_CPU_WARMUP,
     ),
     draft=RoleConfig(
         engine=EngineConfig(model="smollm2-135m", engine="hf"),
         deployment=RoleDeployment(num_gpus=0, num_cpus=0.5, max_ongoing_requests=8, max_queued_requests=32),
+        warmup=_CPU_WARMUP,
     ),
     # Measured on the labelled step pairs (docs/verifiers.md): the embedding behind the numeric
     # and plan guards accepted no wrong step there, and costs a few ms, so the adaptive depth can
@@ -73,10 +84,12 @@ CPU_VLLM = AppConfig(
         engine=EngineConfig(model="qwen2.5-0.5b", engine="vllm", token_speculation="ngram",
                             num_speculative_tokens=4, engine_kwargs={"max_model_len": 2048}),
         deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=16, max_queued_requests=32),
+        warmup=_CPU_WARMUP,
     ),
     draft=RoleConfig(
         engine=EngineConfig(model="smollm2-135m", engine="vllm", engine_kwargs={"max_model_len": 2048}),
         deployment=RoleDeployment(num_gpus=0, num_cpus=0.5, max_ongoing_requests=16, max_queued_requests=32),
+        warmup=_CPU_WARMUP,
     ),
     verifier=VerifierConfig(kind="exact"),
     defaults=LookaheadDefaults(mode="lr+sd", depth="auto", max_tokens=256),
@@ -90,10 +103,12 @@ CPU_SPLIT = AppConfig(
         engine=EngineConfig(model="qwen2.5-1.5b", engine="vllm", token_speculation="ngram", num_speculative_tokens=4,
                             cpu_cores="1", engine_kwargs={"max_model_len": 2048}),
         deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=16, max_queued_requests=32),
+        warmup=_CPU_WARMUP,
     ),
     draft=RoleConfig(
         engine=EngineConfig(model="qwen2.5-0.5b", engine="vllm", cpu_cores="0", engine_kwargs={"max_model_len": 2048}),
         deployment=RoleDeployment(num_gpus=0, num_cpus=1, max_ongoing_requests=16, max_queued_requests=32),
+        warmup=_CPU_WARMUP,
     ),
     verifier=VerifierConfig(kind="embedding"),
     defaults=LookaheadDefaults(mode="lr+sd", depth="auto", schedule="async", max_tokens=256),

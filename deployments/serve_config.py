@@ -8,6 +8,13 @@ deployment's placement and scaling (the matching :class:`~deployments.config.Rol
 Serve applies that list over whatever the code binds, so a second copy under ``args`` would be
 one nobody reads. :func:`app_config_from_data` puts the two back together.
 
+The Ingress is the one deployment Serve never refuses or times out: its entry gives Serve no
+limit (:data:`INGRESS_SERVE_LIMITS`) and hands the ingress its configured ``max_ongoing_requests``
+and ``max_queued_requests`` as ``user_config`` (the ingress counts its requests against them and
+answers 503 itself, deployments/api/admission.py), and the proxies' ``request_timeout_s`` sits
+:data:`PROXY_TIMEOUT_MARGIN_S` above the longest deadline: Serve's proxy answers both in plain
+text, the application in OpenAI's shape.
+
 With ``role_resources=True`` (the Kubernetes flavour) every replica also asks for one unit of
 a custom Ray resource named after its role (``lookahead_target``, ``lookahead_draft``, ...).
 Only the KubeRay worker group that hosts that role advertises the resource, so a replica
@@ -21,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from deployments.config import AppConfig, RoleDeployment
+from deployments.config import AppConfig, RoleDeployment, ServerConfig
 
 IMPORT_PATH = "deployments.app:build_app_from_args"
 GRPC_SERVICER_FUNCTIONS = [
@@ -45,6 +52,13 @@ ROLES: tuple[str, ...] = tuple(DEPLOYMENT_ROLES.values())
 #: but the target
 ENGINE_ROLES: tuple[str, ...] = ("target", "draft", "judge")
 RESOURCE_PREFIX = "lookahead_"
+#: Serve's own limits for the Ingress: in effect none (its own count is the limit)
+INGRESS_SERVE_LIMITS: dict[str, int] = {"max_ongoing_requests": 100_000, "max_queued_requests": -1}
+#: the ingress's limits, as its user_config carries them
+INGRESS_LIMITS: tuple[str, ...] = ("max_ongoing_requests", "max_queued_requests")
+#: how far above the longest deadline (server.request_timeout_s) Serve's proxies time a request
+#: out: the application's 504 always comes first; the proxy's stays a backstop for a hung replica
+PROXY_TIMEOUT_MARGIN_S = 60
 
 
 def role_resource(role: str) -> str:
@@ -86,13 +100,16 @@ def _num(x: float) -> int | float:
 
 def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, float] | None = None) -> dict:
     actor: dict[str, Any] = {"num_cpus": _num(dep.num_cpus), "num_gpus": _num(dep.num_gpus)}
-    if resources:
-        actor["resources"] = {k: _num(v) for k, v in resources.items()}
+    wanted = {**dep.resources, **(resources or {})}
+    if wanted:
+        actor["resources"] = {k: _num(v) for k, v in wanted.items()}
     a = dep.autoscaling
+    limits = {k: getattr(dep, k) for k in INGRESS_LIMITS}
+    ingress = name == ROLE_DEPLOYMENTS["ingress"]
     return {
         "name": name,
-        "max_ongoing_requests": dep.max_ongoing_requests,
-        "max_queued_requests": dep.max_queued_requests,
+        **(INGRESS_SERVE_LIMITS if ingress else limits),
+        **({"user_config": limits} if ingress else {}),
         "autoscaling_config": {k: _num(v) for k, v in a.serve_options().items()},
         "health_check_period_s": _num(dep.health_check_period_s),
         "health_check_timeout_s": _num(dep.health_check_timeout_s),
@@ -102,17 +119,31 @@ def deployment_entry(name: str, dep: RoleDeployment, *, resources: dict[str, flo
 
 def role_deployment(entry: dict) -> RoleDeployment:
     """The RoleDeployment of one ``deployments`` entry (the inverse of deployment_entry; the
-    role's custom resource, a Kubernetes detail, is left out). A fixed ``num_replicas`` is read
-    as autoscaling from and to that count."""
+    roles' own custom resources, a Kubernetes detail, are left out). A fixed ``num_replicas`` is
+    read as autoscaling from and to that count."""
     actor = entry.get("ray_actor_options") or {}
     fields = {k: entry[k] for k in ("max_ongoing_requests", "max_queued_requests", "health_check_period_s",
                                      "health_check_timeout_s") if k in entry}
+    if entry.get("name") == ROLE_DEPLOYMENTS["ingress"]:  # Serve's are none: the ingress's own are its user_config
+        fields.update({k: v for k, v in (entry.get("user_config") or {}).items() if k in INGRESS_LIMITS})
     fields.update({k: actor[k] for k in ("num_gpus", "num_cpus") if k in actor})
+    own = {role_resource(r) for r in ROLES}
+    extra = {k: v for k, v in (actor.get("resources") or {}).items() if k not in own}
+    if extra:
+        fields["resources"] = extra
     if "autoscaling_config" in entry:
         fields["autoscaling"] = entry["autoscaling_config"]
     elif isinstance(entry.get("num_replicas"), int):
         fields["autoscaling"] = {"min_replicas": entry["num_replicas"], "max_replicas": entry["num_replicas"]}
     return RoleDeployment.model_validate(fields)
+
+
+def proxy_options(server: ServerConfig, *, host: str = "0.0.0.0") -> tuple[dict, dict]:
+    """Serve's ``http_options`` and ``grpc_options`` (without the servicers) for ``server``: its
+    ports, and a proxy timeout above any deadline the application keeps."""
+    timeout = _num(server.request_timeout_s + PROXY_TIMEOUT_MARGIN_S)
+    return ({"host": host, "port": server.http_port, "request_timeout_s": timeout},
+            {"port": server.grpc_port, "request_timeout_s": timeout})
 
 
 def serve_config(
@@ -133,13 +164,11 @@ def serve_config(
     for role, dep in role_deployments(cfg).items():
         res = {role_resource(role): 1} if role_resources else None
         deployments.append(deployment_entry(ROLE_DEPLOYMENTS[role], dep, resources=res))
+    http_options, grpc_options = proxy_options(cfg.server)
     return {
         "proxy_location": proxy_location,
-        "http_options": {"host": "0.0.0.0", "port": cfg.server.http_port},
-        "grpc_options": {
-            "port": cfg.server.grpc_port,
-            "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS),
-        },
+        "http_options": http_options,
+        "grpc_options": {**grpc_options, "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)},
         "applications": [
             {
                 "name": app_name,
@@ -235,8 +264,9 @@ def load_app_config(path: str | Path, *, app_name: str | None = None) -> AppConf
 
 
 __all__ = [
-    "DEPLOYMENT_ROLES", "ENGINE_ROLES", "GRPC_SERVICER_FUNCTIONS", "IMPORT_PATH", "ROLES", "ROLE_DEPLOYMENTS",
-    "app_args", "app_config_from_data", "deployment_entry", "dump_yaml", "dump_yaml_all", "load_app_config",
+    "DEPLOYMENT_ROLES", "ENGINE_ROLES", "GRPC_SERVICER_FUNCTIONS", "IMPORT_PATH", "INGRESS_LIMITS",
+    "INGRESS_SERVE_LIMITS", "PROXY_TIMEOUT_MARGIN_S", "ROLES", "ROLE_DEPLOYMENTS", "app_args",
+    "app_config_from_data", "deployment_entry", "dump_yaml", "dump_yaml_all", "load_app_config", "proxy_options",
     "role_deployment", "role_deployments", "role_resource", "serve_config", "serve_yaml", "with_role_deployments",
     "write_serve_yaml",
 ]

@@ -44,12 +44,15 @@ estimate. A probe is costed as it ran: the wall seconds per token of probe cycle
 g = 0 cycles (the session refreshes Stats.wall_s before each decision). Probes run every k
 cycles, k = ceil(probe cost / `probe_budget`) within `min_probe_every`..`max_probe_every`:
 where the draft has its own device a probe costs next to nothing and runs every cycle; on
-shared cores it costs a draft step and runs about every 12.
+shared cores it costs a draft step and runs about every 12. The count of cycles goes on across
+requests (a request starts at the prior's cycle count modulo k): requests shorter than k still
+probe, about once in k cycles among them.
 
 Prior. `prior` is a dict shaped like `Stats.to_dict()`: the totals of earlier requests with the
 same model pair, verifier, sampling and schedule (`PriorBook`). Its verdicts start the
 posteriors (at most `prior_verdicts` of them at depth 0), its timings count as at most
-`prior_calls` calls each.
+`prior_calls` calls each, and its cycle costs (what plain and probe cycles took) as at most
+`prior_calls` cycles of each kind: a short request spaces its probes by what they cost before.
 
 Pure: no I/O, no clock, no randomness. The session calls `decide(stats)` once per cycle.
 """
@@ -157,13 +160,21 @@ class Beliefs:
 
 class Ledger:
     """What each kind of cycle cost, from the growth of the Stats between two decisions:
-    "plain" (g = 0), "probe", "draft" (g > 0). Sums decay like the verdicts do."""
+    "plain" (g = 0), "probe", "draft" (g > 0). Sums decay like the verdicts do. The undecayed
+    sums go into Stats.cycle_costs, so the prior carries them to the next request: a request of a
+    few cycles then spaces its probes by what probes were measured to cost, instead of probing
+    every other cycle until it has timed both kinds itself."""
 
     FIELDS = ("wall_s", "tokens", "draft_s", "draft_calls", "t1_s", "t1_calls")
 
-    def __init__(self, decay: float) -> None:
+    def __init__(self, decay: float, prior: dict | None = None, prior_cycles: float = 4.0) -> None:
         self.decay = decay
         self.sums: dict[str, dict[str, float]] = {}
+        for kind, sums in (prior or {}).items():  # each kind weighs at most `prior_cycles` cycles
+            n = sums.get("cycles", 0.0)
+            if n > 0 and sums.get("tokens", 0.0) > 0:
+                scale = min(1.0, prior_cycles / n)
+                self.sums[kind] = {k: scale * sums.get(k, 0.0) for k in self.FIELDS}
         self._mark: dict[str, float] | None = None
         self._kind: str | None = None
 
@@ -177,8 +188,11 @@ class Ledger:
         now = self._read(st)
         if self._mark is not None and self._kind is not None and now["tokens"] > self._mark["tokens"]:
             s = self.sums.setdefault(self._kind, dict.fromkeys(self.FIELDS, 0.0))
+            total = st.cycle_costs.setdefault(self._kind, dict.fromkeys(("cycles", *self.FIELDS), 0.0))
+            total["cycles"] += 1
             for k in self.FIELDS:
                 s[k] = s[k] * self.decay + (now[k] - self._mark[k])
+                total[k] += now[k] - self._mark[k]
         self._mark, self._kind = now, None
 
     def open(self, kind: str) -> None:
@@ -218,11 +232,13 @@ class SpeculationPolicy:
         self.min_probe_every, self.max_probe_every = min_probe_every, max_probe_every
         self.optimism, self.alarm_optimism = optimism, alarm_optimism
         self.beliefs = Beliefs(max_depth, decay, fast_decay, shared_weight)
-        self.ledger = Ledger(0.9)  # cycle costs: about the last 10 of each kind
+        # cycle costs: about the last 10 of each kind, the prior's counting as at most prior_calls
+        self.ledger = Ledger(0.9, _get(self.prior, "cycle_costs", {}), prior_calls)
         self._seen_acc: list[int] = []  # the Stats' verdict counts already in the beliefs
         self._seen_ver: list[int] = []
         self._seed_prior()
-        self._idle = 0  # g = 0 cycles since the last probe or drafting cycle
+        # g = 0 cycles since the last probe or drafting cycle; None until the first g = 0 decision
+        self._idle: int | None = None
         self._last: int | None = None  # depth of the last logged decision (-1: a probe)
 
     # -- evidence -------------------------------------------------------------------------
@@ -390,8 +406,13 @@ class SpeculationPolicy:
         if best > 0:
             why = f"{est.speedup[best]:.2f}x at the bound, expected {est.expected[best]:.2f}x ({_head(est, best)})"
             return self._done(st, est, Decision(best, False, f"g={best}: {why}"))
-        self._idle += 1
         every = self.probe_every(est)
+        if self._idle is None:
+            # the cadence goes on across requests: a request starts where the history's cycle
+            # count puts it, so requests shorter than the interval still probe once in `every`
+            # cycles between them (all starting at 0, none would ever reach it)
+            self._idle = int(_get(self.prior, "cycles", 0)) % every
+        self._idle += 1
         g1 = max(range(1, self.max_depth + 1), key=lambda g: est.expected[g])
         why = f"best g={g1} expected {est.expected[g1]:.2f}x ({_head(est, g1)}; probe cost {est.probe_cost:.2f})"
         if self._idle >= every:

@@ -176,6 +176,10 @@ class Stats:
     probes: int = 0
     policy: dict = field(default_factory=dict)
     policy_log: list[str] = field(default_factory=list)  # one line each time the decision changes
+    # what each kind of cycle the policy chose cost ("plain" g = 0, "probe", "draft" g > 0): sums
+    # of cycles, tokens, wall_s, draft_s, draft_calls, t1_s, t1_calls (orchestrator/policy.py
+    # Ledger). Carried in the prior, so a new request knows what a probe costs before it runs one.
+    cycle_costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def acceptance_rate(self) -> float:
@@ -227,6 +231,10 @@ class Stats:
             mine.extend([0] * (len(theirs) - len(mine)))
             for i, x in enumerate(theirs):
                 mine[i] += x
+        for kind, sums in other.cycle_costs.items():
+            mine = self.cycle_costs.setdefault(kind, {})
+            for k, x in sums.items():
+                mine[k] = mine.get(k, 0.0) + x
         self.degraded = (self.degraded + other.degraded)[-20:]
 
     def to_dict(self) -> dict:
@@ -242,6 +250,7 @@ class Stats:
         # rounded a whole request's verify time to 0 at microseconds)
         for k in ("draft_s", "target_s", "verify_s", "wall_s"):
             d[k] = round(d[k], 9)
+        d["cycle_costs"] = {kind: {k: round(x, 9) for k, x in sums.items()} for kind, sums in self.cycle_costs.items()}
         return d
 
 

@@ -16,6 +16,7 @@ outlives the run). SIGTERM stops every process of the tree, then the run.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from pathlib import Path
@@ -43,11 +44,13 @@ MODULES: dict[str, str] = {
     "core/test_modes.py": UNIT,
     "verifier/test_kinds.py": UNIT,
     "api/test_request_spec.py": UNIT,
+    "api/test_admission.py": UNIT,
     "verifier/test_plan_guard.py": UNIT,
     "verifier/test_verifier_precheck.py": UNIT,
     "api/test_metrics.py": UNIT,
     "serve/test_dashboard.py": UNIT,
     "serve/test_serve_args.py": UNIT,
+    "serve/test_drain.py": UNIT,
     "k8s/test_k8s.py": UNIT,
     "k8s/test_images.py": UNIT,
     "k8s/test_model_job.py": UNIT,
@@ -71,11 +74,14 @@ MODULES: dict[str, str] = {
     "serve/test_serve_e2e.py": SERVE_HF,
     "serve/test_metrics_serve.py": SERVE_HF,
     "serve/test_reliability.py": SERVE_HF,
+    "serve/test_replica_death.py": SERVE_HF,
     "serve/test_autoscaling.py": SERVE_HF,
     "serve/test_serve_vllm.py": SERVE_VLLM,
     "engines/test_cli_json.py": CLI,
     "serve/test_serve_entrypoints.py": CLI,
     "serve/test_serve_run.py": CLI,
+    "serve/test_multinode.py": CLI,
+    "serve/test_signals.py": CLI,
 }
 _ORDER = {m: i for i, m in enumerate(MODULES)}
 
@@ -118,6 +124,21 @@ def serve_cluster():
 
     yield CLUSTER
     CLUSTER.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cli_modules_run_alone(request):
+    """A CLI module starts its own Ray, Serve and engines in subprocesses: the session's (about
+    10 GB with the vLLM engines loaded) are released before the first one, as no later module
+    uses them (the order above), so the two never add up on a small machine."""
+    if MODULES.get(_module_of(request.node)) == CLI:
+        from tests.support.engines import ENGINES
+        from tests.support.serve_app import CLUSTER
+
+        CLUSTER.shutdown()
+        ENGINES.close()
+        gc.collect()  # the in-process models' weights go with their last reference
+    yield
 
 
 @pytest.fixture(autouse=True, scope="module")

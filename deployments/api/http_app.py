@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,23 +16,32 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.api import openai_api as oa
+from deployments.api.admission import Admission
 from deployments.api.errors import HTTPError, internal_error_body, new_error_id, retry_headers
 
 # The replica's logger: under Ray Serve these lines land in the Ingress replica's log.
 log = logging.getLogger("ray.serve")
 
 OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+#: the routes that generate, each counted against the replica's admission limit
+GENERATE_PATHS = ("/v1/chat/completions", "/v1/completions")
+#: where the ingress notes when a request reached it: its deadline counts from there
+START = "lookahead.start"
 
 
 class GuardMiddleware:
-    """API keys and the body size limit, checked before any body is parsed (pure ASGI)."""
+    """API keys, the body size limit and admission, checked before any body is parsed (pure
+    ASGI): a generation request holds its place from here until its response (a stream's last
+    event) is sent, so a client that sends its body slowly holds one too, as in Serve's count."""
 
-    def __init__(self, app, keys, max_body: int) -> None:
+    def __init__(self, app, keys, max_body: int, admission: Admission | None = None) -> None:
         self.app, self.keys, self.max_body = app, keys, max_body
+        self.admission = admission or Admission(None)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
+        scope[START] = time.monotonic()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if not self.keys.allows_http(headers.get("authorization")):
             return await _reply(send, 401, oa.error_body("Invalid or missing API key (Authorization: Bearer <key>)",
@@ -49,17 +59,28 @@ class GuardMiddleware:
                 raise HTTPError(413, _too_large(self.max_body)["error"]["message"], code="body_too_large")
             return message
 
-        return await self.app(scope, counted, send)
+        if scope["path"] not in GENERATE_PATHS or scope.get("method") != "POST":
+            return await self.app(scope, counted, send)
+        try:
+            self.admission.enter()
+        except HTTPError as full:
+            return await _reply(send, full.status, full.body, full.headers)
+        try:
+            return await self.app(scope, counted, send)
+        finally:
+            self.admission.leave()
 
 
 def _too_large(limit: int) -> dict:
     return oa.error_body(f"request body exceeds {limit} bytes", code="body_too_large")
 
 
-async def _reply(send, status: int, body: dict) -> None:
+async def _reply(send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
     raw = json.dumps(body).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": raw})
 
 
@@ -189,14 +210,18 @@ def build_http_app(ingress) -> FastAPI:
 
     @app.get("/v1/lookahead/stats")
     async def stats():
-        return await ingress.orch.stats.remote()
+        return await ingress.stats()
 
+    # x-request-timeout: the application's own deadline; x-request-timeout-seconds: the one Serve's
+    # HTTP proxy keeps for the request (the deadline ends before it, so the answer is ours)
     @app.post("/v1/chat/completions")
     async def chat(body: oa.ChatCompletionRequest, request: Request):
-        return await ingress.http_generate(body, request.headers.get("x-request-timeout"), chat=True)
+        return await ingress.http_generate(body, request.headers.get("x-request-timeout"), True,
+                                           request.headers.get("x-request-timeout-seconds"), request.scope.get(START))
 
     @app.post("/v1/completions")
     async def completions(body: oa.CompletionRequest, request: Request):
-        return await ingress.http_generate(body, request.headers.get("x-request-timeout"), chat=False)
+        return await ingress.http_generate(body, request.headers.get("x-request-timeout"), False,
+                                           request.headers.get("x-request-timeout-seconds"), request.scope.get(START))
 
-    return ErrorMiddleware(GuardMiddleware(app, ingress.keys, ingress.cfg.server.max_body_bytes))
+    return ErrorMiddleware(GuardMiddleware(app, ingress.keys, ingress.cfg.server.max_body_bytes, ingress.admission))

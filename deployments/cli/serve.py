@@ -6,7 +6,8 @@ import os
 import sys
 import time
 
-from deployments.app import start_local
+from deployments.app import ray_init_args, start_local
+from deployments.cli.shutdown import GRACE_S, Stopping, StopSignals, say, stop
 
 #: room for the demo answer to reach its final number (Qwen2.5-0.5B writes about 150-250 tokens)
 DEMO_MAX_TOKENS = 400
@@ -37,6 +38,8 @@ def serve_plan(args) -> tuple:
         raise ValueError(f"HTTP and gRPC cannot share port {cfg.server.http_port}")
     if args.address and args.fake_gpus:
         raise ValueError("--fake-gpus is for a private Ray; an existing cluster (--address) has the GPUs it has")
+    if args.grace_period < 0:
+        raise ValueError(f"--grace-period {args.grace_period:g}: a number of seconds, 0 or more")
     keys = [k.strip() for arg in args.api_key or [] for k in arg.split(",") if k.strip()]
     env_vars = {cfg.server.api_keys_env: ",".join(keys)} if keys else None
     return cfg, {"address": args.address, "host": args.host, "fake_gpus": args.fake_gpus, "env_vars": env_vars}
@@ -48,8 +51,11 @@ def cmd_serve(args) -> int:
     except ValueError as exc:
         print(f"lookahead serve: {exc}", file=sys.stderr)
         return 2
+    import ray
+
+    signals = StopSignals()
     try:
-        start_local(cfg, **start)
+        ray.init(**ray_init_args(address=start["address"], fake_gpus=start["fake_gpus"], env_vars=start["env_vars"]))
     except ConnectionError as exc:
         if not args.address:
             raise
@@ -58,20 +64,23 @@ def cmd_serve(args) -> int:
               "the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token or $RAY_AUTH_TOKEN_PATH); "
               "--address auto finds a local cluster's token itself.", file=sys.stderr)
         return 2
+    signals.install()  # after ray.init, which installs a SIGTERM handler of its own
     where = f"Ray cluster {args.address}" if args.address else "a private Ray"
-    print(f"lookahead: serving '{cfg.server.served_model_name}' (target {cfg.target.engine.model}) on "
-          f"http://{args.host}:{cfg.server.http_port}/v1 and gRPC :{cfg.server.grpc_port} ({where}"
-          f"{', API keys on' if start['env_vars'] else ''}); Ctrl-C stops", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from ray import serve
-
-        if args.address:
-            serve.delete("lookahead")  # the cluster and its Serve are not ours to stop
-        else:
-            serve.shutdown()
+        start_local(cfg, **start)  # ray is initialized already: only Serve and the application
+        print(f"lookahead: serving '{cfg.server.served_model_name}' (target {cfg.target.engine.model}) on "
+              f"http://{args.host}:{cfg.server.http_port}/v1 and gRPC :{cfg.server.grpc_port} ({where}"
+              f"{', API keys on' if start['env_vars'] else ''}); Ctrl-C or SIGTERM stops "
+              f"(requests in flight get {args.grace_period:g}s)", flush=True)
+        signals.wait()
+    except Stopping as sig:
+        say(f"{sig}: stopping")
+    except BaseException:
+        signals.stopping = True  # the start failed: stop what did start, then report the failure
+        stop(["lookahead"], private=not args.address, grace_s=0)
+        raise
+    stop(["lookahead"], private=not args.address, grace_s=args.grace_period, hurry=signals.hurry)
+    say("stopped" + (f"; the application is deleted, {where} runs on" if args.address else ""))
     return 0
 
 
@@ -124,6 +133,29 @@ def cmd_demo(args) -> int:
         return 2
     # three vLLM engines on one small machine: a smaller KV cache each (the answers are short)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    import ray
+
+    signals = StopSignals()
+    ray.init(**ray_init_args(fake_gpus=3, quiet=True))
+    signals.install()  # after ray.init, which installs a SIGTERM handler of its own
+    try:
+        _demo(args, cfg)
+    except Stopping as sig:
+        say(f"{sig}: the demo stops before its end")
+        stop(["lookahead", PLAIN_APP], private=True, grace_s=args.grace_period, hurry=signals.hurry)
+        return signals.exit_code
+    except BaseException:
+        signals.stopping = True
+        stop(["lookahead", PLAIN_APP], private=True, grace_s=0)
+        raise
+    signals.stopping = True  # a signal from here on only cuts the grace period short
+    stop(["lookahead", PLAIN_APP], private=True, grace_s=args.grace_period, hurry=signals.hurry)
+    print(f"demo done in {time.time() - t_start:.0f}s")
+    return 0
+
+
+def _demo(args, cfg) -> None:
+    """The demo's run on the started Ray: both applications, the warm-up, the answers compared."""
     print("starting Ray Serve: draft, target, orchestrator and ingress deployments, and beside them a plain "
           "target (no speculation at all) for ar ...", flush=True)
     t0 = time.time()
@@ -163,20 +195,6 @@ def cmd_demo(args) -> int:
         print(_forced_line(forced, ar, args.forced_depth))
     if args.json:
         print(json.dumps({"lr+sd": lr, "lr+sd_forced": forced, "ar": ar}))
-    _shutdown()
-    print(f"demo done in {time.time() - t_start:.0f}s")
-    return 0
-
-
-def _shutdown() -> None:
-    """Both applications deleted (their replicas stop and close their engines), then Ray. Serve's
-    own shutdown call races its controller's exit and Ray logs that as a failed task."""
-    import ray
-    from ray import serve
-
-    for app in ("lookahead", PLAIN_APP):
-        serve.delete(app)
-    ray.shutdown()
 
 
 def _token_acceptance(cfg) -> dict:
@@ -208,16 +226,17 @@ def _stream_question(cfg, question: str, mode: str, max_tokens: int, show: bool,
         max_tokens=max_tokens, temperature=0, stream=True, stream_options={"include_usage": True},
         extra_body={"lookahead": {"mode": mode, **({"depth": depth} if depth else {})}})
     text, stats, steps, finish = "", {}, [], None
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].finish_reason:
-            finish = chunk.choices[0].finish_reason
-        for step in (chunk.model_extra.get("lookahead") or {}).get("steps", []):
-            text += step["text"]
-            steps.append(step)
-            if show:
-                print(f"{step_tag(step)} {step['text'].strip()}", flush=True)
-        if chunk.usage is not None:
-            stats = chunk.usage.model_extra.get("lookahead", {})
+    with stream:  # closed however the loop ends (a stop signal too): the server ends the request at once
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+            for step in (chunk.model_extra.get("lookahead") or {}).get("steps", []):
+                text += step["text"]
+                steps.append(step)
+                if show:
+                    print(f"{step_tag(step)} {step['text'].strip()}", flush=True)
+            if chunk.usage is not None:
+                stats = chunk.usage.model_extra.get("lookahead", {})
     return {"text": text, "steps": steps, "wall_s": time.time() - t0, "stats": stats, "finish_reason": finish}
 
 
@@ -319,6 +338,9 @@ def add_cli(sub) -> None:
                    help="require this API key (repeatable or comma-separated); default: the keys in "
                         "$LOOKAHEAD_API_KEYS (server.api_keys_env), none: open")
     s.add_argument("--fake-gpus", type=int, default=0, help="advertise N GPUs to the private Ray (CPU testing)")
+    s.add_argument("--grace-period", type=float, default=GRACE_S, metavar="SECONDS",
+                   help=f"on SIGTERM or SIGINT, requests in flight get this long to finish before they end with "
+                        f"a shutdown error (default {GRACE_S:g}); a second signal cuts it short")
     s.set_defaults(func=cmd_serve)
     d = sub.add_parser("demo", help="prepare the packaged models, start the app, stream one GSM8K answer")
     d.add_argument("--question", default=None)
@@ -326,4 +348,6 @@ def add_cli(sub) -> None:
     d.add_argument("--forced-depth", type=int, default=2, metavar="G",
                    help="also answer with speculation forced to depth G on every cycle (0: skip that run)")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--grace-period", type=float, default=GRACE_S, metavar="SECONDS",
+                   help="on SIGTERM or SIGINT, how long requests in flight get to finish")
     d.set_defaults(func=cmd_demo)

@@ -184,7 +184,8 @@ class HFEngine(Engine):
             mask[i, width - len(r.ids):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        # logits_to_keep=1: the vocabulary projection for the last position only, not the whole prompt
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         past, logits = out.past_key_values, out.logits[:, -1, :]
         generators = [_generator(r.sampling, self.device) for r in rows]
         active = [True] * len(rows)
@@ -210,7 +211,7 @@ class HFEngine(Engine):
         Proposals are copied from the context after the latest match of its last n-gram and
         verified in one forward; the output equals plain greedy decoding.
         """
-        out = self.model(input_ids=torch.tensor([row.ids], device=self.device), use_cache=True)
+        out = self.model(input_ids=torch.tensor([row.ids], device=self.device), use_cache=True, logits_to_keep=1)
         past, logits = out.past_key_values, out.logits[0, -1:, :]
         context = list(row.ids)
         while True:

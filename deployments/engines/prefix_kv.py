@@ -37,14 +37,16 @@ class PrefixKV:
         self._kv: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def last_logits(self, ids: list[int], split: int) -> torch.Tensor:
-        """Logits after `ids`; ids[:split] is the opening (0: none)."""
+        """Logits after `ids`; ids[:split] is the opening (0: none). Only the last position goes
+        through the vocabulary projection (logits_to_keep=1): over a whole judge prompt that
+        projection is about a quarter of a small model's forward pass."""
         if split < MIN_OPENING or split >= len(ids):
-            return self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, -1]
+            return self.model(input_ids=torch.tensor([ids], device=self.device), logits_to_keep=1).logits[0, -1]
         key = tuple(ids[:split])
         kv = self._opening(key)
         try:
             out = self.model(input_ids=torch.tensor([ids[split:]], device=self.device), past_key_values=kv,
-                             use_cache=True)
+                             use_cache=True, logits_to_keep=1)
         except BaseException:
             self._kv.pop(key, None)  # a forward cut short may have extended some layers only: recompute next time
             raise
@@ -54,7 +56,8 @@ class PrefixKV:
     def _opening(self, key: tuple[int, ...]):
         kv = self._kv.get(key)
         if kv is None:
-            kv = self.model(input_ids=torch.tensor([list(key)], device=self.device), use_cache=True).past_key_values
+            kv = self.model(input_ids=torch.tensor([list(key)], device=self.device), use_cache=True,
+                             logits_to_keep=1).past_key_values
             self._kv[key] = kv
             while len(self._kv) > self.size:
                 self._kv.popitem(last=False)

@@ -292,6 +292,11 @@ def group_layouts(cfg: AppConfig, sizing: ClusterSizing) -> list[GroupLayout]:
     """Derive slots, GPUs, Ray CPUs and min/max pods for every worker group (rule in the module
     docstring). Raises ValueError when a role has no group, or a pod cannot hold its slots."""
     deps = role_deployments(cfg)
+    pinned = sorted(r for r, d in deps.items() if d.resources)
+    if pinned:  # no worker group would advertise them: the replicas would stay pending
+        raise ValueError(f"roles {pinned} set deployment.resources: on KubeRay each role is placed on its "
+                         "worker group by the lookahead_<role> resource the manifests give it; "
+                         "deployment.resources is for Ray clusters whose nodes you start yourself")
     seen: dict[str, str] = {}
     out: list[GroupLayout] = []
     for plan in sizing.groups:

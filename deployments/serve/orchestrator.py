@@ -18,6 +18,7 @@ from deployments.api.errors import BadRequest, DeadlineExceeded
 from deployments.api.request import RequestSpec
 from deployments.config import AppConfig
 from deployments.pipeline import build_verifier, lookahead_params
+from deployments.serve.errors import public_reason
 from deployments.serve.metrics import LookaheadMetrics
 from deployments.serve.remote import RemoteEngine, cancel_quietly, response_result
 from deployments.serve.request_ids import serve_request_id
@@ -48,7 +49,8 @@ class Orchestrator:
         self.started = time.time()
         self._ready = asyncio.Lock()
         self._retry_at: dict[str, float] = {}
-        self.metrics = LookaheadMetrics()  # every series: deployments/serve/metrics.py
+        # every series: deployments/serve/metrics.py
+        self.metrics = LookaheadMetrics(model_name=self.cfg.server.served_model_name)
 
     async def _engines(self) -> dict[str, RemoteEngine]:
         """Ask each role for its tokenizer once (lazily: replicas may start in any order)."""
@@ -109,7 +111,7 @@ class Orchestrator:
         self._check_sampling(params)
         self._check_stop_tokens(params, engines)
         prompt = spec.prompt
-        prompt_tokens = await self.handles["target"].prompt_tokens.remote(prompt)
+        prompt_tokens = await engines["target"].prompt_tokens(prompt)  # retried like the steps
         limit = self.info["target"]["max_context"]
         if prompt_tokens + params.max_tokens > limit:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
@@ -194,13 +196,18 @@ class Orchestrator:
             stops = StopStrings(spec.stop, include=spec.options.include_stop_str_in_output)
         except ValueError as exc:
             raise BadRequest(str(exc), "stop") from exc
-        session, prompt_tokens, prior_key = await self._session(spec)
-        rid = session.request_id
-        # rejected drafts are unverified small-model text: in the response only when asked for
-        rejected = spec.options.rejected_drafts
         timeout = min(float(spec.timeout_s or self.cfg.server.request_timeout_s),
                       self.cfg.server.request_timeout_s)
         deadline = time.monotonic() + timeout
+        try:  # the deadline covers the set-up too (a target that does not answer its first call)
+            session, prompt_tokens, prior_key = await asyncio.wait_for(self._session(spec), timeout)
+        except asyncio.TimeoutError:
+            if time.monotonic() < deadline:
+                raise  # a timeout of its own inside the set-up, not the deadline
+            raise DeadlineExceeded(f"request exceeded its deadline of {timeout:g}s") from None
+        rid = session.request_id
+        # rejected drafts are unverified small-model text: in the response only when asked for
+        rejected = spec.options.rejected_drafts
         self.sessions[rid] = session
         stream = session.stream()
         try:
@@ -243,13 +250,15 @@ class Orchestrator:
         totals = self.totals.to_dict()
         steps = self.totals.accepted_steps + self.totals.target_steps
         totals.update(requests=self.requests, active_sessions=len(self.sessions),
+                      engine_retries={role: e.retried for role, e in self.engines.items()},
                       steps_per_s=round(steps / self.totals.wall_s, 3) if self.totals.wall_s else 0.0,
                       uptime_s=round(time.time() - self.started, 1))
         try:  # token-level speculation inside the target's steps (one replica's running totals)
             totals["token_speculation"] = await asyncio.wait_for(
                 response_result(self.handles["target"].token_acceptance.remote()), 10)
         except Exception as exc:  # noqa: BLE001 - the stats answer without it
-            totals["token_speculation"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            log.warning("token acceptance unavailable: %s", exc)
+            totals["token_speculation"] = {"error": public_reason(exc)}
         return totals
 
     async def active_sessions(self) -> list[str]:
@@ -266,8 +275,9 @@ class Orchestrator:
             except asyncio.TimeoutError:
                 cancel_quietly(response)
                 return {"ready": False, "error": f"no healthy replica answered within {timeout_s:g}s"}
-            except Exception as exc:  # noqa: BLE001 - the failure is the answer
-                return {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            except Exception as exc:  # noqa: BLE001 - the failure is the answer (its kind: /health is open)
+                log.warning("health check failed: %s", exc)
+                return {"ready": False, "error": public_reason(exc)}
 
         roles = [(role, h) for role, h in self.handles.items() if h is not None]
         results = await asyncio.gather(*(check(h) for _, h in roles))

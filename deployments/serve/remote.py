@@ -6,10 +6,13 @@ work on the engine replica too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Callable
 
 from orchestrator.types import Prompt, Step, StepRequest
+
+log = logging.getLogger("ray.serve")
 
 
 def cancel_quietly(response) -> None:
@@ -38,6 +41,7 @@ class RemoteEngine:
         self.retries = retries
         self.role = role
         self.observe = observe  # (role, method, seconds, outcome) per call: the engine-call latency metric
+        self.retried = 0  # calls sent again after their replica was lost (the orchestrator's /stats)
 
     async def _call(self, method: str, *args):
         for attempt in range(self.retries + 1):
@@ -58,12 +62,18 @@ class RemoteEngine:
             except Exception as exc:  # noqa: BLE001
                 if attempt == self.retries or not replica_lost(exc):
                     raise
+                self.retried += 1
+                log.warning("%s replica lost during %s (%s); sending the call again (retry %d of %d)", self.role,
+                            method, type(exc).__name__, attempt + 1, self.retries)
             finally:
                 if self.observe is not None:
                     self.observe(self.role, method, time.monotonic() - start, outcome)
 
     async def generate_steps(self, requests: list[StepRequest]) -> list[Step]:
         return await self._call("generate_steps", requests)
+
+    async def prompt_tokens(self, prompt: Prompt) -> int:
+        return await self._call("prompt_tokens", prompt)
 
     async def choice_probs(self, prompts: list[Prompt], choices: list[str]) -> list[list[float]]:
         return await self._call("choice_probs", prompts, choices)

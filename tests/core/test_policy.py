@@ -196,6 +196,27 @@ def test_probes_that_cost_a_draft_step_are_spaced_by_their_cost():
     assert policy.estimate(st).c == pytest.approx(0.35, abs=0.03)
 
 
+def test_short_requests_space_their_probes_by_the_costs_their_prior_measured():
+    # shared cores as above (a probe costs 0.35 of a step: one in 12 cycles), then requests of 4
+    # cycles each. Without the prior's cycle costs each request timed probes and plain cycles
+    # itself, probing every other cycle (2 probes per request, half of all cycles); with them the
+    # requests probe about once in 12 cycles between them, and still probe.
+    book, key = PriorBook(), PriorBook.key("t", "d", "exact", True)
+    first = Stats()
+    plain_cycle(first)
+    decide_cycles(SpeculationPolicy(max_depth=6), first, lambda i: False, 60, target_s=1.35, draft_s=0.7)
+    book.add(key, first)
+    assert book.get(key)["cycle_costs"]["probe"]["cycles"] >= 4
+    probes = 0
+    for _ in range(12):
+        policy, st = SpeculationPolicy(max_depth=6, prior=book.get(key)), Stats()
+        decisions = decide_cycles(policy, st, lambda i: False, 4, target_s=1.35, draft_s=0.7)
+        assert [d.depth for d in decisions] == [0] * 4
+        probes += sum(d.probe for d in decisions)
+        book.add(key, st)
+    assert 2 <= probes <= 6, probes  # 48 cycles: 4 at one in 12
+
+
 def test_a_drafter_that_turns_good_is_followed_within_a_few_cycles():
     # rejected probes for 40 cycles, then every probe accepted: the short memory takes over
     policy = SpeculationPolicy(max_depth=6)

@@ -42,7 +42,10 @@ from deployments.config import (
 from deployments.serve_config import (
     app_config_from_data,
     DEPLOYMENT_ROLES,
+    INGRESS_SERVE_LIMITS,
     load_app_config,
+    PROXY_TIMEOUT_MARGIN_S,
+    role_deployment as read_deployment,
     serve_config,
     write_serve_yaml,
 )
@@ -353,9 +356,11 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
 
     ServeDeploySchema.model_validate(data)
     assert serve_unknown_fields(data) == []
-    assert data["http_options"] == {"host": "0.0.0.0", "port": cfg.server.http_port}
+    # the proxies time out only after every deadline the application keeps: its 504 comes first
+    proxy_timeout = cfg.server.request_timeout_s + PROXY_TIMEOUT_MARGIN_S
+    assert data["http_options"] == {"host": "0.0.0.0", "port": cfg.server.http_port, "request_timeout_s": proxy_timeout}
     assert data["grpc_options"] == {
-        "port": cfg.server.grpc_port,
+        "port": cfg.server.grpc_port, "request_timeout_s": proxy_timeout,
         "grpc_servicer_functions": ["protos.lookahead.v1.lookahead_pb2_grpc.add_LookaheadServiceServicer_to_server",
                                     "protos.grpc.health.v1.health_pb2_grpc.add_HealthServicer_to_server"]}
     for path in data["grpc_options"]["grpc_servicer_functions"]:  # what Serve's gRPC proxy imports
@@ -378,8 +383,14 @@ def check_serve_config(data: dict, cfg: AppConfig, *, role_resources: bool) -> N
         rd = roles[role]
         assert d["ray_actor_options"]["num_gpus"] == rd.num_gpus
         assert d["ray_actor_options"]["num_cpus"] == rd.num_cpus
-        assert d["max_ongoing_requests"] == rd.max_ongoing_requests
-        assert d["max_queued_requests"] == rd.max_queued_requests
+        if role == "ingress":  # Serve never refuses for it: it counts its requests itself, against these
+            assert {k: d[k] for k in ("max_ongoing_requests", "max_queued_requests")} == INGRESS_SERVE_LIMITS
+            assert d["user_config"] == {"max_ongoing_requests": rd.max_ongoing_requests,
+                                        "max_queued_requests": rd.max_queued_requests}
+        else:
+            assert d["max_ongoing_requests"] == rd.max_ongoing_requests
+            assert d["max_queued_requests"] == rd.max_queued_requests
+            assert "user_config" not in d
         assert d["autoscaling_config"] == {"min_replicas": rd.autoscaling.min_replicas,
                                            "max_replicas": rd.autoscaling.max_replicas,
                                            "target_ongoing_requests": rd.autoscaling.target_ongoing_requests}
@@ -453,6 +464,25 @@ def test_serve_config_roles_follow_the_config():
     assert names == ["TargetEngine", "Orchestrator", "Ingress"]
     d = serve_config(small, app_name="x", route_prefix="/la")["applications"][0]
     assert (d["name"], d["route_prefix"]) == ("x", "/la")
+
+
+def test_role_resources_reach_the_replicas_and_read_back():
+    """RoleDeployment.resources pins a role to the nodes advertising them (tests/serve/test_multinode.py
+    runs it on three raylets): each replica asks for them, beside the role's own Kubernetes resource,
+    and a Serve config reads back to the same AppConfig."""
+    target = RoleConfig(engine=EngineConfig(model="m"), deployment=RoleDeployment(resources={"node_target": 1}))
+    cfg = AppConfig(target=target, defaults=LookaheadDefaults(mode="ar"))
+    plain, k8s = (serve_config(cfg, role_resources=on)["applications"][0]["deployments"][0] for on in (False, True))
+    assert plain["ray_actor_options"]["resources"] == {"node_target": 1}
+    assert k8s["ray_actor_options"]["resources"] == {"node_target": 1, "lookahead_target": 1}
+    assert read_deployment(k8s) == read_deployment(plain) == target.deployment
+    assert app_config_from_data(serve_config(cfg, role_resources=True)) == cfg
+    for bad in ({"node_target": -1}, {"node_target": 0}, {"GPU": 1}):
+        with pytest.raises(ValueError):
+            RoleDeployment(resources=bad)
+    # KubeRay's worker groups advertise only lookahead_<role>: such a role could never be placed there
+    with pytest.raises(ValueError, match="deployment.resources"):
+        kuberay.rayservice(cfg, "x", image="example.com/lookahead:1.0")
 
 
 # --------------------------------------------------------------------------- properties

@@ -17,6 +17,7 @@ import pytest
 
 from deployments.config import (AppConfig, AutoscalingConfig, EngineConfig, LookaheadDefaults, RoleConfig,
                                 RoleDeployment, ServerConfig)
+from tests.support.serve_app import TEST_WARMUP
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.timeout(1500)]
 ROLES = {"TargetEngine": "target", "DraftEngine": "draft", "Orchestrator": "orchestrator", "Ingress": "ingress"}
@@ -32,7 +33,7 @@ def autoscaling_config() -> AppConfig:
         # one ongoing call per replica is its target: a few concurrent sessions ask for more
         return RoleConfig(engine=EngineConfig(model="smollm2-135m"),
                           deployment=RoleDeployment(num_gpus=gpus, num_cpus=0, max_ongoing_requests=16,
-                                                    autoscaling=scaled(1)))
+                                                    autoscaling=scaled(1)), warmup=TEST_WARMUP)
 
     front = RoleDeployment(num_cpus=0, max_ongoing_requests=64, autoscaling=scaled(32))
     return AppConfig(target=engine(1), draft=engine(1), defaults=LookaheadDefaults(max_tokens=32),

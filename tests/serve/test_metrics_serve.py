@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.config import AppConfig, LookaheadDefaults, ServerConfig, VerifierConfig
-from deployments.serve.metrics import SERIES
+from deployments.serve.metrics import OTHERS, SERIES
 from tests.support.data import gsm8k
 from tests.support.serve_app import light, role
 
@@ -87,7 +87,9 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         assert ok.status_code == 200, ok.text
         refused = chat(c, max_tokens=100)  # over the server's max_tokens_limit of 64
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "max_tokens"
-        late = chat(c, max_tokens=24, headers={"x-request-timeout": "0.01"})
+        # a deadline the orchestrator reaches (it gets the request in milliseconds) and that ends the
+        # request mid-answer (64 tokens take seconds): the orchestrator's deadline fires and counts it
+        late = chat(c, max_tokens=64, headers={"x-request-timeout": "0.3"})
         assert late.status_code == 504
         # sampled, draft and target seeds differ, so some drafts differ from the target's step and
         # reach the judge (identical ones are settled by the equality pre-check), which times out
@@ -107,6 +109,8 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         ("ray_lookahead_requests_total", (("status", "bad_request"),)): 1,
         ("ray_lookahead_requests_total", (("status", "timeout"),)): 1,
         ("ray_lookahead_requests_total", (("status", "cancelled"),)): 1,
+        # vLLM's request_success: the refusal was never admitted; the deadline and the hang-up abort
+        ("ray_lookahead_request_success_total", (("finished_reason", "abort"),)): 2,
         ("ray_lookahead_errors_total", (("kind", "bad_request"), ("reason", "max_tokens"))): 1,
         ("ray_lookahead_errors_total", (("kind", "timeout"),)): 1,
         ("ray_lookahead_errors_total", (("kind", "cancelled"),)): 1,
@@ -124,10 +128,10 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         # equal to its target, or stopped differently, settled before the verifier)
         ("ray_lookahead_cycle_phase_seconds_total", (("phase", "verify"),)): 0.999 * verify_s,
         ("ray_lookahead_cycle_phase_seconds_total", (("phase", "wall"),)): 1e-6,
-        ("ray_lookahead_spec_decode_draft_tokens_total", (("role", "target"),)): 1,
-        ("ray_lookahead_spec_decode_accepted_tokens_total", (("role", "target"),)): 1,
-        ("ray_lookahead_time_to_first_token_seconds_count", (("mode", "lr+sd"),)): 2,
-        ("ray_lookahead_time_per_output_token_seconds_count", (("mode", "lr+sd"),)): 1,
+        ("ray_lookahead_spec_decode_num_draft_tokens_total", (("role", "target"),)): 1,
+        ("ray_lookahead_spec_decode_num_accepted_tokens_total", (("role", "target"),)): 1,
+        ("ray_lookahead_time_to_first_token_seconds_count", (("mode", "lr+sd"), ("model_name", "lookahead"))): 2,
+        ("ray_lookahead_request_time_per_output_token_seconds_count", (("mode", "lr+sd"),)): 1,
         ("ray_lookahead_e2e_request_latency_seconds_count", ()): 5,
         ("ray_lookahead_engine_call_seconds_count", (("method", "generate_steps"), ("role", "target"))): 1,
         ("ray_lookahead_engine_call_seconds_count", (("method", "generate_steps"), ("role", "draft"))): 1,
@@ -136,6 +140,10 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
         ("ray_lookahead_chosen_depth_count", (("mode", "lr+sd"),)): 1,
         ("ray_lookahead_step_acceptance_count", (("verifier", "exact"),)): 1,
     }
+    for reason in {r.json()["choices"][0]["finish_reason"] for r in (ok, degraded)}:  # stop or length
+        expect[("ray_lookahead_request_success_total", (("finished_reason", reason), ("mode", "lr+sd"),
+                                                        ("model_name", "lookahead")))] = \
+            sum(r.json()["choices"][0]["finish_reason"] == reason for r in (ok, degraded))
     # every series of the catalogue is checked above, or (the gauge) present below
     checked = {name.removesuffix("_count") for name, _ in expect}
     assert checked | {"ray_lookahead_active_sessions"} == {s.exported for s in SERIES.values()}
@@ -153,8 +161,23 @@ def test_every_series_moves_and_each_request_is_logged_once(app):
     # counted once each: nothing double-counted by the stream wrapper
     assert total(samples, "ray_lookahead_requests_total") == 5
     assert total(samples, "ray_lookahead_requests_total", status="ok") == 2
+    assert total(samples, "ray_lookahead_request_success_total") == 4  # all but the refusal
     accepted = total(samples, "ray_lookahead_draft_positions_accepted_total")
     assert accepted <= total(samples, "ray_lookahead_draft_positions_verified_total")
+
+    # Ray Serve's own series the dashboard reads (replicas, queues) are there, by deployment
+    now = scrape(app["metrics_url"])
+    for name, labels in OTHERS.items():
+        if name.startswith("ray_serve_") and name != "ray_serve_num_http_error_requests_total":
+            keys = {k for lb in now.get(name, {}) for k, _ in lb}
+            assert set(labels) <= keys, f"{name}: labels {sorted(keys)}, the dashboard reads {labels}"
+    for deployment in ("Ingress", "Orchestrator", "TargetEngine", "DraftEngine", "JudgeEngine"):
+        assert total(now, "ray_serve_deployment_replica_healthy", deployment=deployment) >= 1, deployment
+        assert total(now, "ray_serve_autoscaling_target_replicas", deployment=deployment) >= 1, deployment
+        assert any(("deployment", deployment) in lb for lb in now["ray_serve_replica_processing_queries"])
+    for deployment in ("Orchestrator", "TargetEngine", "DraftEngine", "JudgeEngine"):  # called through handles
+        assert any(("deployment", deployment) in lb for lb in now["ray_serve_deployment_queued_queries"])
+    assert total(now, "ray_serve_num_http_error_requests_total", error_code="400") >= 1  # the refusal
 
     # item 3: the OpenAI id embeds Serve's request id; that id is on the orchestrator's one line
     # for the request, and on the engine replicas' log lines for the calls it made

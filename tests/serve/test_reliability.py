@@ -1,24 +1,28 @@
 """Reliability and security through the real Serve application (SmolLM2 in every role):
-degradation when the draft or judge dies, backpressure, bad input, API keys, fuzzing."""
+backpressure, bad input, API keys, fuzzing, and the errors Serve's proxy would otherwise answer
+itself in plain text (a full ingress, the proxy's timeout, a dead orchestrator replica). A target, draft or judge replica killed under load, and the
+judge ruling again once it is back: test_replica_death.py."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 import sys
 import threading
 import time
+from urllib.parse import urlparse
 
 import grpc
 import httpx
 import pytest
 
-from benchmarks.serving.loadtest import kill_one, replica_actor
+from benchmarks.serving.loadtest import kill_one
 from deployments.config import AppConfig, LookaheadDefaults, RoleDeployment, ServerConfig, VerifierConfig
 from protos.grpc.health.v1 import health_pb2, health_pb2_grpc
 from protos.lookahead.v1 import lookahead_pb2 as pb
 from protos.lookahead.v1 import lookahead_pb2_grpc as pb_grpc
-from tests.support.data import gsm8k, step_messages
-from tests.support.serve_app import API_KEY, light, role
+from tests.support.serve_app import API_KEY, role
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -26,7 +30,8 @@ MSG = [{"role": "user", "content": "List three facts about the Moon, one paragra
 
 
 def reliability_config(key_file: str) -> AppConfig:
-    """SmolLM2-135M in every role, the judge as verifier, API keys, a tight orchestrator queue.
+    """SmolLM2-135M in every role, the judge as verifier, API keys, a tight orchestrator queue and
+    a small ingress: it holds 4 + 2 = 6 generation requests (ADMITTED), counted by the ingress itself.
 
     The draft is Qwen2.5-0.5B: it never writes SmolLM2's step byte for byte, so every drafted step
     goes to the judge (the exact verifier, asked per request, then rejects them all and the answer
@@ -36,13 +41,17 @@ def reliability_config(key_file: str) -> AppConfig:
     wherever in a cycle the kill lands.
     """
     tight = RoleDeployment(num_cpus=0, max_ongoing_requests=2, max_queued_requests=2)
+    ingress = RoleDeployment(num_cpus=0, max_ongoing_requests=ADMITTED - 2, max_queued_requests=2)
     return AppConfig(
         target=role("smollm2-135m"), draft=role("qwen2.5-0.5b"), judge=role("smollm2-135m", 0.5),
         verifier=VerifierConfig(kind="llm-judge", numeric_guard=False, plan_guard=False),
         defaults=LookaheadDefaults(depth=2, max_tokens=24),
-        server=ServerConfig(orchestrator=tight, ingress=light(), api_keys_file=key_file, max_tokens_limit=64,
+        server=ServerConfig(orchestrator=tight, ingress=ingress, api_keys_file=key_file, max_tokens_limit=64,
                             draft_timeout_s=10, judge_timeout_s=2),
     )
+
+
+ADMITTED = 6  # generation requests the ingress holds at once
 
 
 @pytest.fixture(scope="module")
@@ -62,101 +71,8 @@ def chat(**kw) -> dict:
     return {"model": "lookahead", "messages": MSG, "max_tokens": 24, "temperature": 0, **kw}
 
 
-def wait_ready(deployment: str, timeout: float = 180) -> None:
-    from ray import serve
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = serve.status().applications["lookahead"].deployments[deployment].status
-        if str(status).endswith("HEALTHY"):
-            return
-        time.sleep(1)
-    raise AssertionError(f"{deployment} did not come back")
-
-
-def stream_and_kill(app, body: dict, deployment: str) -> dict:
-    """Stream a request and kill a replica of `deployment` as soon as its first step arrives.
-
-    The request must span several cycles (short steps): the first event is the first cycle's
-    steps, and the next cycle's draft call starts at once, so the kill lands while the request
-    is using the replica or just before its next call.
-    """
-    import ray
-
-    found = replica_actor(deployment)  # looked up before the request, so the kill itself is one call
-    assert found, f"no replica of {deployment}"
-    victim = found[1]
-    text, stats, killed = "", {}, False
-    with httpx.stream("POST", f"{app.http}/v1/chat/completions", json={**body, "stream": True,
-                      "stream_options": {"include_usage": True}}, headers=AUTH, timeout=300) as resp:
-        assert resp.status_code == 200
-        for line in resp.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            if not killed:
-                ray.kill(victim, no_restart=True)
-                killed = True
-            chunk = json.loads(line[6:])
-            assert "error" not in chunk, chunk
-            text += "".join(step["text"] for step in chunk.get("lookahead", {}).get("steps", []))
-            if chunk.get("usage"):
-                stats = chunk["usage"]["lookahead"]
-    assert killed
-    return {"text": text, "stats": stats}
-
-
-def ar_text(app, max_tokens: int, messages=MSG) -> str:
-    r = post(app, "/v1/chat/completions", chat(max_tokens=max_tokens, messages=messages, lookahead={"mode": "ar"}))
-    assert r.status_code == 200, r.text
-    return r.json()["choices"][0]["message"]["content"]
-
-
-def test_draft_killed_mid_request_completes_as_target_only(app):
-    # a fixed depth: the draft is asked every cycle (depth "auto" may stop asking it before the kill);
-    # a question answered in short steps (SmolLM2 writes one line per step): 64 tokens take several
-    # cycles, so the draft is asked after the kill (a request that fits in one cycle is over before its
-    # first event arrives, and the kill misses it)
-    messages = step_messages(gsm8k(1)[0]["question"])
-    expected = ar_text(app, 64, messages)
-    lookahead = {"mode": "lr", "verifier": "exact", "depth": 2}
-    got = stream_and_kill(app, chat(max_tokens=64, messages=messages, lookahead=lookahead), "DraftEngine")
-    assert got["text"] == expected  # exact verifier: lossless before the kill, target-only after
-    assert got["stats"]["cycles"] >= 4, got["stats"]
-    assert any(d.startswith("draft") for d in got["stats"]["degraded"]), json.dumps(got["stats"])
-    wait_ready("DraftEngine")
-
-
-def test_a_dead_judge_degrades_its_cycles_and_judging_resumes_when_it_is_back(app):
-    """While every judge replica Serve starts is killed at once (so no judge can answer), a cycle
-    that needs a verdict runs target-only and says so in `degraded` (speculation is tried again
-    after a pause), and the request completes. Once the replica is left to come back, the judge
-    rules again."""
-    body = chat(max_tokens=64, messages=step_messages(gsm8k(1)[0]["question"]),
-                lookahead={"mode": "lr", "verifier": "llm-judge", "depth": 1})
-    before = post(app, "/v1/chat/completions", body).json()["usage"]["lookahead"]
-    assert before["verified_steps"] >= 1 and not before["degraded"], before  # the judge rules
-    stop = threading.Event()
-
-    def keep_killing() -> None:
-        while not stop.is_set():
-            kill_one("JudgeEngine")
-            stop.wait(0.5)
-
-    killer = threading.Thread(target=keep_killing)
-    killer.start()
-    try:
-        r = post(app, "/v1/chat/completions", body)
-    finally:
-        stop.set()
-        killer.join()
-    assert r.status_code == 200, r.text
-    stats = r.json()["usage"]["lookahead"]
-    assert r.json()["usage"]["completion_tokens"] == stats["tokens"] > 0
-    assert any(d.startswith("verifier") for d in stats["degraded"]), json.dumps(stats)
-    assert stats["verified_steps"] == 0 and stats["cycles"] >= 2, json.dumps(stats)
-    wait_ready("JudgeEngine")
-    again = post(app, "/v1/chat/completions", body).json()["usage"]["lookahead"]
-    assert again["verified_steps"] >= 1 and not again["degraded"], again
+def kill_replica(deployment: str) -> None:
+    assert kill_one(deployment), f"no replica of {deployment}"
 
 
 def test_overload_is_refused_at_once_with_503(app):
@@ -293,3 +209,170 @@ def test_fuzz_openapi_no_5xx(app):
            "--request-timeout", "120", "--generation-deterministic", "--phases", "examples,coverage,fuzzing"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+# -- errors Serve's proxy would answer in plain text -----------------------------------------------
+INTERNALS = [re.compile(r"actor", re.I), re.compile(r"\b[0-9a-f]{16,}\b", re.I),  # Ray's actor, node, task ids
+             re.compile(r"\b\d{1,3}(\.\d{1,3}){3}\b"), re.compile(r"Traceback|ray\.", re.I)]
+
+
+def assert_openai_error(r: httpx.Response, status: int, code: str) -> dict:
+    """An OpenAI error body with `code` (and Retry-After on a 503), naming nothing internal."""
+    assert r.status_code == status, (r.status_code, r.headers.get("content-type"), r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.text  # never Serve's plain text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"] and err["type"], err
+    if status == 503:
+        assert int(r.headers["retry-after"]) >= 1
+    assert_clean(r.text)
+    return err
+
+
+def assert_clean(text: str) -> None:
+    leaks = [p.pattern for p in INTERNALS if p.search(text)]
+    assert not leaks, (leaks, text)
+
+
+def hold_ingress_slots(app, n: int) -> list[socket.socket]:
+    """n chat requests whose bodies never finish arriving: each holds one of the ingress's places
+    (as a slow client would) without reaching the orchestrator."""
+    url = urlparse(app.http)
+    body = json.dumps(chat(max_tokens=4)).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection((url.hostname, url.port), timeout=60)
+        sock.sendall(head + body[:10])
+        socks.append(sock)
+    return socks
+
+
+def until(app, status: int, body: dict, timeout: float = 120) -> httpx.Response:
+    """Send `body` until it gets `status` (the ingress sees the held requests a moment after
+    they were sent, and frees their places a moment after they went away)."""
+    deadline = time.time() + timeout
+    while True:
+        r = post(app, "/v1/chat/completions", body)
+        if r.status_code == status or time.time() > deadline:
+            return r
+        time.sleep(0.2)
+
+
+def test_a_full_ingress_refuses_in_openai_shape_never_serves_plain_text(app):
+    """More requests than the ingress holds (ADMITTED, Serve given no limit of its own): every
+    refused one, HTTP or gRPC, is the application's 503 `overloaded` with Retry-After (gRPC:
+    RESOURCE_EXHAUSTED), none is Serve's plain-text 503; the places come back when the held
+    requests go away."""
+    socks = hold_ingress_slots(app, ADMITTED)
+    try:
+        assert_openai_error(until(app, 503, chat(max_tokens=1)), 503, "overloaded")
+        burst: list[httpx.Response] = []
+        threads = [threading.Thread(target=lambda: burst.append(post(app, "/v1/chat/completions", chat())))
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(burst) == 8
+        for r in burst:
+            assert_openai_error(r, 503, "overloaded")
+        md = (("authorization", f"Bearer {API_KEY}"),)
+        with grpc.insecure_channel(app.grpc) as channel:
+            stub = pb_grpc.LookaheadServiceStub(channel)
+            for call in (stub.Generate, lambda *a, **kw: list(stub.GenerateStream(*a, **kw))):
+                with pytest.raises(grpc.RpcError) as err:
+                    call(pb.GenerateRequest(prompt="The sky is", max_tokens=4), metadata=md, timeout=60)
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
+                assert "overloaded" in err.value.details()
+                assert_clean(err.value.details())
+            assert stub.Health(pb.HealthRequest(), timeout=60).status == "SERVING"  # not counted
+        assert httpx.get(f"{app.http}/health", timeout=60).status_code == 200
+    finally:
+        for sock in socks:
+            sock.close()
+    r = until(app, 200, chat(max_tokens=1))
+    assert r.status_code == 200, r.text
+
+
+def test_a_proxy_timeout_is_answered_by_the_application(app):
+    """Serve's own per-request timeout header (x-request-timeout-seconds: its HTTP proxy answers 408
+    in plain text when it runs out) ends the request earlier, with the application's OpenAI 504,
+    streamed or not; gRPC's deadline (x-request-timeout metadata) is DEADLINE_EXCEEDED."""
+    long = chat(max_tokens=64, lookahead={"mode": "lr"})
+    assert_openai_error(post(app, "/v1/chat/completions", long, headers={"x-request-timeout-seconds": "1"}),
+                        504, "deadline_exceeded")
+    events = []
+    with httpx.stream("POST", f"{app.http}/v1/chat/completions", json={**long, "stream": True}, timeout=120,
+                      headers={**AUTH, "x-request-timeout-seconds": "1"}) as resp:
+        assert resp.status_code == 200
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]", events  # ended by the application, not cut by the proxy
+    err = json.loads(events[-2])["error"]
+    assert err["code"] == "deadline_exceeded", err
+    md = (("authorization", f"Bearer {API_KEY}"), ("x-request-timeout", "0.5"))
+    with grpc.insecure_channel(app.grpc) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.LookaheadServiceStub(channel).Generate(
+                pb.GenerateRequest(prompt="The sky is", max_tokens=64), metadata=md, timeout=120)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "deadline" in err.value.details()
+    assert_clean(err.value.details())
+
+
+def sessions(orch) -> list[str]:
+    try:
+        return orch.active_sessions.remote().result(timeout_s=60)
+    except Exception:  # noqa: BLE001 - a replica killed a moment ago may still be asked: ask again
+        return []
+
+
+def kill_orchestrator_during(app, call):
+    """Run `call` in a thread, kill the orchestrator replica while its session runs, and return what
+    `call` returned once it ended; then wait for the replica Serve starts in its place."""
+    result: dict = {}
+    caller = threading.Thread(target=lambda: result.update(out=call()))
+    caller.start()
+    orch = app.deployment("Orchestrator")  # its one other place (max_ongoing_requests 2) answers this
+    deadline = time.time() + 120
+    while not sessions(orch):
+        assert time.time() < deadline, "no session started"
+        time.sleep(0.05)
+    kill_replica("Orchestrator")
+    caller.join()
+    app.wait_healthy("Orchestrator")
+    assert until(app, 200, chat(max_tokens=4)).status_code == 200  # the new replica serves
+    return result["out"]
+
+
+def test_a_dead_orchestrator_replica_is_a_clean_503(app):
+    """The orchestrator replica killed mid-request: a request gets a 503 `replica_unavailable`
+    (Retry-After) that names no actor, id or address (Ray's error text does); killed mid-stream,
+    an HTTP stream ends with that error event and [DONE], a gRPC stream with UNAVAILABLE."""
+    long = chat(max_tokens=64, lookahead={"mode": "lr"})
+    assert_openai_error(kill_orchestrator_during(app, lambda: post(app, "/v1/chat/completions", long)),
+                        503, "replica_unavailable")
+
+    def stream() -> list[str]:
+        with httpx.stream("POST", f"{app.http}/v1/chat/completions", json={**long, "stream": True},
+                          headers=AUTH, timeout=120) as resp:
+            assert resp.status_code == 200
+            return [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+
+    events = kill_orchestrator_during(app, stream)
+    assert events[-1] == "[DONE]", events
+    assert json.loads(events[-2])["error"]["code"] == "replica_unavailable", events
+    assert_clean(events[-2])
+
+    def grpc_stream() -> grpc.RpcError | None:
+        with grpc.insecure_channel(app.grpc) as channel:
+            try:
+                list(pb_grpc.LookaheadServiceStub(channel).GenerateStream(
+                    pb.GenerateRequest(prompt="List three facts about the Moon.", max_tokens=64),
+                    metadata=(("authorization", f"Bearer {API_KEY}"),), timeout=120))
+            except grpc.RpcError as exc:
+                return exc
+        return None
+
+    err = kill_orchestrator_during(app, grpc_stream)
+    assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE, err
+    assert_clean(err.details())

@@ -89,12 +89,13 @@ def test_version_is_pyprojects(capsys):
 def test_an_unreachable_cluster_is_a_clear_error(monkeypatch, capsys):
     """Ray refuses a connection without the cluster's token (token auth is Ray's default); the
     command says how to give it instead of ending in a traceback."""
-    import deployments.cli.serve as serve_cli
+    import ray
 
-    def refuse(cfg, **start):
-        raise ConnectionError(f"Failed to connect to Ray cluster at {start['address']}")
+    def refuse(**init):  # what ray.init raises when the cluster will not take the connection
+        raise ConnectionError(f"Failed to connect to Ray cluster at {init.get('address')}")
 
-    monkeypatch.setattr(serve_cli, "start_local", refuse)
+    # no real connection attempt (a timeout against an unroutable address) and no private Ray started
+    monkeypatch.setattr(ray, "init", refuse)
     args = build_parser().parse_args(["serve", "--address", "10.0.0.5:6379"])
     assert args.func(args) == 2
     err = capsys.readouterr().err

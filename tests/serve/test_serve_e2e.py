@@ -214,3 +214,22 @@ def test_seeded_sampling_is_reproducible_with_two_sibling_drafts(smol_app):
     a = run(1234)
     assert a.strip() and run(1234) == a
     assert run(99) != a
+
+
+def test_engine_replicas_warm_up_before_they_serve(smol_app, serve_cluster):
+    """Each engine replica ran its role's warm-up (deployments/serve/warmup.py) in its constructor:
+    the calls its plan names, finished before the replica's first call, and logged."""
+    from deployments.serve.warmup import plan
+
+    ok = client(smol_app).chat.completions.create(model="lookahead", messages=MESSAGES, max_tokens=8, temperature=0)
+    assert ok.usage.completion_tokens > 0
+    reports = {role: smol_app.deployment(name).warmup_report.remote().result(timeout_s=60)
+               for role, name in (("target", "TargetEngine"), ("draft", "DraftEngine"))}
+    target, draft = reports["target"], reports["draft"]
+    assert target["ran"] and target["role"] == "target" and target["verdict_pairs"] == 0
+    assert target["step_rows"] >= sum(plan(smol_app.config, "target")["step_batches"]) == 1 + 2  # TEST_WARMUP
+    assert draft["ran"] and draft["role"] == "draft" and draft["step_rows"] == draft["calls"] >= 1  # width 1
+    for report in reports.values():
+        assert report["first_call_at"] is not None and report["finished_at"] < report["first_call_at"], report
+    logs = "".join(f.read_text(errors="replace") for f in serve_cluster.serve_logs.glob("replica_*TargetEngine*"))
+    assert "target warm-up: " in logs

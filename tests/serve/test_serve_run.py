@@ -17,6 +17,7 @@ import yaml
 
 from tests.support.paths import ROOT
 from tests.support.processes import alive, descendants, free_port
+from tests.support.serving import wait_answering
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow, pytest.mark.cli]
 
@@ -51,17 +52,7 @@ def test_serve_build_then_serve_run_cpu_demo(tmp_path):
     proc = subprocess.Popen([str(serve_bin), "run", str(config)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 400
-        while time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail("serve run did not come up in time")
+        wait_answering(f"{base}/v1/models", proc, proc.stdout.read, timeout=400, interval=2)
         r = httpx.post(f"{base}/v1/chat/completions", timeout=300, json={
             "model": "lookahead", "messages": [{"role": "user", "content": "What is 6 times 7?"}],
             "max_tokens": 12, "temperature": 0})

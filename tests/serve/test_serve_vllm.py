@@ -195,20 +195,28 @@ def test_vllm_engine_metrics_through_rays_export(app, serve_cluster):
     as Ray Serve LLM does: the node's endpoint shows ray_vllm_* series for the requests above."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    def totals() -> dict[str, float]:
+    def scrape() -> list:
         text = urllib.request.urlopen(serve_cluster.metrics_url, timeout=30).read().decode()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def totals(samples: list) -> dict[str, float]:
         out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[s.name] = out.get(s.name, 0.0) + s.value
+        for s in samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
         return out
 
     deadline = time.monotonic() + 120  # Ray exports every few seconds
-    while (samples := totals()).get("ray_vllm_generation_tokens_total", 0) < MAX_TOKENS:
+    while (samples := totals(raw := scrape())).get("ray_vllm_generation_tokens_total", 0) < MAX_TOKENS:
         assert time.monotonic() < deadline, sorted(n for n in samples if n.startswith("ray_vllm"))
         time.sleep(3)
     assert samples["ray_vllm_e2e_request_latency_seconds_count"] >= 1
     assert samples["ray_vllm_prompt_tokens_total"] > 0
+    # the dashboard's engines-by-role join: a vLLM series' ReplicaId is the `replica` of Serve's
+    # replica-health series, whose `deployment` is the role
+    deployment_of = {s.labels["replica"]: s.labels["deployment"] for s in raw
+                     if s.name == "ray_serve_deployment_replica_healthy" and "replica" in s.labels}
+    roles = {deployment_of.get(s.labels.get("ReplicaId")) for s in raw if s.name == "ray_vllm_kv_cache_usage_perc"}
+    assert {"TargetEngine", "DraftEngine"} <= roles, (roles, deployment_of)
 
 
 def _health(app) -> tuple[int, dict]:

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployments.config import AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment, ServerConfig
+from deployments.config import (AppConfig, EngineConfig, LookaheadDefaults, RoleConfig, RoleDeployment, ServerConfig,
+                                WarmupConfig)
 from tests.support import processes
 from tests.support.engines import ENGINES
 
@@ -26,10 +27,17 @@ FAKE_GPUS = 8
 API_KEY = "test-key-7f3a"
 
 
+#: every test application's engine replicas warm up (deployments/serve/warmup.py), on the smallest
+#: plan that still batches: rows 1 and 2, steps of 4 tokens (the default plan costs each app start
+#: about 10 s more on 2 cores; the shipped profiles, and test_serve_vllm's, keep it)
+TEST_WARMUP = WarmupConfig(batch_sizes=[1, 2], max_step_tokens=4)
+
+
 def role(model: str, gpus: float = 1, **engine) -> RoleConfig:
     # num_gpus=1 per role, as on a GPU cluster; ray.init fakes the GPUs on this CPU box
     return RoleConfig(engine=EngineConfig(model=model, batch_invariant=True, **engine),
-                      deployment=RoleDeployment(num_gpus=gpus, num_cpus=0, max_ongoing_requests=32))
+                      deployment=RoleDeployment(num_gpus=gpus, num_cpus=0, max_ongoing_requests=32),
+                      warmup=TEST_WARMUP)
 
 
 def light() -> RoleDeployment:
@@ -60,6 +68,18 @@ class DeployedApp:
         from ray import serve
 
         return serve.get_deployment_handle(name, app_name=APP)
+
+    def wait_healthy(self, name: str, timeout: float = 180) -> None:
+        """Until Serve reports deployment `name` healthy again (a killed replica replaced)."""
+        from ray import serve
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = serve.status().applications[APP].deployments[name].status
+            if str(status).endswith("HEALTHY"):
+                return
+            time.sleep(1)
+        raise AssertionError(f"{name} did not come back in {timeout:g}s")
 
 
 class ServeCluster:
@@ -98,7 +118,7 @@ class ServeCluster:
         import ray
         from ray import serve
 
-        from deployments.serve_config import GRPC_SERVICER_FUNCTIONS
+        from deployments.serve_config import GRPC_SERVICER_FUNCTIONS, proxy_options
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -106,9 +126,10 @@ class ServeCluster:
             ray.init(num_cpus=4, num_gpus=FAKE_GPUS, object_store_memory=200 * 1024**2, include_dashboard=False,
                      _temp_dir=str(self.temp_dir), log_to_driver=False, _metrics_export_port=self.metrics_port)
             processes.stop_everything_on_sigterm()  # ray.init installed its own SIGTERM handler
-            serve.start(http_options={"host": "127.0.0.1", "port": self.http_port},
-                        grpc_options={"port": self.grpc_port,
-                                      "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)})
+            # the proxies' options as every deployment sets them (a proxy timeout above any deadline)
+            http, grpc = proxy_options(ServerConfig(http_port=self.http_port, grpc_port=self.grpc_port), host="127.0.0.1")
+            serve.start(http_options=http,
+                        grpc_options={**grpc, "grpc_servicer_functions": list(GRPC_SERVICER_FUNCTIONS)})
         except BaseException:
             self.shutdown()
             raise
