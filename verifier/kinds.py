@@ -36,10 +36,11 @@ KINDS: dict[str, KindNeeds] = {
     # answer on 23 of 30 GSM8K questions: each miss began at an accepted paraphrase scored 0.87-0.99,
     # after which greedy decoding took its own path. At 0.97: 28 of 30, acceptance 0.57 -> 0.38
     # (docs/verifiers.md, benchmarks/results/quality-0.5b-drafts-1.5b-embedding-0.97/).
-    # Agreed bar: on the 243 labelled pairs, 65 pass both guards with the same results stated: 63
-    # equivalent (cosine 0.547-0.999) and 2 wrong (0.760, 0.919); 0.925 accepts no wrong one and lifts
-    # the profile default's recall from 0.47 to 0.63 at precision 1.00 (docs/verifiers.md).
-    "embedding": KindNeeds(models=("embedding_model",), threshold=0.97, agreed_threshold=0.925, semantic=True),
+    # Agreed bar: on the 243 labelled pairs, 62 pass both guards with the same results stated (a
+    # result set up but not stated is no agreement: numeric.py rule 1): 61 equivalent (cosine
+    # 0.547-0.999) and 1 wrong (0.760, "12 more" where the target computes 12 - 6 = 6). 0.80 keeps
+    # a margin over it and accepts 13 of the 16 same-result paraphrases (docs/verifiers.md).
+    "embedding": KindNeeds(models=("embedding_model",), threshold=0.97, agreed_threshold=0.80, semantic=True),
     "llm-judge": KindNeeds(roles=("judge",), threshold=0.5, semantic=True),  # P(yes)
     "target-score": KindNeeds(roles=("target",), threshold=7.0, semantic=True),  # expected 0-9 rating (SpecReason)
 }

@@ -22,7 +22,11 @@ What a step says, read from its text (`read_step`):
 
 How two steps are compared, symmetrically (`NumericGuard.compare`):
 
-1. Every result of either step must be stated or computed by the other (same value, sign and unit).
+1. Every result of either step must be stated by the other (same value, sign and unit): as a
+   number it writes, not only as the value of arithmetic it sets up. A step that writes
+   "4/7 x 28" where the other writes "4/7 x 28 = 16" stops before the result; one that writes
+   "= 16" where the other stops runs on past it. Either changes what the answer has computed at
+   that point (docs/verifiers.md counts both as not equivalent).
 2. So must every computation's value: "3/4 * 5000" and "4/5 * 5000" name numbers that are all
    in the question but compute 3750 and 4000.
 3. The same value with a conflicting unit or direction ("30 km" against "30 miles", "12 more"
@@ -501,11 +505,16 @@ class NumericGuard:
         d, t = read_step(draft_text), read_step(target_text)
         d_pool, t_pool = d.available(), t.available()
         sides = (("draft", d, t_pool), ("target", t, d_pool))
-        # 1. results, and 2. what each computation comes to, must be stated or computed by the other
-        for side, mine, other in sides:
+        # 1. results must be stated by the other step, and 2. what each computation comes to
+        # stated or computed by it
+        for side, mine, theirs in (("draft", d, t), ("target", t, d)):
             for q in mine.results:
-                if not _found(q, other):
-                    return Comparison(False, f"{side} result {_fmt(q)} is not in the other step")
+                if _found(q, theirs.quantities + theirs.results):
+                    continue
+                if _found(q, theirs.computed):
+                    return Comparison(False, f"{side} states the result {_fmt(q)}, which the other step sets up "
+                                             "but does not state")
+                return Comparison(False, f"{side} result {_fmt(q)} is not in the other step")
         for side, mine, other in sides:
             for q in mine.computed:
                 if not _found(q, other):

@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
               [n for n in ("exact", "embedding+numeric+plan", "llm-judge+numeric+plan", "target-score+numeric+plan")
                if n in results])
     print()
-    print(category_table({n: results[n] for n in wanted if n in results}, rows))
+    # none of the defaults ran (--only embedding): the table of what did run
+    print(category_table({n: results[n] for n in (wanted or results) if n in results}, rows))
     if args.agreed:
         print()
         print(agreed_table(results))

@@ -22,10 +22,10 @@ PAIRS = load_pairs()
 QUALITY_ROWS = 1000
 #: (precision, recall, recall on the same-result paraphrases) floors by the verifier's name, set
 #: from the measurement in docs/verifiers.md (243 pairs) at or a little under what was measured,
-#: so a change that lets more wrong steps through, or rejects more true ones, fails here. The
-#: judge's precision floor is under 1: Qwen2.5-0.5B behind the guards accepts one wrong pair.
-FLOORS = {"exact": (1.0, 0.1, 0.0), "embedding+numeric+plan": (1.0, 0.6, 0.3),
-          "llm-judge+numeric+plan": (0.97, 0.4, 0.6)}
+#: so a change that lets more wrong steps through, or rejects more true ones, fails here. No
+#: default may accept a wrong pair (precision 1); exact accepts the target's own tokens only.
+FLOORS = {"exact": (1.0, 0.1, 0.0), "embedding+numeric+plan": (1.0, 0.72, 0.75),
+          "llm-judge+numeric+plan": (1.0, 0.4, 0.6)}
 #: the categories the set must cover with at least 10 pairs each
 REQUIRED = {"substitution", "sign", "fraction", "word-number", "money", "unit", "comparative", "final-answer",
             DROPPED, SAME_RESULT}

@@ -231,7 +231,14 @@ def test_numeric_guard_rules():
     # speeds in any spelling; a division written with its units is a computation
     assert g.check("Distance = 30 mph x 3 hours = 90 miles", "30 miles/hour \\times 3 hours = 90 miles")[0]
     assert g.check("30 miles per hour", "30 miles an hour")[0]
-    assert g.compare("400 calories \\div 80 calories/orange", "400/80 = 5 oranges").agreed
+    assert g.compare("400 calories \\div 80 calories/orange = 5 oranges", "400/80 = 5 oranges").agreed
+    # a step that sets up the target's result without stating it stops before it (and one that
+    # states a result the target only sets up runs on past it): not the same step
+    ok, reason = g.check("400 calories \\div 80 calories/orange", "400/80 = 5 oranges")
+    assert not ok and "sets up" in reason
+    assert not g.check("\\frac{3}{4} \\times 7000 = 5250 gallons", "\\frac{3}{4} \\times 7000 gallons")[0]
+    # neither states it: the same computation set up alike agrees
+    assert g.compare("\\frac{4}{5} \\times 5000 gallons", "4/5 of its 5000 gallons").agreed
     # the other comparison of the same difference is not turned around
     assert g.check("how many fewer black socks than white socks: 12 - 6 = 6",
                    "how many more white socks than black socks: 12 - 6 = 6")[0]
