@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 CLIENTS = 4
 MSG = [{"role": "user", "content": "List three facts about the Moon, one paragraph each."}]
 OPTIONS = {"max_step_tokens": 8, "depth": 2}
+ENGINES = ("TargetEngine", "DraftEngine", "JudgeEngine")
 
 
 def death_config() -> AppConfig:
@@ -71,6 +72,9 @@ def expected(app) -> str:
 def load_and_kill(app, request: dict, deployment: str) -> list[dict]:
     """CLIENTS streams of `request` at once; one replica of `deployment` is killed as soon as every
     stream has had its first event. Returns each stream's status, text, stats and error events."""
+    # the previous test's killed replica may still be starting again
+    for name in ENGINES:
+        app.wait_healthy(name)
     live = [threading.Event() for _ in range(CLIENTS)]
     out: list[dict] = [{"status": None, "text": "", "stats": None, "errors": [], "done": False} for _ in live]
 
@@ -119,10 +123,37 @@ def orchestrator_stats(app) -> dict:
 
 def test_target_replica_killed_under_load_calls_are_retried_on_the_other(app, expected):
     before = orchestrator_stats(app)["engine_retries"].get("target", 0)
-    # mode ar: every cycle is a target call, so both replicas have calls in flight at the kill
-    results = load_and_kill(app, body(mode="ar"), "TargetEngine")
-    assert [r["text"] for r in results] == [expected] * CLIENTS
-    assert orchestrator_stats(app)["engine_retries"]["target"] > before  # a call was sent again
+    # mode ar: every cycle is a target call of a few tokens. A kill can still land in the instant
+    # between two calls on that replica (it did, once in four runs): then nothing needed a retry,
+    # and the load runs again on the replaced replica, up to three times
+    for _ in range(3):
+        results = load_and_kill(app, body(mode="ar"), "TargetEngine")
+        assert [r["text"] for r in results] == [expected] * CLIENTS
+        if orchestrator_stats(app)["engine_retries"].get("target", 0) > before:
+            break
+    assert orchestrator_stats(app)["engine_retries"].get("target", 0) > before  # a call was sent again
+
+
+def test_judge_replica_killed_under_load_degrades_its_cycles_and_judging_resumes(app):
+    # before the draft's kill: a replacement draft replica's first calls under this load took
+    # longer than draft_timeout_s (twice, in CI and here), so every cycle degraded on the draft
+    # and no draft reached the judge
+    request = body(mode="lr", verifier="llm-judge", depth=1)
+    results = load_and_kill(app, request, "JudgeEngine")
+    assert all(r["text"] and r["stats"]["tokens"] > 0 for r in results)
+    degraded = [r for r in results if any(d.startswith("verifier") for d in r["stats"]["degraded"])]
+    assert degraded, [(r["stats"]["drafted_steps"], r["stats"]["degraded"]) for r in results]
+    # once Serve has replaced the replica, the judge rules again (speculation was paused, not
+    # lost): within three requests, the first of which may meet the new replica's first calls
+    app.wait_healthy("JudgeEngine")
+    seen = []
+    for _ in range(3):
+        r = httpx.post(f"{app.http}/v1/chat/completions", json=request, timeout=300)
+        assert r.status_code == 200, r.text
+        seen.append(r.json()["usage"]["lookahead"])
+        if seen[-1]["verified_steps"] >= 1 and not seen[-1]["degraded"]:
+            break
+    assert seen[-1]["verified_steps"] >= 1 and not seen[-1]["degraded"], seen
 
 
 def test_draft_replica_killed_under_load_completes_as_target_only(app, expected):
@@ -130,17 +161,3 @@ def test_draft_replica_killed_under_load_completes_as_target_only(app, expected)
     assert [r["text"] for r in results] == [expected] * CLIENTS  # exact verifier: the target's own answer
     degraded = [r for r in results if any(d.startswith("draft") for d in r["stats"]["degraded"])]
     assert degraded, [r["stats"] for r in results]
-
-
-def test_judge_replica_killed_under_load_degrades_its_cycles_and_judging_resumes(app):
-    request = body(mode="lr", verifier="llm-judge", depth=1)
-    results = load_and_kill(app, request, "JudgeEngine")
-    assert all(r["text"] and r["stats"]["tokens"] > 0 for r in results)
-    degraded = [r for r in results if any(d.startswith("verifier") for d in r["stats"]["degraded"])]
-    assert degraded, [r["stats"] for r in results]
-    # once Serve has replaced the replica, the judge rules again (speculation was paused, not lost)
-    app.wait_healthy("JudgeEngine")
-    r = httpx.post(f"{app.http}/v1/chat/completions", json=request, timeout=300)
-    assert r.status_code == 200, r.text
-    again = r.json()["usage"]["lookahead"]
-    assert again["verified_steps"] >= 1 and not again["degraded"], again
