@@ -201,6 +201,10 @@ class StepFacts:
         """Everything the step states or computes: what the other step's values are looked up in."""
         return self.quantities + self.computed + self.results
 
+    def stated(self) -> list[Quantity]:
+        """The numbers the step writes (not the values of arithmetic it only sets up)."""
+        return self.quantities + self.results
+
     @property
     def values(self) -> set[Fraction]:
         return {v for q in self.available() for v in q.values}
@@ -505,11 +509,12 @@ class NumericGuard:
         d, t = read_step(draft_text), read_step(target_text)
         d_pool, t_pool = d.available(), t.available()
         sides = (("draft", d, t_pool), ("target", t, d_pool))
+        facing = (("draft", d, t), ("target", t, d))
         # 1. results must be stated by the other step, and 2. what each computation comes to
         # stated or computed by it
-        for side, mine, theirs in (("draft", d, t), ("target", t, d)):
+        for side, mine, theirs in facing:
             for q in mine.results:
-                if _found(q, theirs.quantities + theirs.results):
+                if _found(q, theirs.stated()):
                     continue
                 if _found(q, theirs.computed):
                     return Comparison(False, f"{side} states the result {_fmt(q)}, which the other step sets up "
@@ -520,9 +525,9 @@ class NumericGuard:
                 if not _found(q, other):
                     return Comparison(False, f"{side} computes {_fmt(q)} = {_value(q)}, which the other step does not")
         # 3. the same value with a conflicting unit or direction, and another number in the same place
-        for side, mine, theirs in (("draft", d, t), ("target", t, d)):
+        for side, mine, theirs in facing:
             for q in mine.quantities:
-                conflict = _conflict(q, theirs.quantities + theirs.results)  # computed values carry no unit
+                conflict = _conflict(q, theirs.stated())  # computed values carry no unit
                 if conflict is not None:
                     return Comparison(False, f"{side} states {_fmt(q)} where the other step states {_fmt(conflict)}")
                 twin = _substituted(q, mine, theirs)
