@@ -39,6 +39,7 @@ class Runner:
         return AppConfig.for_models(
             a.target, a.draft, judge, mode=spec.mode.name, engine=a.engine, device=a.device, dtype=a.dtype,
             batch_invariant=a.batch_invariant, sd_tokens=spec.sd_tokens or a.sd_tokens, verifier=verifier,
+            target_cores=getattr(a, "target_cores", None), draft_cores=getattr(a, "draft_cores", None),
             threshold=a.threshold, numeric_guard=False if a.no_numeric_guard else None,
             depth=spec.depth or a.depth, width=spec.width, schedule=a.schedule, max_step_tokens=a.max_step_tokens,
             max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k)

@@ -388,6 +388,21 @@ def test_cli_registration_and_defaults():
     assert args.argv == ["--device", "cpu", "--smoke", "--help"]
 
 
+def test_bench_pins_each_roles_cores_as_asked():
+    """--target-cores / --draft-cores reach the engine configs of every mode the bench builds (the
+    cpu-split topology), not only `lookahead generate`'s."""
+    from benchmarks.bench.runner import Runner
+    from deployments.cli.main import build_parser
+
+    args = build_parser().parse_args(["bench", "run", "--engine", "vllm", "--target-cores", "1", "--draft-cores", "0"])
+    runner = Runner(args, pool=None)
+    for spec in main_specs(["ar", "sd", "lr", "lr+sd"], 2, 1, 4):
+        cfg = runner.app_config(spec)
+        assert cfg.target.engine.cpu_cores == "1", spec.name
+        assert cfg.draft is None or cfg.draft.engine.cpu_cores == "0", spec.name
+    assert runner.app_config(ModeSpec("lr", lr=True, depth=2)).draft.engine.cpu_cores == "0"
+
+
 def test_skip_starts_after_the_first_questions(tmp_path):
     from benchmarks.bench.run import question_rows
     from deployments.cli.main import build_parser, main
