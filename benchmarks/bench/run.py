@@ -183,53 +183,56 @@ async def run_bench(args) -> dict:
         ar_reference = load_ar_reference(args.ar_from, args, main_rows)
 
     pool = EnginePool()
-    runner = Runner(args, pool)
-    print(f"loading engines ({args.engine}): target {args.target}, draft {args.draft}, "
-          f"verifier {args.verifiers or args.verifier}",
-          file=sys.stderr, flush=True)
-    engines, batches = {}, {}
-    for s in specs + sweep:
-        cfg, target, draft = runner.engines(s)
-        engines.setdefault(s.target_name, target)
-        sizes = batches.setdefault(s.target_name, {1})
-        if s.lr:
-            sizes.update(g + 1 for g in s.depths)  # every batch a cycle of this configuration can send
-        if s.lr:
-            engines["draft"] = draft
-            batches.setdefault("draft", {1}).add(s.width)
-            runner.verifier(cfg)
-    load_s = time.perf_counter() - t_start
-
-    calib = Calibration(Prompt(messages=[{"role": "user", "content": rows[0]["question"]}]), tokens=args.calib_tokens,
-                        reps=args.calib_reps)
-    for name in ("target", "target+ngram", "draft"):
-        if name in engines:
-            if name == "target+ngram":
-                runner.engines(ModeSpec("sd", sd_tokens=args.sd_tokens))  # calibrate at --sd-tokens
-            e = await calib.measure(name, engines[name], sorted(batches[name]))
-            print(f"calibrated {name}: {e['tokens']}-token step {e['batch'][1]:.2f} s at batch 1; "
-                  + ", ".join(f"batch {k}: {v / e['batch'][1]:.2f}x" for k, v in sorted(e["batch"].items()) if k > 1),
-                  file=sys.stderr, flush=True)
-            if calib.noisy(name):
-                print(f"warning: calibration of {name} is noisy (a larger batch ran faster than batch 1); "
-                      "other load on the machine? try --calib-reps 3", file=sys.stderr, flush=True)
-    for what, sp, n, mt in (("main run", specs, len(main_rows), args.max_tokens),
-                            ("sweep", sweep, len(sweep_rows), args.sweep_max_tokens)):
-        if sp:
-            lo, hi = estimate_s(sp, calib, n, mt, 0.5), estimate_s(sp, calib, n, mt, 0.0)
-            print(f"{what}: {len(sp)} configurations x {n} questions, estimated {lo / 60:.1f}-{hi / 60:.1f} min "
-                  f"(step acceptance 0.5-0, answers up to {mt} tokens)", file=sys.stderr, flush=True)
-
-    result = {"config": {k: v for k, v in vars(args).items() if k != "func"}, "environment": environment(args),
-              "n_questions": len(main_rows), "questions": [
-                  {k: r[k] for k in ("index", "question", "gold")} for r in rows]}
-    recorder = None
-    if getattr(args, "record_traces", None):
-        from benchmarks.bench.traces import TraceRecorder
-
-        recorder = TraceRecorder(args.record_traces)
-        recorder.attach(runner)  # after calibration: only the benchmarked runs are recorded
+    # Closed on every way out (an error while loading or calibrating, Ctrl-C, SIGTERM: see
+    # deployments/cli/main.py): closing a vLLM engine ends its EngineCore process, which would
+    # otherwise outlive this one.
     try:
+        runner = Runner(args, pool)
+        print(f"loading engines ({args.engine}): target {args.target}, draft {args.draft}, "
+              f"verifier {args.verifiers or args.verifier}",
+              file=sys.stderr, flush=True)
+        engines, batches = {}, {}
+        for s in specs + sweep:
+            cfg, target, draft = runner.engines(s)
+            engines.setdefault(s.target_name, target)
+            sizes = batches.setdefault(s.target_name, {1})
+            if s.lr:
+                sizes.update(g + 1 for g in s.depths)  # every batch a cycle of this configuration can send
+            if s.lr:
+                engines["draft"] = draft
+                batches.setdefault("draft", {1}).add(s.width)
+                runner.verifier(cfg)
+        load_s = time.perf_counter() - t_start
+
+        calib = Calibration(Prompt(messages=[{"role": "user", "content": rows[0]["question"]}]), tokens=args.calib_tokens,
+                            reps=args.calib_reps)
+        for name in ("target", "target+ngram", "draft"):
+            if name in engines:
+                if name == "target+ngram":
+                    runner.engines(ModeSpec("sd", sd_tokens=args.sd_tokens))  # calibrate at --sd-tokens
+                e = await calib.measure(name, engines[name], sorted(batches[name]))
+                print(f"calibrated {name}: {e['tokens']}-token step {e['batch'][1]:.2f} s at batch 1; "
+                      + ", ".join(f"batch {k}: {v / e['batch'][1]:.2f}x" for k, v in sorted(e["batch"].items()) if k > 1),
+                      file=sys.stderr, flush=True)
+                if calib.noisy(name):
+                    print(f"warning: calibration of {name} is noisy (a larger batch ran faster than batch 1); "
+                          "other load on the machine? try --calib-reps 3", file=sys.stderr, flush=True)
+        for what, sp, n, mt in (("main run", specs, len(main_rows), args.max_tokens),
+                                ("sweep", sweep, len(sweep_rows), args.sweep_max_tokens)):
+            if sp:
+                lo, hi = estimate_s(sp, calib, n, mt, 0.5), estimate_s(sp, calib, n, mt, 0.0)
+                print(f"{what}: {len(sp)} configurations x {n} questions, estimated {lo / 60:.1f}-{hi / 60:.1f} min "
+                      f"(step acceptance 0.5-0, answers up to {mt} tokens)", file=sys.stderr, flush=True)
+
+        result = {"config": {k: v for k, v in vars(args).items() if k != "func"}, "environment": environment(args),
+                  "n_questions": len(main_rows), "questions": [
+                      {k: r[k] for k in ("index", "question", "gold")} for r in rows]}
+        recorder = None
+        if getattr(args, "record_traces", None):
+            from benchmarks.bench.traces import TraceRecorder
+
+            recorder = TraceRecorder(args.record_traces)
+            recorder.attach(runner)  # after calibration: only the benchmarked runs are recorded
         t0 = time.perf_counter()
         deadline = t_start + args.time_budget * 60 if args.time_budget > 0 else None
         records = await runner.run_all(specs, main_rows, "bench", deadline) if specs else []
@@ -249,14 +252,14 @@ async def run_bench(args) -> dict:
             result["sweep"] = {"n_questions": len(sweep_rows), "max_tokens": args.sweep_max_tokens,
                                **sweep_result(sweep_summary, sweep, fig_depths, args.sd_tokens),
                                "summary": sweep_summary, "records": sweep_records}
+        if recorder is not None:
+            result["traces"] = [str(p) for p in recorder.save(result["environment"])]
+        result["calibration"] = calib.to_dict()
+        result["timing"] = {"load_s": round(load_s, 2), "engine_load_s": pool.load_s, "calibration_s": round(calib.seconds, 2),
+                            "main_run_s": round(run_s, 2), "total_s": round(time.perf_counter() - t_start, 2)}
+        return result
     finally:
         await pool.close()
-    if recorder is not None:
-        result["traces"] = [str(p) for p in recorder.save(result["environment"])]
-    result["calibration"] = calib.to_dict()
-    result["timing"] = {"load_s": round(load_s, 2), "engine_load_s": pool.load_s, "calibration_s": round(calib.seconds, 2),
-                        "main_run_s": round(run_s, 2), "total_s": round(time.perf_counter() - t_start, 2)}
-    return result
 
 
 def print_summary(result: dict) -> None:

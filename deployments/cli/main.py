@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 
 # Never reach for a hub at run time; models come from the local cache (`lookahead models prepare`).
@@ -175,8 +176,17 @@ def _bench_cli():
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deployments.cli import shutdown
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        with shutdown.sigterm_as_interrupt():
+            return args.func(args)
+    except KeyboardInterrupt:
+        # the command's finally blocks have run (its engines closed); no traceback for a stop asked for
+        name = signal.Signals(shutdown.stopped_by).name
+        shutdown.say(f"stopped by {name}")
+        return 128 + shutdown.stopped_by
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ A second signal while stopping skips what is left of the grace period.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -69,6 +70,38 @@ class StopSignals:
     def exit_code(self) -> int:
         """The shell's convention for a process ended by a signal: 128 + its number."""
         return 128 + (self.signum or 0)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (kill, a container's stop) takes Ctrl-C's path for the commands that do not drain a
+    server (generate, bench, models): KeyboardInterrupt in the main thread runs their `finally`
+    blocks, which close the engines. Python's default for SIGTERM ends the
+    process on the spot, and a vLLM EngineCore process then outlives it. `serve` and `demo` put in
+    their own handlers (StopSignals) once Ray is up. The earlier handler comes back afterwards (a
+    caller in the same process, a test run, keeps its own)."""
+    global stopped_by
+    stopped_by = signal.SIGINT
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set from the main thread
+        return
+
+    def handle(signum, frame) -> None:
+        global stopped_by
+        stopped_by = signum
+        # at once, as Ctrl-C outside asyncio.run: asyncio's own SIGINT handler only cancels the main
+        # task, which waits for its next await (an engine loading takes a minute before one)
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: the signal that stopped the command (SIGINT unless `sigterm_as_interrupt` saw SIGTERM)
+stopped_by = signal.SIGINT
 
 
 def say(message: str) -> None:

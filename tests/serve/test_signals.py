@@ -1,4 +1,4 @@
-"""Stopping `lookahead serve` and `lookahead demo` with a signal (deployments/cli/shutdown.py).
+"""Stopping `lookahead serve`, `lookahead demo` and `lookahead bench run` with a signal (deployments/cli/shutdown.py).
 
 `lookahead serve` runs the cpu-vllm profile's shape (vLLM target with n-gram token speculation,
 vLLM draft, each its own deployment) with SmolLM2-135M in both roles, the smallest models that
@@ -6,8 +6,9 @@ start in seconds; streaming clients are in flight when SIGTERM or SIGINT arrives
 finish within the grace period, a long one is ended with the shutdown error; the process exits 0,
 nothing it started is left (raylet, GCS, Serve's actors, replicas, vLLM's EngineCore processes),
 its ports are free, and its stderr holds no traceback and no failed Serve task. `lookahead demo` is
-stopped while its engines start. A signal to `lookahead serve --address` deletes only its
-application: tests/serve/test_multinode.py.
+stopped while its engines start, `lookahead bench run` by SIGTERM while it runs (its EngineCore
+processes end with it). A signal to `lookahead serve --address` deletes only its application:
+tests/serve/test_multinode.py.
 """
 from __future__ import annotations
 
@@ -227,6 +228,39 @@ def test_demo_stops_on_sigint_while_its_engines_start(tmp_path):
         cfg = PROFILES["cpu-vllm"].server
         assert not [p for p in (cfg.http_port, cfg.grpc_port) if port_in_use(p)], "a port is still bound"
         assert_quiet(stderr)
+    finally:
+        if proc.poll() is None or left_of(started, timeout=0):
+            kill_all(proc, started)
+
+
+def test_bench_stops_on_sigterm_and_its_engines_end_with_it(tmp_path):
+    """`lookahead bench run` on vLLM engines, SIGTERM in the middle of its run (as `kill` or a
+    container's stop sends it): the engines are closed, so no EngineCore process outlives the
+    command, which exits 143 with no traceback and writes no half report."""
+    err = tmp_path / "stderr.txt"
+    out_dir = tmp_path / "out"
+    proc = lookahead(["bench", "run", "--engine", "vllm", "--target", MODEL, "--draft", MODEL, "--modes", "ar,lr",
+                      "--verifier", "exact", "--data", str(ROOT / "tests" / "fixtures" / "gsm8k_small.jsonl"),
+                      "--limit", "2", "--max-tokens", "400", "--calib-reps", "1", "--out", str(out_dir)], err)
+    started: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 600
+        while "main run:" not in err.read_text():  # engines loaded and calibrated: the run under way
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the bench never started its run"
+            time.sleep(0.5)
+        time.sleep(2)
+        started = tree(proc.pid)
+        assert [cmd for cmd in started.values() if "EngineCore" in cmd], started
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+        stderr = err.read_text()
+        assert rc == 128 + signal.SIGTERM, stderr[-3000:]
+        assert "lookahead: stopped by SIGTERM" in stderr
+        assert "Traceback" not in stderr, stderr[-4000:]
+        left = left_of(started)
+        assert not left, "left running:\n" + "\n".join(f"{p} {c[:160]}" for p, c in left.items())
+        assert not (out_dir / "bench.json").exists()
     finally:
         if proc.poll() is None or left_of(started, timeout=0):
             kill_all(proc, started)
