@@ -59,7 +59,10 @@ class Runner:
             from benchmarks.bench.strict_check import RecordingVerifier
             from deployments.pipeline import build_verifier
 
-            plain = self.pool.get(self.app_config(ModeSpec("ar")).target.engine)
+            # the plain target only for a verifier that calls an engine: another copy of the
+            # target is the largest thing a run can load (the sd modes' target speculates tokens)
+            roles = needs(kind).roles
+            plain = self.pool.get(self.app_config(ModeSpec("ar")).target.engine) if roles else None
             judge = self.pool.get(cfg.judge.engine) if cfg.judge else plain
             self._verifiers[kind] = RecordingVerifier(build_verifier(cfg.verifier, target=plain, judge=judge))
         return self._verifiers[kind]

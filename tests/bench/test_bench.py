@@ -403,6 +403,32 @@ def test_bench_pins_each_roles_cores_as_asked():
     assert runner.app_config(ModeSpec("lr", lr=True, depth=2)).draft.engine.cpu_cores == "0"
 
 
+def test_bench_loads_a_plain_target_for_the_verifier_only_when_the_verifier_calls_it():
+    """An sd-only run with a verifier that calls no engine loads no second copy of the target
+    (two 1.5B targets and a draft do not fit in this machine's memory); target-score gets the
+    plain target, loaded once."""
+    from benchmarks.bench.runner import Runner
+    from deployments.cli.main import build_parser
+
+    class Pool:  # records what the runner asks to load; the verifiers under test call nothing
+        def __init__(self):
+            self.loaded = []
+
+        def get(self, cfg):
+            self.loaded.append(cfg)
+            return object()
+
+    for kind, loads in (("exact", 0), ("target-score", 1)):
+        args = build_parser().parse_args(["bench", "run", "--modes", "lr+sd", "--verifier", kind])
+        pool = Pool()
+        runner = Runner(args, pool)
+        cfg = runner.app_config(ModeSpec("lr+sd", lr=True, sd_tokens=4, depth=2))
+        runner.verifier(cfg)
+        runner.verifier(cfg)
+        assert len(pool.loaded) == loads, kind
+        assert all(c.token_speculation == "none" for c in pool.loaded), kind
+
+
 def test_skip_starts_after_the_first_questions(tmp_path):
     from benchmarks.bench.run import question_rows
     from deployments.cli.main import build_parser, main
