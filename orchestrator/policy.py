@@ -38,6 +38,11 @@ Costs, in target-step times T(1), from the request's Stats blended with the prio
 - The schedule's formula: sync cycles cost g c + r(g + 1) + v (cost_model.cycle_speedup); the
   async window overlaps drafting with the target (cost_model.async_speedup).
 
+Contention. The async window's drafts run beside target steps; where they slow the target
+(shared cores, or a memory bus shared by cores of their own), the window is costed as sync
+cycles. A probe's target step against a plain one measures it, so under the async schedule the
+policy times one of each (here or in the prior) before it drafts at g > 0.
+
 Probes. At g = 0 a probe drafts one step beside the target's own step (no extra target row);
 the answer takes the target's step without waiting, and the draft is judged aside for the
 estimate. A probe is costed as it ran: the wall seconds per token of probe cycles against plain
@@ -349,12 +354,15 @@ class SpeculationPolicy:
 
     def _contention(self) -> float:
         """Seconds a probe's draft added to the target step beside it (0 when under 5%): draft
-        and target share their cores."""
-        t_probe = self.ledger.mean("probe", "t1_s", "t1_calls")
-        t_plain = self.ledger.mean("plain", "t1_s", "t1_calls")
-        if t_probe is None or t_plain is None or t_probe < 1.05 * t_plain:
+        and target share their cores. Compared per token: steps differ in length, and with one
+        cycle of each kind timed a longer probe step is no evidence of anything."""
+        probe, plain = self.ledger.sums.get("probe"), self.ledger.sums.get("plain")
+        if not (probe and plain and probe["t1_calls"] and plain["t1_calls"] and probe["tokens"] and plain["tokens"]):
             return 0.0
-        return t_probe - t_plain
+        rate_probe, rate_plain = probe["t1_s"] / probe["tokens"], plain["t1_s"] / plain["tokens"]
+        if rate_probe < 1.05 * rate_plain:
+            return 0.0
+        return (rate_probe - rate_plain) * probe["tokens"] / probe["t1_calls"]
 
     def _probe_cost(self, c: float, v: float) -> float:
         """A probe cycle's extra wall time per token over a plain g = 0 cycle's; before both were
@@ -402,6 +410,16 @@ class SpeculationPolicy:
         est = self.estimate(st)
         if not est.timed:
             return self._done(st, est, Decision(0, True, "probe: no timings yet"))
+        if self.schedule == "async":
+            # The window drafts beside target steps. Whether that slows the target (cores or a
+            # memory bus shared) shows only in a target step timed with a probe's draft beside it
+            # against one timed alone; until both were (here or in the prior), the window would be
+            # costed as if its drafts were free. Time the missing one first.
+            timed = {k: self.ledger.mean(k, "t1_s", "t1_calls") is not None for k in ("probe", "plain")}
+            if not timed["probe"]:
+                return self._done(st, est, Decision(0, True, "probe: drafting beside the target not timed yet"))
+            if not timed["plain"]:
+                return self._done(st, est, Decision(0, False, "g=0: the target alone not timed yet"))
         best = max(range(self.max_depth + 1), key=lambda g: (est.speedup[g], -g))
         if best > 0:
             why = f"{est.speedup[best]:.2f}x at the bound, expected {est.expected[best]:.2f}x ({_head(est, best)})"

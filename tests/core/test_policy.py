@@ -166,6 +166,26 @@ def test_the_async_schedule_is_costed_with_drafting_overlapped():
     assert asyn.expected.index(max(asyn.expected)) >= sync.expected.index(max(sync.expected))
 
 
+@pytest.mark.parametrize("beside", [1.0, 1.2], ids=["own-devices", "one-memory-bus"])
+def test_the_async_window_times_drafting_beside_the_target_before_it_drafts(beside):
+    # b = 0.55, a draft step 0.6 of a target step, r(2) = 1.3: the async window, its drafts free
+    # beside the target, would pay (1.07x at g = 2). First a probe's target step and a plain one
+    # are timed. Where the probe's draft slowed the target step beside it (one memory bus under
+    # cores of their own: measured 7-20% on this CPU), the window is costed as sync cycles and
+    # the policy stays at g = 0; where it did not, it drafts on the third cycle. Without the two
+    # timings it drafted at once in both cases (and ran 0.80x of sd in the split-core bench).
+    policy = SpeculationPolicy(max_depth=6, schedule="async")
+    st = measured([0.55] * 6, verdicts=20, slope=0.3, draft=0.6)
+    decisions = decide_cycles(policy, st, lambda i: i % 2 == 0, 30, target_s=beside, draft_s=0.6)
+    assert [(d.depth, d.probe) for d in decisions[:2]] == [(0, True), (0, False)]
+    assert "not timed" in decisions[0].reason and "not timed" in decisions[1].reason
+    if beside == 1.0:
+        assert decisions[2].depth > 0 and len(decisions) == 3
+    else:
+        assert len(decisions) == 30 and all(d.depth == 0 for d in decisions)
+        assert st.policy["sources"]["schedule"] == "shared cores: async costed as sync"
+
+
 def test_first_cycle_without_timings_is_a_probe():
     st = Stats()
     d = SpeculationPolicy().decide(st)
