@@ -203,9 +203,9 @@ class Ledger:
     def open(self, kind: str) -> None:
         self._kind = kind
 
-    def per_token(self, kind: str) -> float | None:
+    def per_token(self, kind: str, secs: str = "wall_s") -> float | None:
         s = self.sums.get(kind)
-        return s["wall_s"] / s["tokens"] if s and s["tokens"] and s["wall_s"] > 0 else None
+        return s[secs] / s["tokens"] if s and s["tokens"] and s[secs] > 0 else None
 
     def mean(self, kind: str, secs: str, calls: str) -> float | None:
         s = self.sums.get(kind)
@@ -356,13 +356,10 @@ class SpeculationPolicy:
         """Seconds a probe's draft added to the target step beside it (0 when under 5%): draft
         and target share their cores. Compared per token: steps differ in length, and with one
         cycle of each kind timed a longer probe step is no evidence of anything."""
-        probe, plain = self.ledger.sums.get("probe"), self.ledger.sums.get("plain")
-        if not (probe and plain and probe["t1_calls"] and plain["t1_calls"] and probe["tokens"] and plain["tokens"]):
+        probe, plain = self.ledger.per_token("probe", "t1_s"), self.ledger.per_token("plain", "t1_s")
+        if probe is None or plain is None or probe < 1.05 * plain:
             return 0.0
-        rate_probe, rate_plain = probe["t1_s"] / probe["tokens"], plain["t1_s"] / plain["tokens"]
-        if rate_probe < 1.05 * rate_plain:
-            return 0.0
-        return (rate_probe - rate_plain) * probe["tokens"] / probe["t1_calls"]
+        return (probe - plain) * self.ledger.mean("probe", "tokens", "t1_calls")
 
     def _probe_cost(self, c: float, v: float) -> float:
         """A probe cycle's extra wall time per token over a plain g = 0 cycle's; before both were
@@ -415,10 +412,9 @@ class SpeculationPolicy:
             # memory bus shared) shows only in a target step timed with a probe's draft beside it
             # against one timed alone; until both were (here or in the prior), the window would be
             # costed as if its drafts were free. Time the missing one first.
-            timed = {k: self.ledger.mean(k, "t1_s", "t1_calls") is not None for k in ("probe", "plain")}
-            if not timed["probe"]:
+            if self.ledger.per_token("probe", "t1_s") is None:
                 return self._done(st, est, Decision(0, True, "probe: drafting beside the target not timed yet"))
-            if not timed["plain"]:
+            if self.ledger.per_token("plain", "t1_s") is None:
                 return self._done(st, est, Decision(0, False, "g=0: the target alone not timed yet"))
         best = max(range(self.max_depth + 1), key=lambda g: (est.speedup[g], -g))
         if best > 0:

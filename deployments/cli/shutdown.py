@@ -76,10 +76,10 @@ class StopSignals:
 def sigterm_as_interrupt():
     """SIGTERM (kill, a container's stop) takes Ctrl-C's path for the commands that do not drain a
     server (generate, bench, models): KeyboardInterrupt in the main thread runs their `finally`
-    blocks, which close the engines. Python's default for SIGTERM ends the
-    process on the spot, and a vLLM EngineCore process then outlives it. `serve` and `demo` put in
-    their own handlers (StopSignals) once Ray is up. The earlier handler comes back afterwards (a
-    caller in the same process, a test run, keeps its own)."""
+    blocks, which close the engines. Python's default for SIGTERM ends the process on the spot,
+    and a vLLM EngineCore process then outlives it. `serve` and `demo` put in their own handlers
+    (StopSignals) once Ray is up. The earlier handler comes back afterwards (a caller in the same
+    process, a test run, keeps its own)."""
     global stopped_by
     stopped_by = signal.SIGINT
     if threading.current_thread() is not threading.main_thread():
