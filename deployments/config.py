@@ -175,6 +175,10 @@ class ServerConfig(Strict):
     api_keys_env: str = "LOOKAHEAD_API_KEYS"
     api_keys_file: str | None = None
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    # Whether draft and target share one device, so that every second of drafting is taken from
+    # the target's answers (the depth policy then costs a draft as paid by every answer on the
+    # target). None: read from the placement (AppConfig.draft_shares_target_device).
+    shared_devices: bool | None = None
     orchestrator: RoleDeployment = Field(default_factory=lambda: RoleDeployment(max_ongoing_requests=64))
     # The ingress's max_ongoing_requests + max_queued_requests (-1: no limit) is how many generation
     # requests one ingress replica holds at once; it counts them itself and answers 503 beyond
@@ -200,6 +204,21 @@ class AppConfig(Strict):
             raise ValueError(f"defaults.mode {mode.name!r} needs a draft role")
         mode.run_on(self.target.engine.token_speculation != "none")  # ValueError: sd on a target without it
         return self
+
+    def draft_shares_target_device(self) -> bool:
+        """Whether the draft's steps run on the target's device: unless `server.shared_devices`
+        says, yes except where each role has one of its own (disjoint vLLM-CPU cores, or whole
+        GPUs each; fractions of GPUs may be fractions of one)."""
+        if self.server.shared_devices is not None:
+            return self.server.shared_devices
+        if self.draft is None:
+            return False
+        t, d = self.target, self.draft
+        if t.deployment.num_gpus >= 1 and d.deployment.num_gpus >= 1:
+            return False
+        if t.engine.cpu_cores and d.engine.cpu_cores:
+            return bool(_cores(t.engine.cpu_cores) & _cores(d.engine.cpu_cores))  # overlapping cores
+        return True
 
     @classmethod
     def for_models(cls, target: str, draft: str | None = None, judge: str | None = None, *, mode: str | None = None,
@@ -231,3 +250,12 @@ class AppConfig(Strict):
 def _given(**kw: Any) -> dict[str, Any]:
     """The keyword arguments that were given (None: take the model's default)."""
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def _cores(spec: str) -> set[int]:
+    """"0-3,6" -> {0, 1, 2, 3, 6}"""
+    out: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out

@@ -16,7 +16,7 @@ import hashlib
 import secrets
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator, Awaitable
+from typing import AsyncIterator, Awaitable, Callable
 
 from orchestrator.accept import adopt, mark_rejected, stop_mismatch, stop_verdict
 from orchestrator.modes import CORE_MODES, SCHEDULES, CoreMode, Mode, Schedule
@@ -139,9 +139,12 @@ class Lookahead:
     """One request's session: the accepted prefix, in-flight branches and stats."""
 
     def __init__(self, target: StepEngine, draft: StepEngine | None, verifier: Verifier | None,
-                 prompt: Prompt, params: LookaheadParams, request_id: str = "", prior: dict | None = None) -> None:
-        """`prior`: for depth "auto", earlier measurements shaped like `Stats.to_dict()` (a
-        server's running totals), see orchestrator/policy.py."""
+                 prompt: Prompt, params: LookaheadParams, request_id: str = "", prior: dict | None = None,
+                 shared_device: bool | None = None, load: Callable[[], int] | None = None) -> None:
+        """For depth "auto" (see orchestrator/policy.py): `prior`, earlier measurements shaped like
+        `Stats.to_dict()` (a server's running totals); `shared_device`, whether the deployment
+        puts the draft on the target's device (None: judged from probes); `load`, the answers
+        the target is writing now (a server's sessions in flight; None: this one only)."""
         self.target, self.draft, self.verifier = target, draft, verifier
         self.prompt, self.params, self.request_id = prompt, params, request_id
         self.steps: list[Step] = []
@@ -149,8 +152,9 @@ class Lookahead:
         self.speculate = (params.mode == "lr" and params.depth != 0 and draft is not None
                           and verifier is not None)
         self.seed = params.seed if params.seed is not None else secrets.randbits(31)
-        self.policy = (SpeculationPolicy(params.max_depth, prior, schedule=params.schedule)
+        self.policy = (SpeculationPolicy(params.max_depth, prior, schedule=params.schedule, shared_device=shared_device)
                        if self.speculate and params.depth == AUTO else None)
+        self._answers = load
         self._calls = 0
         self._failures = 0  # draft/verifier failures in a row
         self._resume_at = 0  # the cycle from which speculation is tried again after a failure
@@ -279,6 +283,8 @@ class Lookahead:
             return int(self.params.depth), False
         if self._t0 is not None:  # the policy times the cycles it chose from the wall clock
             self.stats.wall_s = self.now() - self._t0
+        if self._answers is not None:
+            self.policy.load = self._answers()
         d = self.policy.decide(self.stats)
         return d.depth, d.probe
 

@@ -53,6 +53,14 @@ shared cores it costs a draft step and runs about every 12. The count of cycles 
 requests (a request starts at the prior's cycle count modulo k): requests shorter than k still
 probe, about once in k cycles among them.
 
+Load. Where draft and target share a device (the deployment says so, or probes showed it), a
+draft step's seconds are taken from every answer the target is writing, not only from the one
+that drafts: under N concurrent answers its cost is N times what that answer sees of it (c for
+depths, a probe's cost for the probe interval, whose cap stretches to N x `max_probe_every`), so
+a loaded replica drafts only where that still pays and probes about as often as one answer
+alone would. N is `load`, which the session sets before each decision; where each role has its
+own device N counts as 1.
+
 Prior. `prior` is a dict shaped like `Stats.to_dict()`: the totals of earlier requests with the
 same model pair, verifier, sampling and schedule (`PriorBook`). Its verdicts start the
 posteriors (at most `prior_verdicts` of them at depth 0), its timings count as at most
@@ -217,14 +225,16 @@ class SpeculationPolicy:
                  optimism: float = 0.25, alarm_optimism: float = 1.0, decay: float = 0.95,
                  fast_decay: float = 0.7, shared_weight: float = 2.0, prior_verdicts: float = 8.0, prior_calls: float = 4.0, batch_slope: float = 0.15,
                  draft_cost: float = 0.3, probe_budget: float = 0.03, min_probe_every: int = 1,
-                 max_probe_every: int = 16) -> None:
+                 max_probe_every: int = 16, shared_device: bool | None = None) -> None:
         """`optimism`: standard deviations above each b_d's mean that depths are chosen on
         (`alarm_optimism` while the short memory has taken over: a change is worth a look);
         `decay` / `fast_decay`: weight the long and the short memory keep of older verdicts per
         observed cycle; `shared_weight`: pseudo-verdicts of the shared prior in each depth's
         posterior; `prior_verdicts` / `prior_calls`: the most the prior may weigh; `batch_slope`
         and `draft_cost`: s and c before anything is measured; `probe_budget`: the share of time
-        probes may cost at g = 0."""
+        probes may cost at g = 0. `shared_device`: the deployment puts the draft on the target's
+        device (None: judged from probes, see Contention). `load` (set before each decision): the
+        answers the target is writing now, this one included."""
         if max_depth < 1:
             raise ValueError(f"max_depth must be >= 1, got {max_depth}")
         if schedule not in ("sync", "async"):
@@ -234,6 +244,7 @@ class SpeculationPolicy:
         self.prior_verdicts, self.prior_calls = prior_verdicts, prior_calls
         self.batch_slope, self.draft_cost = batch_slope, draft_cost
         self.probe_budget = probe_budget
+        self.shared_device, self.load = shared_device, 1
         self.min_probe_every, self.max_probe_every = min_probe_every, max_probe_every
         self.optimism, self.alarm_optimism = optimism, alarm_optimism
         self.beliefs = Beliefs(max_depth, decay, fast_decay, shared_weight)
@@ -361,13 +372,25 @@ class SpeculationPolicy:
             return 0.0
         return (probe - plain) * self.ledger.mean("probe", "tokens", "t1_calls")
 
+    def _shared(self) -> bool:
+        return self.shared_device if self.shared_device is not None else self._contention() > 0
+
+    def _load(self) -> int:
+        """The answers a draft step takes device time from: all the target is writing where
+        draft and target share the device, none but this one's where each has its own."""
+        return max(1, self.load) if self._shared() else 1
+
     def _probe_cost(self, c: float, v: float) -> float:
-        """A probe cycle's extra wall time per token over a plain g = 0 cycle's; before both were
-        measured, the draft is assumed to run on its own device (cost: the verification)."""
+        """A probe cycle's extra wall time per token over a plain g = 0 cycle's, times the answers
+        it holds back (Load); before both were measured, the draft is assumed to run on its own
+        device (cost: the verification). On a device the deployment says is shared, at least a
+        draft step: under load the answer that probes sees only its share of what its probe costs,
+        and its plain cycles are slowed by the others' probes as much as its probe cycles are."""
         probe, plain = self.ledger.per_token("probe"), self.ledger.per_token("plain")
-        if probe is None or plain is None:
-            return v + max(0.0, c - 1.0)
-        return max(0.0, probe / plain - 1.0)
+        cost = v + max(0.0, c - 1.0) if probe is None or plain is None else max(0.0, probe / plain - 1.0)
+        if self.shared_device:
+            cost = max(cost, c + v)
+        return cost * self._load()
 
     def _predict(self, b: list[float], g: int, c: float, r: list[float], v: float, shared: bool) -> float:
         # where draft and target share their cores, drafting beside the target saves nothing:
@@ -386,11 +409,14 @@ class SpeculationPolicy:
         c = d / t1 if t1 and d is not None else self.draft_cost
         v = v_mean / t1 if t1 and v_mean is not None else 0.0
         means, upper = self.beliefs.upper(0.0), self.beliefs.upper(self.optimism, self.alarm_optimism)
-        gs, shared = range(self.max_depth + 1), self._contention() > 0
+        gs, shared, load = range(self.max_depth + 1), self._shared(), self._load()
         if shared:
             sources["schedule"] = "shared cores: async costed as sync" if self.schedule == "async" else "shared cores"
-        return Estimate(means, upper, c, v, r, [self._predict(upper, g, c, r, v, shared) for g in gs],
-                        [self._predict(means, g, c, r, v, shared) for g in gs], self._probe_cost(c, v),
+        if load > 1:
+            sources["load"] = f"draft costed for {load} answers on the device"
+        cl = c * load  # a draft step on a shared device holds back every answer the target writes
+        return Estimate(means, upper, c, v, r, [self._predict(upper, g, cl, r, v, shared) for g in gs],
+                        [self._predict(means, g, cl, r, v, shared) for g in gs], self._probe_cost(c, v),
                         timed=bool(t1) and d is not None, sources=sources)
 
     # -- decisions ------------------------------------------------------------------------
@@ -400,7 +426,9 @@ class SpeculationPolicy:
         k = math.ceil(est.probe_cost / self.probe_budget) if self.probe_budget > 0 else self.max_probe_every
         if self.ledger.per_token("plain") is None:
             k = max(k, 2)
-        return max(self.min_probe_every, min(self.max_probe_every, k))
+        # under load the interval stretches with the probe's cost: the replica, not each answer,
+        # probes about once in max_probe_every cycles of the target's
+        return max(self.min_probe_every, min(self.max_probe_every * self._load(), k))
 
     def decide(self, st: Stats) -> Decision:
         self.ledger.close(st)

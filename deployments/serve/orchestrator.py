@@ -43,6 +43,8 @@ class Orchestrator:
         self.info: dict[str, dict] = {}
         self.verifiers: dict[str, object] = {}
         self.sessions: dict[str, Lookahead] = {}
+        # the depth policy costs a draft on the target's device as paid by every session in flight
+        self.shared_device = self.cfg.draft_shares_target_device()
         self.totals = Stats(mode="all")
         self.priors = PriorBook()  # per model pair, verifier, sampling and schedule: the depth policy's history
         self.requests = 0
@@ -125,7 +127,8 @@ class Orchestrator:
         prior_key = PriorBook.key(self.cfg.target.engine.model, self.cfg.draft.engine.model if self.cfg.draft else "",
                                   kind, params.target_sampling.greedy, params.schedule, ran.name)
         session = Lookahead(engines["target"], engines.get("draft"), verifier, prompt, params, rid,
-                            prior=self.priors.get(prior_key))
+                            prior=self.priors.get(prior_key), shared_device=self.shared_device,
+                            load=lambda: len(self.sessions))
         session.stats.degraded += [f"{role}: deployment unavailable" for role in missing]
         return session, prompt_tokens, prior_key
 

@@ -5,6 +5,7 @@ the machine is doing, so no choice here depends on wall-clock timing."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -214,6 +215,54 @@ def test_probes_that_cost_a_draft_step_are_spaced_by_their_cost():
     assert gaps[-1] == 12 == policy.probe_every(policy.estimate(st))  # 0.35 / 3% of the time
     # what a sync cycle would pay for a draft step alone: the probe's 0.7 s less the 0.35 s it cost the target
     assert policy.estimate(st).c == pytest.approx(0.35, abs=0.03)
+
+
+@pytest.mark.parametrize("shared_device", [True, False])
+def test_under_load_a_probe_on_the_targets_device_is_costed_for_every_answer_there(shared_device):
+    # shared cores, a probe costing 0.35 of a step as above (one in 12 cycles for one answer), with
+    # 8 answers in flight: on the target's device its draft holds back all 8, so the answer probes
+    # about 8 times less often (the replica as often as one answer alone would); where the draft
+    # has its own device the load changes nothing
+    policy, st = SpeculationPolicy(max_depth=6, shared_device=shared_device), Stats()
+    policy.load = 8
+    plain_cycle(st)
+    decisions = decide_cycles(policy, st, lambda i: False, 240, target_s=1.35, draft_s=0.7)
+    probes = [i for i, d in enumerate(decisions) if d.probe]
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    if shared_device:
+        assert st.policy["probe_cost"] == pytest.approx(8 * 0.35, abs=0.2)
+        assert gaps[-1] == policy.probe_every(policy.estimate(st)) == math.ceil(8 * 0.35 / 0.03)  # was 12
+        assert st.policy["sources"]["load"] == "draft costed for 8 answers on the device"
+    else:
+        assert gaps[-1] == 12 and "load" not in st.policy["sources"]
+
+
+def test_under_load_a_shared_device_drafts_only_where_it_pays_every_answer():
+    # acceptance 0.9 and a draft step at 0.2 of a target step: one answer alone drafts deep; with
+    # 8 answers on the device each drafted second is paid 8 times, and no depth pays that
+    good = measured([0.9] * 6, slope=0.1, draft=0.2).to_dict()
+    alone = SpeculationPolicy(max_depth=6, prior=good, shared_device=True).decide(Stats())
+    loaded = SpeculationPolicy(max_depth=6, prior=good, shared_device=True)
+    loaded.load = 8
+    assert alone.depth >= 3 and loaded.decide(Stats()).depth == 0
+
+
+def test_a_session_tells_its_policy_the_answers_in_flight():
+    # the server's count of sessions, read before each decision
+    in_flight = [3]
+    params = LookaheadParams(mode="lr", depth="auto", max_tokens=400, max_step_tokens=64)
+    session = Lookahead(ScriptedEngine(TRUTH), ScriptedEngine(TRUTH), ExactVerifier(), PROMPT, params,
+                        shared_device=True, load=lambda: in_flight[0])
+
+    async def run():
+        seen = []
+        async for _ in session.stream():
+            seen.append(session.policy.load)
+            in_flight[0] += 1
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen[:3] == [3, 4, 5] and session.stats.policy["sources"]["load"].startswith("draft costed for")
 
 
 def test_short_requests_space_their_probes_by_the_costs_their_prior_measured():

@@ -443,6 +443,19 @@ def test_cpu_split_gives_each_role_its_own_cores_and_every_profile_the_policy():
     assert {name: cfg.defaults.depth for name, cfg in PROFILES.items()} == dict.fromkeys(PROFILES, "auto")
 
 
+def test_the_policy_is_told_which_profiles_put_the_draft_on_the_targets_device():
+    shares = {name: cfg.draft_shares_target_device() for name, cfg in PROFILES.items()}
+    # one machine's cores for both, or fractions of one GPU: shared; disjoint cores or whole GPUs each: own
+    assert shares == {"cpu-demo": True, "cpu-vllm": True, "cpu-split": False, "gpu-dev": True, "gpu-prod": False}
+    split = PROFILES["cpu-split"]
+    overlap = split.model_copy(deep=True)
+    overlap.draft.engine.cpu_cores = "0-1"  # "1" is in both
+    assert overlap.draft_shares_target_device()
+    said = PROFILES["cpu-vllm"].model_copy(deep=True)
+    said.server.shared_devices = False  # the operator knows better than the placement (other nodes)
+    assert not said.draft_shares_target_device()
+
+
 def test_load_app_config_accepts_every_format(tmp_path):
     cfg = PROFILES["gpu-dev"]
     plain = tmp_path / "plain.yaml"
