@@ -4,11 +4,15 @@ Both schedules, the step-separating system prompt and answers long enough for se
 on a pair that accepts drafts: Qwen2.5-0.5B drafting for itself, the draft never writing a token
 that holds "**" (engine option `suppress_tokens`): its steps without bold text are the target's
 own tokens and are accepted, several in a row, while its bold steps are written otherwise and
-rejected, so both paths of the exact verifier run on every answer (token ids cross as they are; a
-draft with the target's text in other ids is rejected as well, tests/core/test_orchestrator.py
-shows that on scripted steps: Qwen, kept from "**", rewrites its formatting rather than spelling
-the same text in other tokens). Drafts from another tokenizer, crossing as text, accepted and
-lossless: tests/engines/test_cross_tokenizer.py.
+rejected, so both paths of the exact verifier run on every answer. Token ids cross as they are.
+
+The different-token pair: the same draft, its steps re-spelled as a tokenizer without the
+".\n\n" merge would write them ("." + "\n\n", tests/support/respell.py; Qwen kept from a merged
+token rewrites its text rather than spelling it in other tokens, so no real pair does this often
+enough to test). Such a step has the target's very text in other ids; accepting it would
+condition the deeper target rows on tokens plain decoding never writes, so the exact verifier
+compares ids and the chain stops there (orchestrator/accept.py, `same_tokens`). Drafts from
+another tokenizer, crossing as text, accepted and lossless: tests/engines/test_cross_tokenizer.py.
 
 The target runs with `batch_invariant` (rows one at a time, the path `ar` takes): the exact
 claim README "Correctness" makes. And `ar` itself equals one plain `model.generate` call.
@@ -25,6 +29,7 @@ from deployments.engines.hf import HFEngine
 from orchestrator.lookahead import LookaheadParams, generate
 from orchestrator.types import Prompt
 from tests.support.data import gsm8k
+from tests.support.respell import Respelled, unmerged
 from verifier.exact import ExactVerifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -47,6 +52,11 @@ def qwen_no_bold(qwen):
     bold = [i for i in range(len(qwen.tokenizer)) if "**" in qwen.tokenizer.decode([i])]
     return HFEngine(EngineConfig(model="qwen2.5-0.5b", batch_invariant=True,
                                  engine_kwargs={"suppress_tokens": bold}))
+
+
+@pytest.fixture(scope="module")
+def qwen_respelled(qwen_no_bold):
+    return Respelled(qwen_no_bold, unmerged(qwen_no_bold.tokenizer, ".\n\n"))
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +90,43 @@ async def check_pair(target, draft, ar_results: dict, depth: int, schedule: str)
     return totals
 
 
-@pytest.mark.parametrize("schedule", ["sync", "async"])
+# sync only: the async schedule runs this pair, re-spelled, in the test after this one
+@pytest.mark.parametrize("schedule", ["sync"])
 async def test_lossless_shared_tokenizer(qwen, qwen_no_bold, qwen_ar, schedule):
     assert qwen.tokenizer_key == qwen_no_bold.tokenizer_key  # token ids cross as they are
     totals = await check_pair(qwen, qwen_no_bold, qwen_ar, depth=3, schedule=schedule)
-    # drafts accepted (speculation happened), and others rejected (both paths ran); chains reach
-    # depth 2 in the sync schedule, while in the async one how deep a chain gets depends on how far
-    # ahead of the target the draft is, a timing this same-size pair does not fix
-    assert totals["accepted_by_depth"][0] > 0, totals
-    assert schedule == "async" or totals["accepted_by_depth"][1] > 0, totals
+    # drafts accepted (speculation happened), chains reaching depth 2, and others rejected (both
+    # paths ran)
+    assert totals["accepted_by_depth"][0] > 0 and totals["accepted_by_depth"][1] > 0, totals
     assert totals["verified"] > sum(totals["accepted_by_depth"]), totals
+
+
+class Behind:
+    """The target, each call started `seconds` late: in the async window a draft of the target's
+    own size then finishes before the target's step, as a smaller draft would, and is judged in
+    the chain rather than aside. Timing only: lossless output does not depend on it."""
+
+    def __init__(self, engine, seconds: float) -> None:
+        self.engine, self.seconds = engine, seconds
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    async def generate_steps(self, requests):
+        await asyncio.sleep(self.seconds)
+        return await self.engine.generate_steps(requests)
+
+
+@pytest.mark.parametrize("schedule", ["sync", "async"])
+async def test_lossless_with_a_draft_that_writes_the_targets_text_in_other_tokens(qwen, qwen_respelled, qwen_ar,
+                                                                                  schedule):
+    assert qwen.tokenizer_key == qwen_respelled.tokenizer_key  # one vocabulary: ids cross as they are
+    target = qwen if schedule == "sync" else Behind(qwen, 1.5)
+    totals = await check_pair(target, qwen_respelled, qwen_ar, depth=3, schedule=schedule)
+    # drafts with the target's very text in other tokens were rejected in the chain, the target's
+    # own step emitted (accepted, they would not be counted here); other drafts were accepted
+    assert totals["same_text_rejected"] > 0, totals
+    assert totals["accepted_by_depth"][0] > 0, totals
 
 
 def test_ar_equals_one_plain_generate_call(qwen, qwen_ar):
