@@ -47,7 +47,9 @@ Probes. At g = 0 a probe drafts one step beside the target's own step (no extra 
 the answer takes the target's step without waiting, and the draft is judged aside for the
 estimate. A probe is costed as it ran: the wall seconds per token of probe cycles against plain
 g = 0 cycles (the session refreshes Stats.wall_s before each decision). Probes run every k
-cycles, k = ceil(probe cost / `probe_budget`) within `min_probe_every`..`max_probe_every`:
+cycles, k = ceil(probe cost / `probe_budget`) within `min_probe_every`..`max_probe_every`
+(none where no g > 0 would pay even if every draft were accepted: nothing a probe finds could
+change the choice):
 where the draft has its own device a probe costs next to nothing and runs every cycle; on
 shared cores it costs a draft step and runs about every 12. The count of cycles goes on across
 requests (a request starts at the prior's cycle count modulo k): requests shorter than k still
@@ -97,6 +99,7 @@ class Estimate:
     speedup: list[float]  # predicted speedup by g = 0 .. max_depth, at the bound
     expected: list[float]  # the same at the posterior mean
     probe_cost: float  # a probe cycle's extra wall time over a plain one, in plain-cycle times
+    ceiling: float  # the best speedup any g > 0 would give were every draft accepted
     timed: bool  # target and draft timings exist (measured here or in the prior)
     sources: dict = field(default_factory=dict)  # where each cost came from: "run", "prior", "default", ...
 
@@ -415,8 +418,10 @@ class SpeculationPolicy:
         if load > 1:
             sources["load"] = f"draft costed for {load} answers on the device"
         cl = c * load  # a draft step on a shared device holds back every answer the target writes
+        perfect = [1.0] * self.max_depth
         return Estimate(means, upper, c, v, r, [self._predict(upper, g, cl, r, v, shared) for g in gs],
                         [self._predict(means, g, cl, r, v, shared) for g in gs], self._probe_cost(c, v),
+                        max(self._predict(perfect, g, cl, r, v, shared) for g in gs[1:]),
                         timed=bool(t1) and d is not None, sources=sources)
 
     # -- decisions ------------------------------------------------------------------------
@@ -448,6 +453,11 @@ class SpeculationPolicy:
         if best > 0:
             why = f"{est.speedup[best]:.2f}x at the bound, expected {est.expected[best]:.2f}x ({_head(est, best)})"
             return self._done(st, est, Decision(best, False, f"g={best}: {why}"))
+        if est.ceiling <= 1.0:
+            # not even a drafter that is always right would pay at these costs: a probe could
+            # only confirm that (under load on a shared device, c N alone can exceed a step)
+            return self._done(st, est, Decision(0, False, f"g=0: no depth pays even with every draft accepted "
+                                                          f"(at most {est.ceiling:.2f}x; {_head(est, 1)})"))
         every = self.probe_every(est)
         if self._idle is None:
             # the cadence goes on across requests: a request starts where the history's cycle

@@ -57,15 +57,21 @@ async def client(i: int, mode: str, end: float, questions: list[str], args, out:
             out["probes"] += st.get("probes") or 0
             out["accepted"] += st.get("accepted_steps") or 0
             out["verified"] += st.get("verified_steps") or 0
+            policy = st.get("policy") or {}
+            if policy:  # what the depth policy last decided in this answer, and on what costs
+                out["probe_costs"].append(policy.get("probe_cost"))
+                out["last_reason"] = policy.get("reason")
 
 
 async def one_round(mode: str, questions: list[str], args) -> dict:
     out = {"mode": mode, "requests": 0, "tokens": 0, "errors": 0, "depth_counts": [], "probes": 0,
-           "accepted": 0, "verified": 0}
+           "accepted": 0, "verified": 0, "probe_costs": [], "last_reason": None}
     t0 = time.monotonic()
     await asyncio.gather(*(client(i, mode, t0 + args.duration, questions, args, out) for i in range(args.clients)))
     out["seconds"] = round(time.monotonic() - t0, 2)
     out["tok_s"] = round(out["tokens"] / out["seconds"], 3)
+    costs = sorted(c for c in out.pop("probe_costs") if c is not None)
+    out["probe_cost_median"] = costs[len(costs) // 2] if costs else None
     return out
 
 
@@ -84,7 +90,9 @@ async def run(args) -> dict:
             rounds.append(res)
             print(f"round {r} {mode:6s} {res['tok_s']:7.2f} tok/s  {res['requests']} requests  {res['tokens']} tokens "
                   f"in {res['seconds']:.0f}s  depths {res['depth_counts']} probes {res['probes']} "
-                  f"accepted {res['accepted']}/{res['verified']} errors {res['errors']}", flush=True)
+                  f"accepted {res['accepted']}/{res['verified']} errors {res['errors']}"
+                  + (f"\n  policy: probe cost (median) {res['probe_cost_median']}; last: {res['last_reason']}"
+                     if res["last_reason"] else ""), flush=True)
     base = args.modes[0]
     summary = {}
     for mode in args.modes:
