@@ -104,6 +104,8 @@ def demo_config():
     cfg.defaults = cfg.defaults.model_copy(update={"mode": "lr+sd", "depth": "auto", "max_tokens": DEMO_MAX_TOKENS})
     for role in (cfg.target, cfg.draft):
         role.deployment = RoleDeployment(num_gpus=1, num_cpus=0, max_ongoing_requests=8)
+    # the fake GPUs place the roles; the engines still share this machine's cores
+    cfg.server = cfg.server.model_copy(update={"shared_devices": True})
     return cfg
 
 

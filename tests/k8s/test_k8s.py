@@ -451,6 +451,8 @@ def test_the_policy_is_told_which_profiles_put_the_draft_on_the_targets_device()
     overlap = split.model_copy(deep=True)
     overlap.draft.engine.cpu_cores = "0-1"  # "1" is in both
     assert overlap.draft_shares_target_device()
+    from deployments.cli.serve import demo_config
+    assert demo_config().draft_shares_target_device()  # one fake GPU per role, the same two cores
     said = PROFILES["cpu-vllm"].model_copy(deep=True)
     said.server.shared_devices = False  # the operator knows better than the placement (other nodes)
     assert not said.draft_shares_target_device()
