@@ -100,6 +100,7 @@ class Estimate:
     expected: list[float]  # the same at the posterior mean
     probe_cost: float  # a probe cycle's extra wall time over a plain one, in plain-cycle times
     ceiling: float  # the best speedup any g > 0 would give were every draft accepted
+    load: int  # the answers a draft step is costed for (1 where the draft has its own device)
     timed: bool  # target and draft timings exist (measured here or in the prior)
     sources: dict = field(default_factory=dict)  # where each cost came from: "run", "prior", "default", ...
 
@@ -378,12 +379,7 @@ class SpeculationPolicy:
     def _shared(self) -> bool:
         return self.shared_device if self.shared_device is not None else self._contention() > 0
 
-    def _load(self) -> int:
-        """The answers a draft step takes device time from: all the target is writing where
-        draft and target share the device, none but this one's where each has its own."""
-        return max(1, self.load) if self._shared() else 1
-
-    def _probe_cost(self, c: float, v: float) -> float:
+    def _probe_cost(self, c: float, v: float, load: int) -> float:
         """A probe cycle's extra wall time per token over a plain g = 0 cycle's, times the answers
         it holds back (Load); before both were measured, the draft is assumed to run on its own
         device (cost: the verification). On a device the deployment says is shared, at least a
@@ -393,7 +389,7 @@ class SpeculationPolicy:
         cost = v + max(0.0, c - 1.0) if probe is None or plain is None else max(0.0, probe / plain - 1.0)
         if self.shared_device:
             cost = max(cost, c + v)
-        return cost * self._load()
+        return cost * load
 
     def _predict(self, b: list[float], g: int, c: float, r: list[float], v: float, shared: bool) -> float:
         # where draft and target share their cores, drafting beside the target saves nothing:
@@ -412,7 +408,10 @@ class SpeculationPolicy:
         c = d / t1 if t1 and d is not None else self.draft_cost
         v = v_mean / t1 if t1 and v_mean is not None else 0.0
         means, upper = self.beliefs.upper(0.0), self.beliefs.upper(self.optimism, self.alarm_optimism)
-        gs, shared, load = range(self.max_depth + 1), self._shared(), self._load()
+        gs, shared = range(self.max_depth + 1), self._shared()
+        # the answers a draft step takes device time from: all the target is writing where draft
+        # and target share the device, none but this one's where each has its own
+        load = max(1, self.load) if shared else 1
         if shared:
             sources["schedule"] = "shared cores: async costed as sync" if self.schedule == "async" else "shared cores"
         if load > 1:
@@ -420,8 +419,8 @@ class SpeculationPolicy:
         cl = c * load  # a draft step on a shared device holds back every answer the target writes
         perfect = [1.0] * self.max_depth
         return Estimate(means, upper, c, v, r, [self._predict(upper, g, cl, r, v, shared) for g in gs],
-                        [self._predict(means, g, cl, r, v, shared) for g in gs], self._probe_cost(c, v),
-                        max(self._predict(perfect, g, cl, r, v, shared) for g in gs[1:]),
+                        [self._predict(means, g, cl, r, v, shared) for g in gs], self._probe_cost(c, v, load),
+                        max(self._predict(perfect, g, cl, r, v, shared) for g in gs[1:]), load,
                         timed=bool(t1) and d is not None, sources=sources)
 
     # -- decisions ------------------------------------------------------------------------
@@ -433,7 +432,7 @@ class SpeculationPolicy:
             k = max(k, 2)
         # under load the interval stretches with the probe's cost: the replica, not each answer,
         # probes about once in max_probe_every cycles of the target's
-        return max(self.min_probe_every, min(self.max_probe_every * self._load(), k))
+        return max(self.min_probe_every, min(self.max_probe_every * est.load, k))
 
     def decide(self, st: Stats) -> Decision:
         self.ledger.close(st)
