@@ -170,7 +170,7 @@ def test_serve_handles_sigterm_and_sigint_alike(first):
 
 
 # SIGTERM only: `lookahead serve` installs one handler for SIGTERM and SIGINT
-# (deployments/cli/shutdown.py, asserted below), so the same drain under load would run twice;
+# (deployments/cli/shutdown.py, asserted above), so the same drain under load would run twice;
 # SIGINT's own path is run by the demo test below
 @pytest.mark.parametrize("sig", [signal.SIGTERM], ids=["SIGTERM"])
 def test_serve_stops_on_a_signal_under_load(sig, tmp_path):

@@ -28,8 +28,8 @@ class Respelled:
 
 
 def unmerged(tokenizer, *texts: str) -> dict[int, list[int]]:
-    """For each text that is one token, that token -> the ids of its characters' pieces (the text
-    less its first character, then that character: ".\\n\\n" -> "." + "\\n\\n")."""
+    """For each text that is one token, that token -> the ids of its first character followed by
+    the ids of the rest (".\\n\\n" -> "." + "\\n\\n")."""
     out = {}
     for text in texts:
         (merged,) = tokenizer.encode(text, add_special_tokens=False)
